@@ -1,0 +1,184 @@
+"""Checkpoints that resume everything and never execute code when loaded.
+
+A checkpoint is a folder `RUN/checkpoints/step_XXXXXXXX/` holding
+- generator.safetensors, discriminator.safetensors: weights and BatchNorm buffers;
+- training_state.safetensors: both Adam states' tensors and the RNG states;
+- checkpoint.json: step, the resolved config, Adam hyper-parameters, format version.
+Only safetensors and JSON: loading parses data, never unpickles. The folder is written
+under a temporary name and renamed into place, so a crash never leaves a half checkpoint,
+and checkpoint.json is written last, so a folder without it is never taken for one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import Config, ConfigError, from_dict
+
+FORMAT_VERSION = 1
+_STEP_DIR = re.compile(r"^step_(\d{8,})$")
+
+
+class CheckpointError(RuntimeError):
+    """A missing, incomplete or corrupt checkpoint; the message names the path and the reason."""
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    step: int
+    config: Config
+    generator: dict[str, torch.Tensor]
+    discriminator: dict[str, torch.Tensor] | None
+    training_state: dict[str, torch.Tensor] | None
+    meta: dict[str, Any]
+
+
+# ----------------------------------------------------------------------------- optimiser state <-> flat tensors
+
+def flatten_optimizer(prefix: str, state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimiser state_dict into flat tensors (for safetensors) and JSON-able param groups."""
+    tensors: dict[str, torch.Tensor] = {}
+    for param_id, state in state_dict["state"].items():
+        for name, value in state.items():
+            tensor = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"{prefix}.state.{param_id}.{name}"] = tensor.detach().cpu().contiguous()
+    return tensors, {"param_groups": state_dict["param_groups"]}
+
+
+def unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    head = prefix + ".state."
+    for key, value in tensors.items():
+        if key.startswith(head):
+            param_id, name = key[len(head) :].split(".", 1)
+            state.setdefault(int(param_id), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+# ----------------------------------------------------------------------------- writing
+
+def _atomic_json(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike,
+    step: int,
+    config: Config,
+    generator: dict[str, torch.Tensor],
+    discriminator: dict[str, torch.Tensor],
+    optimizers: dict[str, dict[str, Any]],
+    rng: dict[str, torch.Tensor],
+    keep: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write checkpoint `step` atomically under RUN/checkpoints/; keep only the newest `keep` (0: all)."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:08d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    try:
+        state: dict[str, torch.Tensor] = {f"rng.{k}": v.cpu().contiguous() for k, v in rng.items()}
+        opt_meta = {}
+        for name, sd in optimizers.items():
+            tensors, opt_meta[name] = flatten_optimizer(f"optimizer.{name}", sd)
+            state.update(tensors)
+        save_file(_cpu(generator), tmp / "generator.safetensors")
+        save_file(_cpu(discriminator), tmp / "discriminator.safetensors")
+        save_file(state, tmp / "training_state.safetensors")
+        meta = {"format_version": FORMAT_VERSION, "step": step, "config": config.to_dict(), "optimizers": opt_meta, **(extra or {})}
+        _atomic_json(tmp / "checkpoint.json", meta)  # last: its presence marks a complete checkpoint
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    if keep > 0:
+        for old in list_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+
+# ----------------------------------------------------------------------------- reading
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))]
+    return [p for _, p in sorted(found) if (p / "checkpoint.json").is_file()]
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """A run directory (-> its latest checkpoint), a checkpoint directory, or a file inside one."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    if path.is_file():
+        path = path.parent
+    if (path / "checkpoint.json").is_file():
+        return path
+    found = list_checkpoints(path)
+    if not found:
+        raise CheckpointError(f"{path}: not a checkpoint and holds no complete checkpoint under checkpoints/")
+    return found[-1]
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupt safetensors file ({str(e).splitlines()[0]})") from None
+
+
+def load_checkpoint(path: str | os.PathLike, generator_only: bool = False) -> Checkpoint:
+    ckpt_dir = resolve(path)
+    meta_path = ckpt_dir / "checkpoint.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+        step = int(meta["step"])
+        config = from_dict(meta["config"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, ConfigError) as e:
+        raise CheckpointError(f"{meta_path}: corrupt checkpoint metadata ({e})") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{meta_path}: unsupported format version {meta.get('format_version')!r}")
+    return Checkpoint(
+        path=ckpt_dir,
+        step=step,
+        config=config,
+        generator=_load_tensors(ckpt_dir / "generator.safetensors"),
+        discriminator=None if generator_only else _load_tensors(ckpt_dir / "discriminator.safetensors"),
+        training_state=None if generator_only else _load_tensors(ckpt_dir / "training_state.safetensors"),
+        meta=meta,
+    )
+
+
+def load_state_dict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Load weights strictly, turning a shape or key mismatch into a one-line CheckpointError."""
+    try:
+        module.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        first = " ".join(str(e).split())[:300]
+        raise CheckpointError(f"{source}: weights do not fit the model in its checkpoint.json ({first})") from None

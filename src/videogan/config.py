@@ -1,0 +1,189 @@
+"""Typed configuration: dataclasses, named presets, and strict overrides.
+
+A run is fully described by one `Config`. Presets are plain functions returning a
+Config; the CLI applies `section.field=value` overrides on top. Unknown keys and
+values of the wrong type are errors, so a typo never silently trains the wrong model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ModelKind = Literal["two-stream", "one-stream"]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be built; the message is one line for the user."""
+
+
+@dataclass
+class ModelConfig:
+    kind: ModelKind = "two-stream"
+    frames: int = 32  # T of a clip
+    size: int = 64  # H = W of a clip
+    channels: int = 3  # C of a clip (RGB)
+    z_dim: int = 100
+    # Channels of the generator's first (4x4) stage; each upsampling stage halves it.
+    # Paper: 512 -> 256 -> 128 -> 64.
+    g_width: int = 512
+    # Channels of the discriminator's first stage; each downsampling stage doubles it.
+    # Paper: 64 -> 128 -> 256 -> 512.
+    d_width: int = 64
+    d_bn_eps: float = 1e-3  # the original's cudnn.VolumetricBatchNormalization(.., 1e-3)
+
+
+@dataclass
+class TrainConfig:
+    data: str = "synthetic"  # "synthetic" or a path to videos
+    steps: int = 10_000
+    batch_size: int = 64
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    mask_l1_weight: float = 0.1  # lambda of the L1 prior on the mask (paper Sec. 3.1)
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
+    num_threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default
+    log_every: int = 10
+    sample_every: int = 500  # write a progress grid every K steps (0: never)
+    checkpoint_every: int = 1000  # write a checkpoint every K steps (and always at the end)
+    keep_checkpoints: int = 3  # how many recent checkpoints to keep on disk
+    num_samples: int = 16  # clips in each progress grid
+
+
+@dataclass
+class SyntheticConfig:
+    max_objects: int = 3  # each clip has 1..max_objects moving objects
+    min_radius: float = 0.10  # object radius as a fraction of the frame size
+    max_radius: float = 0.22
+    max_speed: float = 0.06  # frame sizes per frame
+    background_shapes: int = 3  # static shapes painted on the background
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    @property
+    def clip_shape(self) -> list[int]:
+        """[C, T, H, W] of one clip."""
+        m = self.model
+        return [m.channels, m.frames, m.size, m.size]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def paper() -> Config:
+    """Vondrick et al. 2016: 32 frames of 64x64, G 512..64, D 64..512, batch 64."""
+    return Config()
+
+
+def tiny() -> Config:
+    """16 frames of 32x32, narrow nets: trains on a laptop CPU in minutes (see README for the tuning)."""
+    return Config(
+        model=ModelConfig(frames=16, size=32, g_width=128, d_width=32),
+        train=TrainConfig(batch_size=32, steps=3000, sample_every=250, checkpoint_every=500),
+    )
+
+
+PRESETS = {"paper": paper, "tiny": tiny}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]()
+
+
+# ----------------------------------------------------------------------------- overrides
+
+def _convert(value: Any, annotation: Any, key: str) -> Any:
+    """Coerce `value` (a string from the CLI, or a JSON value) to the field's type, strictly."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        choices = typing.get_args(annotation)
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported field type {annotation!r}")  # pragma: no cover
+
+
+def _field_types(obj: Any) -> dict[str, Any]:
+    hints = typing.get_type_hints(type(obj), globalns=globals())
+    return {f.name: hints[f.name] for f in dataclasses.fields(obj)}
+
+
+def override(cfg: Config, key: str, value: Any) -> None:
+    """Set `section.field` (e.g. `model.g_width`) to `value`, checking the key and the type."""
+    parts = key.split(".")
+    if len(parts) != 2:
+        raise ConfigError(f"config key {key!r} must look like section.field, e.g. model.g_width")
+    section_name, field_name = parts
+    sections = _field_types(cfg)
+    if section_name not in sections:
+        raise ConfigError(f"unknown config section {section_name!r}; sections: {', '.join(sections)}")
+    section = getattr(cfg, section_name)
+    types = _field_types(section)
+    if field_name not in types:
+        raise ConfigError(f"unknown config key {key!r}; {section_name} has: {', '.join(types)}")
+    setattr(section, field_name, _convert(value, types[field_name], key))
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.field=value")
+    key, value = text.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from `to_dict()` output (a saved run), rejecting unknown keys."""
+    cfg = Config()
+    if not isinstance(data, dict):
+        raise ConfigError("config must be a JSON object")
+    for section_name, values in data.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section {section_name!r} must be an object")
+        for field_name, value in values.items():
+            override(cfg, f"{section_name}.{field_name}", value)
+    return cfg

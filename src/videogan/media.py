@@ -1,0 +1,95 @@
+"""Turning tensors into things people look at: GIF, MP4 and PNG files, and grids of clips.
+
+One fixed mapping from model values to pixels: [-1, 1] -> [0, 255] (masks: [0, 1] -> [0, 255]).
+The original normalised each frame separately, which made brightness flicker; we do not.
+All writes are atomic (temporary file + rename), so an interrupted run never leaves a half file.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_uint8(x: torch.Tensor, low: float = -1.0, high: float = 1.0) -> torch.Tensor:
+    """Map values in [low, high] to uint8 [0, 255] with one fixed affine map (clamped)."""
+    scaled = (x.detach().float().cpu() - low) * (255.0 / (high - low))
+    return scaled.round().clamp(0, 255).to(torch.uint8)
+
+
+def grid(clips: torch.Tensor, columns: int | None = None, padding: int = 1, pad_value: int = 255) -> torch.Tensor:
+    """Tile uint8 clips [N, C, T, H, W] into one clip [C, T, rows*(H+p)+p, cols*(W+p)+p]."""
+    assert clips.ndim == 5 and clips.dtype == torch.uint8, f"expected uint8 [N, C, T, H, W], got {clips.dtype} {list(clips.shape)}"
+    n, c, t, h, w = clips.shape
+    columns = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / columns)
+    out = torch.full((c, t, rows * (h + padding) + padding, columns * (w + padding) + padding), pad_value, dtype=torch.uint8)
+    for i in range(n):
+        y, x = padding + (i // columns) * (h + padding), padding + (i % columns) * (w + padding)
+        out[:, :, y : y + h, x : x + w] = clips[i]
+    return out
+
+
+def upscale(clip: torch.Tensor, factor: int) -> torch.Tensor:
+    """Nearest-neighbour upscaling of the last two dims (keeps pixels crisp for viewing)."""
+    if factor == 1:
+        return clip
+    return clip.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+
+
+def _frames_hwc(clip: torch.Tensor) -> np.ndarray:
+    """uint8 [C, T, H, W] (C = 1 or 3) -> numpy [T, H, W, 3]."""
+    assert clip.ndim == 4 and clip.dtype == torch.uint8, f"expected uint8 [C, T, H, W], got {clip.dtype} {list(clip.shape)}"
+    if clip.shape[0] == 1:
+        clip = clip.expand(3, *clip.shape[1:])
+    return np.ascontiguousarray(clip.permute(1, 2, 3, 0).numpy())
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_gif(path: str | os.PathLike, clip: torch.Tensor, fps: float = 8) -> None:
+    frames = [Image.fromarray(f) for f in _frames_hwc(clip)]
+    with atomic_path(path) as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0)
+
+
+def write_mp4(path: str | os.PathLike, clip: torch.Tensor, fps: int = 8) -> None:
+    """H.264 MP4 (yuv420p, so odd sizes are padded by one pixel to even)."""
+    frames = _frames_hwc(clip)
+    t, h, w, _ = frames.shape
+    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+            stream.options = {"crf": "12", "preset": "medium"}  # near-lossless: tiny clips, tiny files
+            for frame in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+
+
+def write_png(path: str | os.PathLike, image: torch.Tensor) -> None:
+    """uint8 [C, H, W] (C = 1 or 3) -> PNG."""
+    frames = _frames_hwc(image[:, None])
+    with atomic_path(path) as tmp:
+        Image.fromarray(frames[0]).save(tmp, format="PNG")

@@ -1,0 +1,45 @@
+"""The paper's discriminator: a 3-D conv net judging appearance and motion together."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .geometry import check_width, geometry
+from .init import init_weights
+
+
+def _down3d(cin: int, cout: int, time_stride: int) -> nn.Conv3d:
+    kt = 4 if time_stride == 2 else 3
+    return nn.Conv3d(cin, cout, (kt, 4, 4), stride=(time_stride, 2, 2), padding=1)
+
+
+class Discriminator(nn.Module):
+    """Clip [B, 3, T, H, W] in [-1, 1] -> two logits [B, 2] (index 1 = real), trained with cross-entropy.
+
+    Paper: Conv3d 3->64 (no BatchNorm), 128, 256, 512 (BatchNorm eps 1e-3), LeakyReLU 0.2 throughout,
+    then Conv3d 512->2 with kernel (2, 4, 4) over the remaining 2 x 4 x 4 volume.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        geo = geometry(cfg.frames, cfg.size)
+        check_width("model.d_width", cfg.d_width, geo, "double")
+        widths = geo.widths(cfg.d_width, "double")
+        strides = geo.time_strides[::-1]  # mirror of the generator: time halves first
+        self.clip_shape = (cfg.channels, cfg.frames, cfg.size, cfg.size)
+        layers: list[nn.Module] = []
+        cin = cfg.channels
+        for i, width in enumerate(widths):
+            layers.append(_down3d(cin, width, strides[i]))
+            if i > 0:
+                layers.append(nn.BatchNorm3d(width, eps=cfg.d_bn_eps))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            cin = width
+        self.features = nn.Sequential(*layers)  # -> [B, width_last, core_frames, 4, 4]
+        self.classifier = nn.Conv3d(cin, 2, (geo.core_frames, 4, 4))
+        init_weights(self)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        assert video.shape[1:] == self.clip_shape, f"D expects [B, {self.clip_shape}], got {list(video.shape)}"
+        return self.classifier(self.features(video)).flatten(1)  # [B, 2]

@@ -1,0 +1,133 @@
+"""Generators: the paper's two-stream net (Fig. 1) and its one-stream ablation.
+
+Layout is PyTorch's: video tensors are [B, C, T, H, W], images [B, C, H, W].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .geometry import Geometry, check_width, geometry
+from .init import init_weights
+
+
+@dataclass
+class GeneratorOutput:
+    """What a generator produces for a batch of B noise vectors."""
+
+    video: torch.Tensor  # [B, 3, T, H, W] in [-1, 1]: the composite m*f + (1-m)*b
+    foreground: torch.Tensor  # [B, 3, T, H, W] in [-1, 1]: f (equal to video for one-stream)
+    mask: torch.Tensor | None  # [B, 1, T, H, W] in [0, 1]: m (None for one-stream)
+    background: torch.Tensor | None  # [B, 3, H, W] in [-1, 1]: b, one static image (None for one-stream)
+
+
+def _up3d(cin: int, cout: int, time_stride: int) -> nn.ConvTranspose3d:
+    # Paper: kernel 4, stride 2, padding 1 doubles T, H, W. Where time must stay, kernel 3 / stride 1 / pad 1.
+    kt = 4 if time_stride == 2 else 3
+    return nn.ConvTranspose3d(cin, cout, (kt, 4, 4), stride=(time_stride, 2, 2), padding=1)
+
+
+class ForegroundStream(nn.Module):
+    """z [B, Z] -> shared features [B, width_last, T/2, H/2, W/2] (paper: 64 x 16 x 32 x 32)."""
+
+    def __init__(self, z_dim: int, widths: list[int], geo: Geometry):
+        super().__init__()
+        layers: list[nn.Module] = [
+            # Paper: ConvTranspose3d 100 -> 512, kernel (2, 4, 4) -> 512 x 2 x 4 x 4.
+            nn.ConvTranspose3d(z_dim, widths[0], (geo.core_frames, 4, 4)),
+            nn.BatchNorm3d(widths[0]),
+            nn.ReLU(inplace=True),
+        ]
+        for i in range(1, len(widths)):
+            layers += [
+                _up3d(widths[i - 1], widths[i], geo.time_strides[i - 1]),
+                nn.BatchNorm3d(widths[i]),
+                nn.ReLU(inplace=True),
+            ]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z[:, :, None, None, None])
+
+
+class BackgroundStream(nn.Module):
+    """z [B, Z] -> one static image b [B, 3, H, W] in [-1, 1]."""
+
+    def __init__(self, z_dim: int, widths: list[int], channels: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.ConvTranspose2d(z_dim, widths[0], 4), nn.BatchNorm2d(widths[0]), nn.ReLU(True)]
+        for i in range(1, len(widths)):
+            layers += [
+                nn.ConvTranspose2d(widths[i - 1], widths[i], 4, stride=2, padding=1),
+                nn.BatchNorm2d(widths[i]),
+                nn.ReLU(inplace=True),
+            ]
+        layers += [nn.ConvTranspose2d(widths[-1], channels, 4, stride=2, padding=1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z[:, :, None, None])
+
+
+class TwoStreamGenerator(nn.Module):
+    """Foreground video f and mask m from a 3-D stream, background b from a 2-D stream (paper Sec. 3.1).
+
+    video = m * f + (1 - m) * b, with b repeated over time; the same z feeds both streams.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        geo = geometry(cfg.frames, cfg.size)
+        check_width("model.g_width", cfg.g_width, geo, "halve")
+        widths = geo.widths(cfg.g_width, "halve")
+        self.z_dim = cfg.z_dim
+        self.clip_shape = (cfg.channels, cfg.frames, cfg.size, cfg.size)
+        self.foreground_stream = ForegroundStream(cfg.z_dim, widths, geo)
+        last_stride = geo.time_strides[-1]
+        self.video_head = nn.Sequential(_up3d(widths[-1], cfg.channels, last_stride), nn.Tanh())
+        self.mask_head = nn.Sequential(_up3d(widths[-1], 1, last_stride), nn.Sigmoid())
+        self.background_stream = BackgroundStream(cfg.z_dim, widths, cfg.channels)
+        init_weights(self)
+
+    def forward(self, z: torch.Tensor) -> GeneratorOutput:
+        assert z.ndim == 2 and z.shape[1] == self.z_dim, f"z must be [B, {self.z_dim}], got {list(z.shape)}"
+        features = self.foreground_stream(z)
+        foreground = self.video_head(features)  # [B, 3, T, H, W]
+        mask = self.mask_head(features)  # [B, 1, T, H, W]
+        background = self.background_stream(z)  # [B, 3, H, W]
+        video = compose(foreground, mask, background)
+        assert video.shape[1:] == self.clip_shape, f"generated {list(video.shape[1:])}, expected {self.clip_shape}"
+        return GeneratorOutput(video=video, foreground=foreground, mask=mask, background=background)
+
+
+class OneStreamGenerator(nn.Module):
+    """The paper's ablation: the foreground stream alone produces the video (no mask, no background)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        geo = geometry(cfg.frames, cfg.size)
+        check_width("model.g_width", cfg.g_width, geo, "halve")
+        widths = geo.widths(cfg.g_width, "halve")
+        self.z_dim = cfg.z_dim
+        self.clip_shape = (cfg.channels, cfg.frames, cfg.size, cfg.size)
+        self.foreground_stream = ForegroundStream(cfg.z_dim, widths, geo)
+        self.video_head = nn.Sequential(_up3d(widths[-1], cfg.channels, geo.time_strides[-1]), nn.Tanh())
+        init_weights(self)
+
+    def forward(self, z: torch.Tensor) -> GeneratorOutput:
+        assert z.ndim == 2 and z.shape[1] == self.z_dim, f"z must be [B, {self.z_dim}], got {list(z.shape)}"
+        video = self.video_head(self.foreground_stream(z))
+        assert video.shape[1:] == self.clip_shape, f"generated {list(video.shape[1:])}, expected {self.clip_shape}"
+        return GeneratorOutput(video=video, foreground=video, mask=None, background=None)
+
+
+def compose(foreground: torch.Tensor, mask: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """m * f + (1 - m) * b: f [B,C,T,H,W], m [B,1,T,H,W], b [B,C,H,W] (static, broadcast over T)."""
+    return mask * foreground + (1 - mask) * background.unsqueeze(2)
+
+
+def build_generator(cfg: ModelConfig) -> TwoStreamGenerator | OneStreamGenerator:
+    return TwoStreamGenerator(cfg) if cfg.kind == "two-stream" else OneStreamGenerator(cfg)
