@@ -1,0 +1,37 @@
+# Two commands on a fresh machine:  make demo  |  make test
+# Both create .venv, install torch (pinned, CPU wheel) first, then this package.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_VERSION ?= 2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(TORCH_VERSION)
+
+# The demo: the tiny two-stream model on the built-in synthetic scenes, ~15 min on a 2-core CPU.
+DEMO_RUN ?= runs/demo
+DEMO_STEPS ?= 3000
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# Resumes an interrupted demo; re-running a finished one just redraws the samples.
+demo: $(STAMP)
+	@if [ -d $(DEMO_RUN)/checkpoints ]; then resume=--resume; else resume="--preset tiny"; fi; \
+	$(BIN)/videogan train $$resume --out $(DEMO_RUN) --steps $(DEMO_STEPS)
+	$(BIN)/videogan generate $(DEMO_RUN) --num 16 --seed 0 --upscale 2 --out $(DEMO_RUN)/samples
+	@echo "samples: $(DEMO_RUN)/samples (composite.gif, foreground.gif, mask.gif, background.png, clips/)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/step_time.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

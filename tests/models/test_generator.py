@@ -1,0 +1,92 @@
+import pytest
+import torch
+
+from videogan.config import ModelConfig, paper, tiny
+from videogan.models import ArchitectureError, OneStreamGenerator, TwoStreamGenerator, build_generator, compose, geometry
+
+
+def n_params(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_paper_generator_matches_the_original_exactly():
+    g = TwoStreamGenerator(paper().model)
+    assert n_params(g) == 16_245_383
+    out = g(torch.randn(2, 100))
+    assert out.video.shape == (2, 3, 32, 64, 64)
+    assert out.foreground.shape == (2, 3, 32, 64, 64)
+    assert out.mask.shape == (2, 1, 32, 64, 64)
+    assert out.background.shape == (2, 3, 64, 64)
+
+
+def test_paper_layer_shapes():
+    g = TwoStreamGenerator(paper().model)
+    feats = g.foreground_stream.net[:3](torch.randn(2, 100)[:, :, None, None, None])
+    assert feats.shape == (2, 512, 2, 4, 4)  # ConvTranspose3d 100 -> 512, kernel (2, 4, 4)
+    assert g.foreground_stream(torch.randn(2, 100)).shape == (2, 64, 16, 32, 32)
+
+
+def test_value_ranges():
+    g = build_generator(tiny().model)
+    out = g(torch.randn(4, 100) * 3)
+    assert out.mask.min() >= 0 and out.mask.max() <= 1
+    for t in (out.video, out.foreground, out.background):
+        assert t.min() >= -1 and t.max() <= 1
+
+
+def test_zero_mask_gives_the_background_in_every_frame():
+    g = build_generator(tiny().model)
+    mask_conv = g.mask_head[0]
+    with torch.no_grad():
+        mask_conv.weight.zero_()
+        mask_conv.bias.fill_(-100.0)  # sigmoid(-100) == 0 in float32
+    out = g(torch.randn(3, 100))
+    assert torch.all(out.mask == 0)
+    for t in range(out.video.shape[2]):
+        assert torch.equal(out.video[:, :, t], out.background)
+
+
+def test_compose_is_the_convex_combination():
+    f = torch.rand(2, 3, 4, 8, 8) * 2 - 1
+    b = torch.rand(2, 3, 8, 8) * 2 - 1
+    m = torch.rand(2, 1, 4, 8, 8)
+    expected = m * f + (1 - m) * b[:, :, None].expand_as(f)
+    assert torch.allclose(compose(f, m, b), expected)
+    assert torch.equal(compose(f, torch.ones_like(m), b), f)
+
+
+def test_one_stream_is_the_foreground_stream_alone():
+    cfg = paper().model
+    cfg.kind = "one-stream"
+    g = build_generator(cfg)
+    assert isinstance(g, OneStreamGenerator)
+    # The two-stream count less the mask head (64*1*64 + 1) and the background stream.
+    two = TwoStreamGenerator(paper().model)
+    assert n_params(g) == n_params(two) - n_params(two.mask_head) - n_params(two.background_stream)
+    out = g(torch.randn(2, 100))
+    assert out.video.shape == (2, 3, 32, 64, 64) and out.mask is None and out.background is None
+
+
+@pytest.mark.parametrize("frames,size", [(8, 64), (24, 32), (1, 16), (32, 128), (16, 8)])
+def test_other_shapes_build(frames, size):
+    cfg = ModelConfig(frames=frames, size=size, g_width=32, d_width=4)
+    out = TwoStreamGenerator(cfg)(torch.randn(2, 100))
+    assert out.video.shape == (2, 3, frames, size, size)
+
+
+def test_geometry_of_the_paper():
+    geo = geometry(32, 64)
+    assert (geo.stages, geo.core_frames, geo.time_strides) == (4, 2, (2, 2, 2, 2))
+    geo = geometry(8, 64)  # time doubles at the last three stages only
+    assert (geo.core_frames, geo.time_strides) == (1, (1, 2, 2, 2))
+
+
+@pytest.mark.parametrize("frames,size,width,message", [
+    (32, 48, 512, "size 48 is not supported"),
+    (32, 4, 512, "size 4 is not supported"),
+    (0, 64, 512, "frames 0 is not supported"),
+    (32, 64, 100, "g_width 100 must be divisible by 8"),
+])
+def test_unsupported_shapes_are_clear_errors(frames, size, width, message):
+    with pytest.raises(ArchitectureError, match=message):
+        TwoStreamGenerator(ModelConfig(frames=frames, size=size, g_width=width))

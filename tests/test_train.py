@@ -1,0 +1,72 @@
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from videogan.checkpoint import list_checkpoints
+from videogan.train import TrainingError, to_model_range, train
+
+
+def _metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_short_run_gives_finite_losses_and_writes_everything(tmp_path, small_config):
+    result = train(small_config, tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    assert result.step == 4
+    rows = _metrics(run)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for r in rows:
+        for key in ("d_loss", "g_loss", "g_adv", "mask_l1", "d_real", "d_fake", "time", "clips_per_second"):
+            assert math.isfinite(r[key])
+        assert r["g_loss"] == pytest.approx(r["g_adv"] + 0.1 * r["mask_l1"], rel=1e-5)
+    assert json.loads((run / "config.json").read_text())["model"]["size"] == 8
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000002", "step_00000004"]
+    assert (run / "progress" / "step_00000004.gif").is_file()
+    assert (run / "progress" / "step_00000004_mask.gif").is_file()
+
+
+def test_resume_equals_the_uninterrupted_run(tmp_path, small_config):
+    small_config.train.steps = 6
+    train(small_config, tmp_path / "full", progress=False)
+    small_config.train.steps = 3  # "interrupted" after step 3 (a checkpoint is always written at the end)
+    train(small_config, tmp_path / "split", progress=False)
+    small_config.train.steps = 6
+    train(small_config, tmp_path / "split", resume=True, progress=False)
+
+    full, split = _metrics(tmp_path / "full"), _metrics(tmp_path / "split")
+    drop = ("time", "seconds_per_step", "clips_per_second")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in split] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in full]
+    for name in ("generator", "discriminator"):
+        a = load_file(tmp_path / "full" / "checkpoints" / "step_00000006" / f"{name}.safetensors")
+        b = load_file(tmp_path / "split" / "checkpoints" / "step_00000006" / f"{name}.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_one_stream_trains(tmp_path, small_config):
+    small_config.model.kind = "one-stream"
+    small_config.train.steps = 2
+    train(small_config, tmp_path / "run", progress=False)
+    assert all(r["mask_l1"] == 0 for r in _metrics(tmp_path / "run"))
+
+
+def test_refuses_to_overwrite_or_resume_nothing(tmp_path, small_config):
+    small_config.train.steps = 2
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(small_config, tmp_path / "run", resume=True, progress=False)
+    train(small_config, tmp_path / "run", progress=False)
+    with pytest.raises(TrainingError, match="already holds checkpoints"):
+        train(small_config, tmp_path / "run", progress=False)
+    small_config.model.g_width = 16
+    with pytest.raises(TrainingError, match="cannot change the model"):
+        train(small_config, tmp_path / "run", resume=True, progress=False)
+
+
+def test_to_model_range_maps_uint8_to_minus_one_one():
+    x = torch.tensor([0, 255, 128], dtype=torch.uint8).reshape(1, 1, 1, 1, 3)
+    y = to_model_range(x, torch.device("cpu"))
+    assert y.dtype == torch.float32 and y.flatten().tolist() == pytest.approx([-1.0, 1.0, 128 / 127.5 - 1], abs=1e-6)
