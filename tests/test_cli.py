@@ -32,6 +32,13 @@ def test_errors_are_one_line(argv, message, capsys):
     assert message in err and len(err.splitlines()) == 1
 
 
+def test_bad_data_path_fails_before_writing_anything(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--data", str(tmp_path / "no_videos"), "--steps", "1", "--quiet"]) == 2
+    assert "no_videos: no such file or directory" in capsys.readouterr().err
+    assert not run.exists()
+
+
 def test_unknown_preset_is_rejected_by_the_parser(capsys):
     with pytest.raises(SystemExit) as e:
         main(["info", "--preset", "huge"])

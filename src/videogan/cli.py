@@ -128,21 +128,18 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoint import CheckpointError
-    from .data.decode import VideoDecodeError
-    from .models import ArchitectureError
-
     args = make_parser().parse_args(argv)
+    from .checkpoint import CheckpointError
+    from .data.decode import DataError
+    from .models import ArchitectureError
+    from .train import TrainingError
+
+    user_errors = (ConfigError, ArchitectureError, CheckpointError, DataError, TrainingError, FileNotFoundError)
     try:
         return args.func(args)
-    except (ConfigError, ArchitectureError, CheckpointError, VideoDecodeError, FileNotFoundError) as e:
+    except user_errors as e:
         print(f"videogan: error: {e}", file=sys.stderr)
         return 2
-    except RuntimeError as e:
-        if type(e).__name__ in ("TrainingError",):
-            print(f"videogan: error: {e}", file=sys.stderr)
-            return 2
-        raise
     except KeyboardInterrupt:
         print("videogan: interrupted", file=sys.stderr)
         return 130

@@ -88,11 +88,11 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     elif existing:
         raise TrainingError(f"{run_dir}: already holds checkpoints; pass --resume to continue it or choose another --out")
 
+    source = make_source(cfg)  # before anything is written: bad data fails without leaving a run behind
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(run_dir / "config.json") as tmp:
             tmp.write_text(cfg.to_json() + "\n")
-    source = make_source(cfg)
     G, D = ctx.wrap(generator), ctx.wrap(discriminator)
     logger = RunLogger(run_dir, enabled=ctx.is_main, start_step=start_step)
     fixed_z = noise(tc.num_samples, cfg.model.z_dim, tc.seed)  # the same clips in every progress grid

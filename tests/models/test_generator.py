@@ -90,3 +90,13 @@ def test_geometry_of_the_paper():
 def test_unsupported_shapes_are_clear_errors(frames, size, width, message):
     with pytest.raises(ArchitectureError, match=message):
         TwoStreamGenerator(ModelConfig(frames=frames, size=size, g_width=width))
+
+
+def test_mask_bias_init_sets_the_starting_share_of_foreground():
+    cfg = tiny().model
+    cfg.mask_bias_init = -3.0
+    g = TwoStreamGenerator(cfg)
+    assert torch.all(g.mask_head[0].bias == -3.0)
+    with torch.no_grad():
+        m = g(torch.randn(8, 100)).mask.mean().item()
+    assert abs(m - torch.sigmoid(torch.tensor(-3.0)).item()) < 0.02  # small init weights: m ~ sigmoid(bias)

@@ -10,7 +10,11 @@ import numpy as np
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv"}
 
 
-class VideoDecodeError(RuntimeError):
+class DataError(ValueError):
+    """Unusable training data; the message names the file or folder and the reason."""
+
+
+class VideoDecodeError(DataError):
     """A video that cannot be decoded; the message names the file and the reason."""
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..config import SyntheticConfig
+from ..config import ConfigError, SyntheticConfig
 
 
 @dataclass
@@ -49,9 +49,9 @@ class SyntheticScenes:
         self.frames, self.size, self.seed = frames, size, seed
         self.cfg = cfg or SyntheticConfig()
         if not 1 <= self.cfg.max_objects:
-            raise ValueError("synthetic.max_objects must be at least 1")
+            raise ConfigError("synthetic.max_objects must be at least 1")
         if not 0 < self.cfg.min_radius <= self.cfg.max_radius < 0.5:
-            raise ValueError("synthetic radii must satisfy 0 < min_radius <= max_radius < 0.5")
+            raise ConfigError("synthetic radii must satisfy 0 < min_radius <= max_radius < 0.5")
 
     def _generator(self, index: int) -> torch.Generator:
         # Distinct, reproducible stream per (seed, index); the large odd multiplier decorrelates neighbours.

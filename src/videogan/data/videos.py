@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .decode import VideoDecodeError, find_videos, read_frames
+from .decode import DataError, VideoDecodeError, find_videos, read_frames
 
 
 def frames_to_clips(frames: np.ndarray, clip_frames: int, size: int) -> torch.Tensor:
@@ -38,7 +38,7 @@ class VideoClips:
         self.seed = seed
         paths = find_videos(inputs)
         if not paths:
-            raise FileNotFoundError(f"{', '.join(map(str, inputs))}: no video files found")
+            raise DataError(f"{', '.join(map(str, inputs))}: no video files found")
         chunks, self.skipped = [], []
         for path in paths:
             try:
@@ -48,7 +48,7 @@ class VideoClips:
                 print(f"skipped: {e}", file=sys.stderr)
         self.data = torch.cat(chunks) if chunks else torch.empty(0)
         if len(self.data) == 0:
-            raise ValueError(f"{', '.join(map(str, inputs))}: no clip of {frames} frames could be cut from the videos")
+            raise DataError(f"{', '.join(map(str, inputs))}: no clip of {frames} frames could be cut from the videos")
 
     def __len__(self) -> int:
         return len(self.data)

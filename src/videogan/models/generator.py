@@ -91,6 +91,7 @@ class TwoStreamGenerator(nn.Module):
         self.mask_head = nn.Sequential(_up3d(widths[-1], 1, last_stride), nn.Sigmoid())
         self.background_stream = BackgroundStream(cfg.z_dim, widths, cfg.channels)
         init_weights(self)
+        nn.init.constant_(self.mask_head[0].bias, cfg.mask_bias_init)
 
     def forward(self, z: torch.Tensor) -> GeneratorOutput:
         assert z.ndim == 2 and z.shape[1] == self.z_dim, f"z must be [B, {self.z_dim}], got {list(z.shape)}"
