@@ -47,7 +47,7 @@ def step_time(name: str, batch_size: int, steps: int, warmup: int, device: str, 
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
-        real = to_model_range(source.clips(i, batch_size), dev)
+        real = to_model_range(source.clips(i, batch_size, dev), dev)
         fake = G(torch.randn(batch_size, cfg.model.z_dim, device=dev))
         d_loss = discriminator_loss(D(real), D(fake.video.detach()))
         opt_d.zero_grad(set_to_none=True)

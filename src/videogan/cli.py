@@ -72,8 +72,9 @@ def cmd_train(args: argparse.Namespace) -> int:
            "model.kind": args.model, "train.data": args.data, "train.device": args.device},
     )
     result = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
-    print(json.dumps({"run_dir": str(result.run_dir), "step": result.step,
-                      "checkpoint": str(result.checkpoint) if result.checkpoint else None, **result.last_metrics}))
+    if result.is_main:
+            print(json.dumps({"run_dir": str(result.run_dir), "step": result.step,
+                          "checkpoint": str(result.checkpoint) if result.checkpoint else None, **result.last_metrics}))
     return 0
 
 

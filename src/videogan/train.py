@@ -37,6 +37,7 @@ class TrainResult:
     step: int
     checkpoint: Path | None
     last_metrics: dict
+    is_main: bool  # False on torchrun ranks other than 0, which write nothing
 
 
 def to_model_range(clips: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -45,8 +46,11 @@ def to_model_range(clips: torch.Tensor, device: torch.device) -> torch.Tensor:
     return clips.to(device, non_blocking=True).float().div_(127.5).sub_(1.0)
 
 
-def _seeded_generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+def training_noise(seed: int, rank: int, step: int, batch_size: int, z_dim: int) -> torch.Tensor:
+    """z for one rank's batch at one step, a pure function of (seed, rank, step): resuming (also under
+    torchrun, with any number of ranks) needs no RNG state, and ranks never share noise."""
+    gen = torch.Generator().manual_seed((seed * 1_000_003 + rank * 7_919 + step * 104_729 + 1) % (2**63))
+    return torch.randn(batch_size, z_dim, generator=gen)
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
@@ -64,7 +68,6 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     discriminator = Discriminator(cfg.model).to(ctx.device)
     opt_g = torch.optim.Adam(generator.parameters(), lr=tc.lr_g, betas=(tc.beta1, tc.beta2))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=tc.lr_d, betas=(tc.beta1, tc.beta2))
-    z_stream = _seeded_generator(tc.seed * 7_919 + ctx.rank)  # noise for training batches; saved in checkpoints
     start_step, elapsed = 0, 0.0
 
     existing = list_checkpoints(run_dir)
@@ -80,7 +83,6 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         try:
             opt_g.load_state_dict(unflatten_optimizer("optimizer.generator", state, meta["optimizers"]["generator"]))
             opt_d.load_state_dict(unflatten_optimizer("optimizer.discriminator", state, meta["optimizers"]["discriminator"]))
-            z_stream.set_state(state[f"rng.z_stream_rank{ctx.rank}"])
             torch.set_rng_state(state["rng.torch"])
         except (KeyError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{ckpt.path}: training state does not fit this run ({e})") from None
@@ -108,14 +110,14 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
             run_dir, step, cfg,
             generator=generator.state_dict(), discriminator=discriminator.state_dict(),
             optimizers={"generator": opt_g.state_dict(), "discriminator": opt_d.state_dict()},
-            rng={"torch": torch.get_rng_state(), f"z_stream_rank{ctx.rank}": z_stream.get_state()},
+            rng={"torch": torch.get_rng_state()},
             keep=tc.keep_checkpoints,
             extra={"elapsed_seconds": elapsed},
         )
 
     for step in range(start_step, tc.steps):
-        real = to_model_range(source.clips(step * ctx.world_size + ctx.rank, local_batch), ctx.device)
-        z = torch.randn(local_batch, cfg.model.z_dim, generator=z_stream).to(ctx.device)
+        real = to_model_range(source.clips(step * ctx.world_size + ctx.rank, local_batch, ctx.device), ctx.device)
+        z = training_noise(tc.seed, ctx.rank, step, local_batch, cfg.model.z_dim).to(ctx.device)
         fake = G(z)
 
         # Discriminator step: real and fake in separate passes.
@@ -168,4 +170,4 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     bar.close()
     logger.close()
     ctx.close()
-    return TrainResult(run_dir=run_dir, step=max(start_step, tc.steps), checkpoint=checkpoint_path, last_metrics=last_metrics)
+    return TrainResult(run_dir=run_dir, step=max(start_step, tc.steps), checkpoint=checkpoint_path, last_metrics=last_metrics, is_main=ctx.is_main)

@@ -11,8 +11,8 @@ from .videos import VideoClips
 
 
 class ClipSource(Protocol):
-    def clips(self, index: int, batch_size: int) -> torch.Tensor:
-        """Batch `index` of the stream: uint8 [B, 3, T, H, W]; the same index gives the same batch."""
+    def clips(self, index: int, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Batch `index` of the stream: uint8 [B, 3, T, H, W] on `device`; the same index gives the same batch."""
         ...
 
 

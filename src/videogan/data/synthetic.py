@@ -23,12 +23,6 @@ class SyntheticBatch:
     mask: torch.Tensor  # [B, 1, T, H, W] uint8, 255 where a moving object covers the pixel
 
 
-def _smooth_field(gen: torch.Generator, batch: int, channels: int, grid: int, size: int) -> torch.Tensor:
-    """Random values on a grid x grid lattice, bicubically upsampled: smooth colour fields, [B, C, S, S]."""
-    coarse = torch.rand(batch, channels, grid, grid, generator=gen)
-    return F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True)
-
-
 def _bounce(start: torch.Tensor, velocity: torch.Tensor, low: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Position at times t of a point moving at constant velocity, reflecting off [low, 1 - low]."""
     span = (1 - 2 * low).clamp_min(1e-3)
@@ -57,56 +51,59 @@ class SyntheticScenes:
         # Distinct, reproducible stream per (seed, index); the large odd multiplier decorrelates neighbours.
         return torch.Generator().manual_seed((self.seed * 1_000_003 + index * 7_919 + 17) % (2**63))
 
-    def clips(self, index: int, batch_size: int) -> torch.Tensor:
+    def clips(self, index: int, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """Batch `index` without its masks: uint8 [B, 3, T, S, S]."""
-        return self.batch(index, batch_size).video
+        return self.batch(index, batch_size, device).video
 
-    def batch(self, index: int, batch_size: int) -> SyntheticBatch:
+    def batch(self, index: int, batch_size: int, device: torch.device | str = "cpu") -> SyntheticBatch:
+        """Random scene parameters come from a CPU generator (so every device draws the same scenes);
+        rendering, the bulk of the work, runs on `device` (a GPU renders a paper-size batch in milliseconds)."""
         gen = self._generator(index)
         B, T, S, K, cfg = batch_size, self.frames, self.size, self.cfg.max_objects, self.cfg
         rand = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
-
-        # Background: smooth colour field + finer low-contrast texture + a few static shapes.
-        background = 0.15 + 0.7 * _smooth_field(gen, B, 3, 3, S)
-        background = background + 0.12 * (_smooth_field(gen, B, 1, max(4, S // 4), S) - 0.5)
-        ys, xs = torch.meshgrid((torch.arange(S) + 0.5) / S, (torch.arange(S) + 0.5) / S, indexing="ij")
-        for _ in range(cfg.background_shapes):
-            center = rand(B, 2, 1, 1)
-            radius = 0.08 + 0.25 * rand(B, 1, 1)
-            square = rand(B, 1, 1) < 0.5
-            cover = _coverage(xs - center[:, 0], ys - center[:, 1], radius, square, S)[:, None]
-            shade = 0.15 + 0.7 * rand(B, 3, 1, 1)
-            background = background * (1 - 0.8 * cover) + shade * 0.8 * cover  # muted: not fully opaque
-        background = background.clamp(0, 1)
-
-        # Foreground: 1..K objects per clip, constant velocity, bouncing off the frame's edges.
-        active = torch.arange(K)[None, :] < torch.randint(1, K + 1, (B, 1), generator=gen)  # [B, K]
+        # --- draw every random parameter first, on the CPU ---------------------------------------
+        colour_field = rand(B, 3, 3, 3)  # smooth colour field: a 3x3 lattice, upsampled
+        texture = rand(B, 1, max(4, S // 4), max(4, S // 4))  # finer, low-contrast texture
+        shapes = [(rand(B, 2, 1, 1), 0.08 + 0.25 * rand(B, 1, 1), rand(B, 1, 1) < 0.5, 0.15 + 0.7 * rand(B, 3, 1, 1))
+                  for _ in range(cfg.background_shapes)]  # (centre, radius, square?, shade) of static shapes
+        active = torch.arange(K)[None, :] < torch.randint(1, K + 1, (B, 1), generator=gen)  # [B, K]: 1..K objects
         radius = cfg.min_radius + (cfg.max_radius - cfg.min_radius) * rand(B, K)
         start = radius[..., None] + (1 - 2 * radius[..., None]) * rand(B, K, 2)
         angle = 2 * math.pi * rand(B, K)
         speed = cfg.max_speed * (0.4 + 0.6 * rand(B, K))
         velocity = torch.stack([angle.cos(), angle.sin()], -1) * speed[..., None]  # [B, K, 2]
         square = rand(B, K) < 0.5
-        # Saturated colours, far from the muted background; a highlight gives the objects texture.
-        colour = torch.rand(B, K, 3, generator=gen)
-        colour = (colour - colour.mean(-1, keepdim=True)) * 1.6 + 0.5
-        colour = colour.clamp(0.02, 0.98)
+        colour = rand(B, K, 3)
+        colour = ((colour - colour.mean(-1, keepdim=True)) * 1.6 + 0.5).clamp(0.02, 0.98)  # saturated
+        # --- render on the device -------------------------------------------------------------------
+        to = lambda x: x.to(device)  # noqa: E731
+        up = lambda x: F.interpolate(to(x), size=(S, S), mode="bicubic", align_corners=True)  # noqa: E731
+        background = 0.15 + 0.7 * up(colour_field) + 0.12 * (up(texture) - 0.5)  # [B, 3, S, S]
+        axis = (torch.arange(S, device=device) + 0.5) / S
+        ys, xs = torch.meshgrid(axis, axis, indexing="ij")
+        for centre, r, sq, shade in map(lambda p: map(to, p), shapes):
+            cover = _coverage(xs - centre[:, 0], ys - centre[:, 1], r, sq, S)[:, None]
+            background = background * (1 - 0.8 * cover) + shade * 0.8 * cover  # muted: not fully opaque
+        background = background.clamp(0, 1)
 
-        t = torch.arange(T, dtype=torch.float32)[None, None, :]  # [1, 1, T]
+        t = torch.arange(T, dtype=torch.float32, device=device)[None, None, :]  # [1, 1, T]
+        radius, start, velocity = to(radius), to(start), to(velocity)
         cx = _bounce(start[..., 0:1], velocity[..., 0:1], radius[..., None], t)  # [B, K, T]
         cy = _bounce(start[..., 1:2], velocity[..., 1:2], radius[..., None], t)
         dx = xs - cx[..., None, None]  # [B, K, T, S, S]
         dy = ys - cy[..., None, None]
-        r5, sq5 = radius[..., None, None, None], square[..., None, None, None]
-        cover = _coverage(dx, dy, r5, sq5, S) * active[..., None, None, None]
-        highlight = (1 - (dx + 0.35 * r5).square().add((dy + 0.35 * r5).square()).sqrt() / (1.5 * r5)).clamp(0, 1)
+        r5, sq5 = radius[..., None, None, None], to(square)[..., None, None, None]
+        cover = _coverage(dx, dy, r5, sq5, S) * to(active)[..., None, None, None]
+        # A soft highlight towards the top-left gives the objects some texture.
+        highlight = (1 - ((dx + 0.35 * r5).square() + (dy + 0.35 * r5).square()).sqrt() / (1.5 * r5)).clamp(0, 1)
 
-        video = background[:, :, None].expand(B, 3, T, S, S).clone()  # [B, 3, T, S, S]
-        union = torch.zeros(B, 1, T, S, S)
+        colour = to(colour)
+        video = background[:, :, None].expand(B, 3, T, S, S)  # [B, 3, T, S, S]
+        union = torch.zeros(B, 1, T, S, S, device=device)
         for k in range(K):  # painter's order: later objects pass in front of earlier ones
             a = cover[:, k, None]  # [B, 1, T, S, S]
-            shade = colour[:, k, :, None, None, None] * (0.75 + 0.35 * highlight[:, k, None])
-            video = video * (1 - a) + shade.clamp(0, 1) * a
+            shade = (colour[:, k, :, None, None, None] * (0.75 + 0.35 * highlight[:, k, None])).clamp(0, 1)
+            video = video * (1 - a) + shade * a
             union = union + a * (1 - union)
         return SyntheticBatch(video=_to_uint8(video), mask=_to_uint8(union))
 

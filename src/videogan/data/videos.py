@@ -53,6 +53,6 @@ class VideoClips:
     def __len__(self) -> int:
         return len(self.data)
 
-    def clips(self, index: int, batch_size: int) -> torch.Tensor:
+    def clips(self, index: int, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
         gen = torch.Generator().manual_seed((self.seed * 1_000_003 + index * 7_919 + 29) % (2**63))
-        return self.data[torch.randint(len(self.data), (batch_size,), generator=gen)]
+        return self.data[torch.randint(len(self.data), (batch_size,), generator=gen)].to(device, non_blocking=True)
