@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from videogan.checkpoint import list_checkpoints
+from videogan.checkpoint import CheckpointError, list_checkpoints
 from videogan.train import TrainingError, to_model_range, train
 
 
@@ -62,7 +62,7 @@ def test_refuses_to_overwrite_or_resume_nothing(tmp_path, small_config):
     with pytest.raises(TrainingError, match="already holds checkpoints"):
         train(small_config, tmp_path / "run", progress=False)
     small_config.model.g_width = 16
-    with pytest.raises(TrainingError, match="cannot change the model"):
+    with pytest.raises(CheckpointError, match="cannot change the model"):
         train(small_config, tmp_path / "run", resume=True, progress=False)
 
 

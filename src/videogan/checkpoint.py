@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +182,46 @@ def load_state_dict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], s
     except RuntimeError as e:
         first = " ".join(str(e).split())[:300]
         raise CheckpointError(f"{source}: weights do not fit the model in its checkpoint.json ({first})") from None
+
+
+# ----------------------------------------------------------------------------- the whole training state
+
+@dataclass
+class TrainingState:
+    """Everything a run needs to continue: nets (with BatchNorm statistics), optimisers, progress."""
+
+    generator: torch.nn.Module
+    discriminator: torch.nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    step: int = 0
+    elapsed_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def save_training_state(run_dir: str | os.PathLike, config: Config, state: TrainingState, keep: int = 0) -> Path:
+    return save_checkpoint(
+        run_dir, state.step, config,
+        generator=state.generator.state_dict(), discriminator=state.discriminator.state_dict(),
+        optimizers={"generator": state.opt_g.state_dict(), "discriminator": state.opt_d.state_dict()},
+        rng={"torch": torch.get_rng_state()},
+        keep=keep,
+        extra={"elapsed_seconds": state.elapsed_seconds},
+    )
+
+
+def restore_training_state(run_dir: str | os.PathLike, config: Config, state: TrainingState) -> None:
+    """Load the run's latest checkpoint into `state` (weights, BatchNorm statistics, Adam, RNG, step)."""
+    ckpt = load_checkpoint(run_dir)
+    if ckpt.config.model != config.model:
+        raise CheckpointError(f"{ckpt.path}: resume cannot change the model section of the config")
+    load_state_dict(state.generator, ckpt.generator, ckpt.path / "generator.safetensors")
+    load_state_dict(state.discriminator, ckpt.discriminator, ckpt.path / "discriminator.safetensors")
+    tensors, meta = ckpt.training_state, ckpt.meta
+    try:
+        state.opt_g.load_state_dict(unflatten_optimizer("optimizer.generator", tensors, meta["optimizers"]["generator"]))
+        state.opt_d.load_state_dict(unflatten_optimizer("optimizer.discriminator", tensors, meta["optimizers"]["discriminator"]))
+        torch.set_rng_state(tensors["rng.torch"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{ckpt.path}: training state does not fit this run ({e})") from None
+    state.step, state.elapsed_seconds = ckpt.step, float(meta.get("elapsed_seconds", 0.0))

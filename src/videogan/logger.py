@@ -6,9 +6,13 @@ log reads as one uninterrupted run.
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import torch
 
 
 def truncate_metrics(path: Path, after_step: int) -> None:
@@ -58,3 +62,34 @@ class RunLogger:
             self.file.close()
             if self.tensorboard is not None:
                 self.tensorboard.close()
+
+
+class IntervalMeter:
+    """Averages per-step values over a logging interval and measures its speed."""
+
+    def __init__(self, clips_per_step: int, elapsed: float = 0.0):
+        self.clips_per_step = clips_per_step
+        self.elapsed = elapsed  # training seconds so far, carried across resumes
+        self._sums: dict[str, float] = {}
+        self._count = 0
+        self._start = time.perf_counter()
+
+    def add(self, values: dict[str, torch.Tensor]) -> None:
+        for key, value in values.items():
+            self._sums[key] = self._sums.get(key, 0.0) + float(value.detach())
+        self._count += 1
+
+    def flush(self, reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> dict[str, float]:
+        """Means since the last flush (reduced across ranks by `reduce`), seconds_per_step, clips_per_second, time."""
+        now = time.perf_counter()
+        seconds, count = now - self._start, max(self._count, 1)
+        self.elapsed += seconds
+        means = {k: reduce(torch.tensor(v / count)).item() for k, v in self._sums.items()}
+        means.update(seconds_per_step=seconds / count, clips_per_second=count * self.clips_per_step / seconds,
+                     time=round(self.elapsed, 2))
+        self._sums, self._count, self._start = {}, 0, now
+        return means
+
+    @staticmethod
+    def finite(values: dict[str, float]) -> bool:
+        return all(math.isfinite(v) for v in values.values())

@@ -72,56 +72,62 @@ class BackgroundStream(nn.Module):
         return self.net(z[:, :, None, None])
 
 
-class TwoStreamGenerator(nn.Module):
+class _VideoGenerator(nn.Module):
+    """What both generators share: the 3-D foreground stream and its video head f."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        geo = geometry(cfg.frames, cfg.size)
+        check_width("model.g_width", cfg.g_width, geo, "halve")
+        self.widths = geo.widths(cfg.g_width, "halve")
+        self.last_time_stride = geo.time_strides[-1]
+        self.z_dim = cfg.z_dim
+        self.clip_shape = (cfg.channels, cfg.frames, cfg.size, cfg.size)
+        self.foreground_stream = ForegroundStream(cfg.z_dim, self.widths, geo)
+        self.video_head = nn.Sequential(_up3d(self.widths[-1], cfg.channels, self.last_time_stride), nn.Tanh())
+
+    def _check_noise(self, z: torch.Tensor) -> None:
+        assert z.ndim == 2 and z.shape[1] == self.z_dim, f"z must be [B, {self.z_dim}], got {list(z.shape)}"
+
+    def _check_video(self, video: torch.Tensor) -> None:
+        assert video.shape[1:] == self.clip_shape, f"generated {list(video.shape[1:])}, expected {self.clip_shape}"
+
+
+class TwoStreamGenerator(_VideoGenerator):
     """Foreground video f and mask m from a 3-D stream, background b from a 2-D stream (paper Sec. 3.1).
 
     video = m * f + (1 - m) * b, with b repeated over time; the same z feeds both streams.
     """
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        geo = geometry(cfg.frames, cfg.size)
-        check_width("model.g_width", cfg.g_width, geo, "halve")
-        widths = geo.widths(cfg.g_width, "halve")
-        self.z_dim = cfg.z_dim
-        self.clip_shape = (cfg.channels, cfg.frames, cfg.size, cfg.size)
-        self.foreground_stream = ForegroundStream(cfg.z_dim, widths, geo)
-        last_stride = geo.time_strides[-1]
-        self.video_head = nn.Sequential(_up3d(widths[-1], cfg.channels, last_stride), nn.Tanh())
-        self.mask_head = nn.Sequential(_up3d(widths[-1], 1, last_stride), nn.Sigmoid())
-        self.background_stream = BackgroundStream(cfg.z_dim, widths, cfg.channels)
+        super().__init__(cfg)
+        self.mask_head = nn.Sequential(_up3d(self.widths[-1], 1, self.last_time_stride), nn.Sigmoid())
+        self.background_stream = BackgroundStream(cfg.z_dim, self.widths, cfg.channels)
         init_weights(self)
         nn.init.constant_(self.mask_head[0].bias, cfg.mask_bias_init)
 
     def forward(self, z: torch.Tensor) -> GeneratorOutput:
-        assert z.ndim == 2 and z.shape[1] == self.z_dim, f"z must be [B, {self.z_dim}], got {list(z.shape)}"
+        self._check_noise(z)
         features = self.foreground_stream(z)
         foreground = self.video_head(features)  # [B, 3, T, H, W]
         mask = self.mask_head(features)  # [B, 1, T, H, W]
         background = self.background_stream(z)  # [B, 3, H, W]
         video = compose(foreground, mask, background)
-        assert video.shape[1:] == self.clip_shape, f"generated {list(video.shape[1:])}, expected {self.clip_shape}"
+        self._check_video(video)
         return GeneratorOutput(video=video, foreground=foreground, mask=mask, background=background)
 
 
-class OneStreamGenerator(nn.Module):
+class OneStreamGenerator(_VideoGenerator):
     """The paper's ablation: the foreground stream alone produces the video (no mask, no background)."""
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        geo = geometry(cfg.frames, cfg.size)
-        check_width("model.g_width", cfg.g_width, geo, "halve")
-        widths = geo.widths(cfg.g_width, "halve")
-        self.z_dim = cfg.z_dim
-        self.clip_shape = (cfg.channels, cfg.frames, cfg.size, cfg.size)
-        self.foreground_stream = ForegroundStream(cfg.z_dim, widths, geo)
-        self.video_head = nn.Sequential(_up3d(widths[-1], cfg.channels, geo.time_strides[-1]), nn.Tanh())
+        super().__init__(cfg)
         init_weights(self)
 
     def forward(self, z: torch.Tensor) -> GeneratorOutput:
-        assert z.ndim == 2 and z.shape[1] == self.z_dim, f"z must be [B, {self.z_dim}], got {list(z.shape)}"
+        self._check_noise(z)
         video = self.video_head(self.foreground_stream(z))
-        assert video.shape[1:] == self.clip_shape, f"generated {list(video.shape[1:])}, expected {self.clip_shape}"
+        self._check_video(video)
         return GeneratorOutput(video=video, foreground=video, mask=None, background=None)
 
 
