@@ -42,7 +42,8 @@ def test_bad_data_path_fails_before_writing_anything(tmp_path, capsys):
 def test_unknown_preset_is_rejected_by_the_parser(capsys):
     with pytest.raises(SystemExit) as e:
         main(["info", "--preset", "huge"])
-    assert e.value.code == 2 and "invalid choice: 'huge'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "invalid choice: 'huge'" in err and len(err.strip().splitlines()) == 1
 
 
 def test_train_resume_and_generate_end_to_end(tmp_path, capsys):

@@ -88,9 +88,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr (no usage dump), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="videogan", description="Generating Videos with Scene Dynamics (Vondrick et al. 2016) in PyTorch.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="videogan", description="Generating Videos with Scene Dynamics (Vondrick et al. 2016) in PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     presets = sorted(PRESETS)
     set_help = "override any config field, e.g. --set model.g_width=64 (repeatable)"
 
