@@ -25,6 +25,7 @@ def test_info_one_stream_and_overrides(capsys):
     (["info", "--set", "model.g_width=wide"], "expected an integer"),
     (["info", "--set", "model.size=48"], "size 48 is not supported"),
     (["generate", "missing_run", "--out", "x"], "missing_run: no such file or directory"),
+    (["train", "--out", "never_written", "--device", "gpu0"], "device 'gpu0' is not a device"),
 ])
 def test_errors_are_one_line(argv, message, capsys):
     assert main(argv) == 2

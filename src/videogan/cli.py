@@ -81,7 +81,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from .sample import load_generator, sample, save_samples
 
-    loaded = load_generator(args.source, device=args.device if args.device != "auto" else "cpu")
+    from .distributed import resolve_device
+
+    loaded = load_generator(args.source, device=resolve_device(args.device))
     out = sample(loaded.generator, num=args.num, seed=args.seed, batchnorm=args.batchnorm)
     stats = save_samples(out, args.out, fps=args.fps, upscale=args.upscale)
     print(json.dumps({"checkpoint": str(loaded.path), "step": loaded.step, "out": args.out, **stats}))
@@ -130,7 +132,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--upscale", type=_positive_int, default=1, help="nearest-neighbour zoom for viewing")
     p.add_argument("--batchnorm", choices=["running", "batch"], default="running",
                    help="BatchNorm statistics: running averages from training (default) or this batch's")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_generate)
     return parser
 
