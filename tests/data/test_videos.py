@@ -51,3 +51,11 @@ def test_real_footage(sample_videos_dir):
     assert frames.shape == (40, 576, 768, 3)
     clips = frames_to_clips(frames, clip_frames=16, size=32)
     assert clips.shape == (2, 3, 16, 32, 32)
+
+
+def test_real_footage_becomes_training_clips(sample_videos_dir):
+    data = VideoClips([sample_videos_dir / "vtest.avi"], frames=16, size=32, seed=0)
+    assert len(data) == 795 // 16 and not data.skipped
+    batch = data.clips(3, 4)
+    assert batch.shape == (4, 3, 16, 32, 32) and batch.dtype == torch.uint8
+    assert batch.float().std() > 10  # real image content, not a constant

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import av
 import numpy as np
@@ -18,10 +19,10 @@ class VideoDecodeError(DataError):
     """A video that cannot be decoded; the message names the file and the reason."""
 
 
-def read_frames(path: str | os.PathLike, max_frames: int | None = None) -> np.ndarray:
-    """All (or the first `max_frames`) frames of the first video stream as uint8 [T, H, W, 3] RGB."""
+def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """Frames of the first video stream, one at a time, as uint8 [H, W, 3] RGB (memory stays flat)."""
     path = Path(path)
-    frames = []
+    count = 0
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -29,15 +30,24 @@ def read_frames(path: str | os.PathLike, max_frames: int | None = None) -> np.nd
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if max_frames is not None and len(frames) >= max_frames:
-                    break
+                count += 1
+                yield frame.to_ndarray(format="rgb24")
     except VideoDecodeError:
         raise
     except (av.FFmpegError, OSError, ValueError) as e:
-        raise VideoDecodeError(f"{path}: cannot decode ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    if not frames:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise VideoDecodeError(f"{path}: cannot decode after {count} frames ({reason})") from None
+    if count == 0:
         raise VideoDecodeError(f"{path}: no decodable frames")
+
+
+def read_frames(path: str | os.PathLike, max_frames: int | None = None) -> np.ndarray:
+    """All (or the first `max_frames`) frames of the first video stream as uint8 [T, H, W, 3] RGB."""
+    frames = []
+    for frame in iter_frames(path):
+        frames.append(frame)
+        if max_frames is not None and len(frames) >= max_frames:
+            break
     return np.stack(frames)
 
 

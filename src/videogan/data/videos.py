@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .decode import DataError, VideoDecodeError, find_videos, read_frames
+from .decode import DataError, VideoDecodeError, find_videos, iter_frames
 
 
 def frames_to_clips(frames: np.ndarray, clip_frames: int, size: int) -> torch.Tensor:
@@ -31,6 +32,16 @@ def frames_to_clips(frames: np.ndarray, clip_frames: int, size: int) -> torch.Te
     return x.reshape(n, clip_frames, 3, size, size).permute(0, 2, 1, 3, 4).contiguous()
 
 
+def _chunks(frames: Iterator[np.ndarray], length: int) -> Iterator[list[np.ndarray]]:
+    """Consecutive, non-overlapping runs of `length` frames (a shorter tail is dropped)."""
+    chunk: list[np.ndarray] = []
+    for frame in frames:
+        chunk.append(frame)
+        if len(chunk) == length:
+            yield chunk
+            chunk = []
+
+
 class VideoClips:
     """`clips(index, batch_size)` -> uint8 [B, 3, T, S, S], drawn at random, reproducibly per (seed, index)."""
 
@@ -42,8 +53,9 @@ class VideoClips:
         chunks, self.skipped = [], []
         for path in paths:
             try:
-                chunks.append(frames_to_clips(read_frames(path), frames, size))
-            except VideoDecodeError as e:
+                for chunk in _chunks(iter_frames(path), frames):
+                    chunks.append(frames_to_clips(np.stack(chunk), frames, size))
+            except VideoDecodeError as e:  # clips cut before a mid-file error are kept
                 self.skipped.append(str(e))
                 print(f"skipped: {e}", file=sys.stderr)
         self.data = torch.cat(chunks) if chunks else torch.empty(0)
