@@ -70,3 +70,10 @@ def test_to_model_range_maps_uint8_to_minus_one_one():
     x = torch.tensor([0, 255, 128], dtype=torch.uint8).reshape(1, 1, 1, 1, 3)
     y = to_model_range(x, torch.device("cpu"))
     assert y.dtype == torch.float32 and y.flatten().tolist() == pytest.approx([-1.0, 1.0, 128 / 127.5 - 1], abs=1e-6)
+
+
+def test_tensorboard_events_when_installed(tmp_path, small_config):
+    pytest.importorskip("tensorboard", reason="optional extra: pip install 'videogan[tensorboard]'")
+    small_config.train.steps = 2
+    train(small_config, tmp_path / "run", progress=False)
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))

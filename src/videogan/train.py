@@ -110,7 +110,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     logger = RunLogger(run_dir, enabled=ctx.is_main, start_step=state.step)
     meter = IntervalMeter(tc.batch_size, elapsed=state.elapsed_seconds)
     fixed_z = noise(tc.num_samples, cfg.model.z_dim, tc.seed)  # the same clips in every progress grid
-    last_metrics, checkpoint_path = {}, None
+    last_metrics, checkpoint_path = {}, (list_checkpoints(run_dir) or [None])[-1]
     bar = tqdm(total=tc.steps, initial=state.step, disable=not (progress and ctx.is_main), unit="step", dynamic_ncols=True)
 
     for step in range(state.step, tc.steps):
