@@ -29,8 +29,6 @@ def _int(text: str) -> int:
 def build_config(name: str | None, sets: list[str], base: Config | None = None, **fields) -> Config:
     """Preset (or `base`) + `--set section.field=value` overrides + the dedicated flags."""
     cfg = base if base is not None else preset(name or "tiny")
-    if base is not None and name is not None:
-        cfg = preset(name)
     for text in sets:
         override(cfg, *parse_assignment(text))
     for key, value in fields.items():
