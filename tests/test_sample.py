@@ -66,3 +66,15 @@ def test_mask_statistics():
     assert stats["mask_mean"] == pytest.approx(1 / 16) and stats["motion_in_mask"] == pytest.approx(1.0)
     out.mask = 1 - mask
     assert mask_statistics(out)["motion_in_mask"] == pytest.approx(0.0)
+
+
+def test_one_stream_samples_have_no_layers(tmp_path, small_config):
+    small_config.model.kind = "one-stream"
+    small_config.train.steps = 1
+    train(small_config, tmp_path / "run", progress=False)
+    out = sample(load_generator(tmp_path / "run").generator, num=2, seed=0)
+    assert out.mask is None and out.background is None and torch.equal(out.foreground, out.video)
+    stats = save_samples(out, tmp_path / "out")
+    assert stats["mask_mean"] is None
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"composite.gif", "composite.mp4", "clips"} <= names and "mask.gif" not in names
