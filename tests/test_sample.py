@@ -7,6 +7,7 @@ import torch
 from videogan import load_generator, mask_statistics, sample, save_samples
 from videogan.models import GeneratorOutput
 from videogan.media import to_uint8
+from videogan.checkpoint import CheckpointError
 from videogan.train import train
 
 
@@ -78,3 +79,15 @@ def test_one_stream_samples_have_no_layers(tmp_path, small_config):
     assert stats["mask_mean"] is None
     names = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"composite.gif", "composite.mp4", "clips"} <= names and "mask.gif" not in names
+
+
+def test_ema_weights_by_default_live_on_request(run_dir, tmp_path, small_config):
+    ema, live = load_generator(run_dir), load_generator(run_dir, weights="live")
+    assert (ema.weights, live.weights) == ("ema", "live")
+    differs = [not torch.equal(a, b) for a, b in zip(ema.generator.parameters(), live.generator.parameters())]
+    assert any(differs)
+    small_config.train.ema_decay, small_config.train.steps = 0.0, 1
+    train(small_config, tmp_path / "no_ema", progress=False)
+    assert load_generator(tmp_path / "no_ema").weights == "live"
+    with pytest.raises(CheckpointError, match="has no EMA weights"):
+        load_generator(tmp_path / "no_ema", weights="ema")

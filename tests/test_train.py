@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from videogan.checkpoint import CheckpointError, list_checkpoints
-from videogan.train import TrainingError, to_model_range, train
+from videogan.train import TrainingError, ema_decay_at, to_model_range, train, update_ema
 
 
 def _metrics(run):
@@ -41,7 +41,7 @@ def test_resume_equals_the_uninterrupted_run(tmp_path, small_config):
     drop = ("time", "seconds_per_step", "clips_per_second")
     assert [{k: v for k, v in r.items() if k not in drop} for r in split] == \
            [{k: v for k, v in r.items() if k not in drop} for r in full]
-    for name in ("generator", "discriminator"):
+    for name in ("generator", "generator_ema", "discriminator"):
         a = load_file(tmp_path / "full" / "checkpoints" / "step_00000006" / f"{name}.safetensors")
         b = load_file(tmp_path / "split" / "checkpoints" / "step_00000006" / f"{name}.safetensors")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -77,3 +77,22 @@ def test_tensorboard_events_when_installed(tmp_path, small_config):
     small_config.train.steps = 2
     train(small_config, tmp_path / "run", progress=False)
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_ema_update_is_a_moving_average_and_copies_buffers():
+    model, ema = torch.nn.BatchNorm1d(2), torch.nn.BatchNorm1d(2)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+        ema.weight.fill_(1.0)
+        model.running_mean.fill_(5.0)
+    update_ema(ema, model, decay=0.75)
+    assert torch.allclose(ema.weight, torch.full((2,), 1.5))  # 0.75 * 1 + 0.25 * 3
+    assert torch.equal(ema.running_mean, model.running_mean)
+    assert ema_decay_at(0, 0.999) == pytest.approx(0.1) and ema_decay_at(10**6, 0.999) == 0.999
+
+
+def test_without_ema_there_is_no_ema_file(tmp_path, small_config):
+    small_config.train.ema_decay = 0.0
+    small_config.train.steps = 1
+    train(small_config, tmp_path / "run", progress=False)
+    assert not list((tmp_path / "run").rglob("generator_ema.safetensors"))

@@ -2,6 +2,7 @@
 
 A checkpoint is a folder `RUN/checkpoints/step_XXXXXXXX/` holding
 - generator.safetensors, discriminator.safetensors: weights and BatchNorm buffers;
+- generator_ema.safetensors: the exponential moving average of G's weights (when train.ema_decay > 0);
 - training_state.safetensors: both Adam states' tensors and the RNG states;
 - checkpoint.json: step, the resolved config, Adam hyper-parameters, format version.
 Only safetensors and JSON: loading parses data, never unpickles. The folder is written
@@ -39,6 +40,7 @@ class Checkpoint:
     step: int
     config: Config
     generator: dict[str, torch.Tensor]
+    generator_ema: dict[str, torch.Tensor] | None
     discriminator: dict[str, torch.Tensor] | None
     training_state: dict[str, torch.Tensor] | None
     meta: dict[str, Any]
@@ -85,6 +87,7 @@ def save_checkpoint(
     rng: dict[str, torch.Tensor],
     keep: int = 0,
     extra: dict[str, Any] | None = None,
+    generator_ema: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write checkpoint `step` atomically under RUN/checkpoints/; keep only the newest `keep` (0: all)."""
     root = Path(run_dir) / "checkpoints"
@@ -98,6 +101,8 @@ def save_checkpoint(
             tensors, opt_meta[name] = flatten_optimizer(f"optimizer.{name}", sd)
             state.update(tensors)
         save_file(_cpu(generator), tmp / "generator.safetensors")
+        if generator_ema is not None:
+            save_file(_cpu(generator_ema), tmp / "generator_ema.safetensors")
         save_file(_cpu(discriminator), tmp / "discriminator.safetensors")
         save_file(state, tmp / "training_state.safetensors")
         meta = {"format_version": FORMAT_VERSION, "step": step, "config": config.to_dict(), "optimizers": opt_meta, **(extra or {})}
@@ -169,6 +174,7 @@ def load_checkpoint(path: str | os.PathLike, generator_only: bool = False) -> Ch
         step=step,
         config=config,
         generator=_load_tensors(ckpt_dir / "generator.safetensors"),
+        generator_ema=_load_tensors(ema) if (ema := ckpt_dir / "generator_ema.safetensors").exists() else None,
         discriminator=None if generator_only else _load_tensors(ckpt_dir / "discriminator.safetensors"),
         training_state=None if generator_only else _load_tensors(ckpt_dir / "training_state.safetensors"),
         meta=meta,
@@ -194,6 +200,7 @@ class TrainingState:
     discriminator: torch.nn.Module
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
+    generator_ema: torch.nn.Module | None = None
     step: int = 0
     elapsed_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -207,6 +214,7 @@ def save_training_state(run_dir: str | os.PathLike, config: Config, state: Train
         rng={"torch": torch.get_rng_state()},
         keep=keep,
         extra={"elapsed_seconds": state.elapsed_seconds},
+        generator_ema=state.generator_ema.state_dict() if state.generator_ema is not None else None,
     )
 
 
@@ -217,6 +225,10 @@ def restore_training_state(run_dir: str | os.PathLike, config: Config, state: Tr
         raise CheckpointError(f"{ckpt.path}: resume cannot change the model section of the config")
     load_state_dict(state.generator, ckpt.generator, ckpt.path / "generator.safetensors")
     load_state_dict(state.discriminator, ckpt.discriminator, ckpt.path / "discriminator.safetensors")
+    if state.generator_ema is not None:
+        if ckpt.generator_ema is None:
+            raise CheckpointError(f"{ckpt.path}: generator_ema.safetensors missing (was train.ema_decay 0 then?)")
+        load_state_dict(state.generator_ema, ckpt.generator_ema, ckpt.path / "generator_ema.safetensors")
     tensors, meta = ckpt.training_state, ckpt.meta
     try:
         state.opt_g.load_state_dict(unflatten_optimizer("optimizer.generator", tensors, meta["optimizers"]["generator"]))

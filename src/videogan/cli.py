@@ -81,10 +81,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from .distributed import resolve_device
 
-    loaded = load_generator(args.source, device=resolve_device(args.device))
+    loaded = load_generator(args.source, device=resolve_device(args.device), weights=args.weights)
     out = sample(loaded.generator, num=args.num, seed=args.seed, batchnorm=args.batchnorm)
     stats = save_samples(out, args.out, fps=args.fps, upscale=args.upscale)
-    print(json.dumps({"checkpoint": str(loaded.path), "step": loaded.step, "out": args.out, **stats}))
+    print(json.dumps({"checkpoint": str(loaded.path), "step": loaded.step, "weights": loaded.weights, "out": args.out, **stats}))
     return 0
 
 
@@ -130,6 +130,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--upscale", type=_positive_int, default=1, help="nearest-neighbour zoom for viewing")
     p.add_argument("--batchnorm", choices=["running", "batch"], default="running",
                    help="BatchNorm statistics: running averages from training (default) or this batch's")
+    p.add_argument("--weights", choices=["ema", "live"],
+                   help="G's moving-average weights (default, where the run kept them) or its last trained weights")
     p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_generate)
     return parser

@@ -19,11 +19,14 @@ import torch
 from torch import nn
 
 from . import media
-from .checkpoint import load_checkpoint, load_state_dict
+from .checkpoint import CheckpointError, load_checkpoint, load_state_dict
 from .config import Config
 from .models import GeneratorOutput, build_generator
 
 BatchNormMode = Literal["running", "batch"]
+
+
+Weights = Literal["ema", "live"]
 
 
 @dataclass
@@ -32,14 +35,22 @@ class LoadedGenerator:
     config: Config
     step: int
     path: Path  # the checkpoint folder it came from
+    weights: Weights  # "ema": the moving average of G's weights; "live": G as last trained
 
 
-def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedGenerator:
-    """A run directory (its latest checkpoint) or a checkpoint folder -> generator with its config."""
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", weights: Weights | None = None) -> LoadedGenerator:
+    """A run directory (its latest checkpoint) or a checkpoint folder -> generator with its config.
+
+    weights: "ema" (the default where the checkpoint has them) or "live".
+    """
     ckpt = load_checkpoint(path, generator_only=True)
+    weights = weights or ("ema" if ckpt.generator_ema is not None else "live")
+    if weights == "ema" and ckpt.generator_ema is None:
+        raise CheckpointError(f"{ckpt.path}: has no EMA weights (trained with train.ema_decay 0); use live weights")
     generator = build_generator(ckpt.config.model)
-    load_state_dict(generator, ckpt.generator, ckpt.path / "generator.safetensors")
-    return LoadedGenerator(generator.to(device).eval(), ckpt.config, ckpt.step, ckpt.path)
+    name = "generator_ema" if weights == "ema" else "generator"
+    load_state_dict(generator, ckpt.generator_ema if weights == "ema" else ckpt.generator, ckpt.path / f"{name}.safetensors")
+    return LoadedGenerator(generator.to(device).eval(), ckpt.config, ckpt.step, ckpt.path, weights)
 
 
 @contextmanager

@@ -7,6 +7,7 @@ one generator step that scores the same fake batch with the just-updated discrim
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,20 @@ def training_noise(seed: int, rank: int, step: int, batch_size: int, z_dim: int)
     torchrun, with any number of ranks) needs no RNG state, and ranks never share noise."""
     gen = torch.Generator().manual_seed((seed * 1_000_003 + rank * 7_919 + step * 104_729 + 1) % (2**63))
     return torch.randn(batch_size, z_dim, generator=gen)
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model for parameters; buffers (BatchNorm statistics) are copied."""
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """Warm-up: the average starts short (1 - decay ramps down from 0.1), so early weights fade fast."""
+    return min(decay, (1 + step) / (10 + step))
 
 
 def train_step(G, D, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor, mask_l1_weight: float, ctx) -> dict:
@@ -93,6 +108,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         generator, discriminator,
         opt_g=torch.optim.Adam(generator.parameters(), lr=tc.lr_g, betas=(tc.beta1, tc.beta2)),
         opt_d=torch.optim.Adam(discriminator.parameters(), lr=tc.lr_d, betas=(tc.beta1, tc.beta2)),
+        generator_ema=copy.deepcopy(generator).eval().requires_grad_(False) if tc.ema_decay > 0 else None,
     )
     if resume:
         if not list_checkpoints(run_dir):
@@ -117,6 +133,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         real = to_model_range(source.clips(step * ctx.world_size + ctx.rank, local_batch, ctx.device), ctx.device)
         z = training_noise(tc.seed, ctx.rank, step, local_batch, cfg.model.z_dim).to(ctx.device)
         meter.add(train_step(G, D, state.opt_g, state.opt_d, real, z, tc.mask_l1_weight, ctx))
+        if state.generator_ema is not None:
+            update_ema(state.generator_ema, generator, ema_decay_at(step, tc.ema_decay))
         state.step = done = step + 1
         bar.update(1)
 
@@ -127,7 +145,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
             logger.log(done, last_metrics)
             bar.set_postfix(d=f"{last_metrics['d_loss']:.3f}", g=f"{last_metrics['g_adv']:.3f}", m=f"{last_metrics['mask_l1']:.2f}")
         if ctx.is_main and tc.sample_every and done % tc.sample_every == 0:
-            save_progress_grid(generate_from_noise(generator, fixed_z), run_dir / "progress" / f"step_{done:08d}")
+            shown = state.generator_ema if state.generator_ema is not None else generator
+            save_progress_grid(generate_from_noise(shown, fixed_z), run_dir / "progress" / f"step_{done:08d}")
         if (tc.checkpoint_every and done % tc.checkpoint_every == 0) or done == tc.steps:
             state.elapsed_seconds = meter.elapsed
             if ctx.is_main:
