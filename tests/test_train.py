@@ -6,7 +6,8 @@ import torch
 from safetensors.torch import load_file
 
 from videogan.checkpoint import CheckpointError, list_checkpoints
-from videogan.train import TrainingError, ema_decay_at, to_model_range, train, update_ema
+from videogan.ema import ema_decay_at, recalibrate_batchnorm, update_ema
+from videogan.train import TrainingError, to_model_range, train
 
 
 def _metrics(run):
@@ -79,16 +80,30 @@ def test_tensorboard_events_when_installed(tmp_path, small_config):
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
-def test_ema_update_is_a_moving_average_and_copies_buffers():
-    model, ema = torch.nn.BatchNorm1d(2), torch.nn.BatchNorm1d(2)
+def test_ema_update_is_a_moving_average():
+    model, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     with torch.no_grad():
         model.weight.fill_(3.0)
         ema.weight.fill_(1.0)
-        model.running_mean.fill_(5.0)
     update_ema(ema, model, decay=0.75)
-    assert torch.allclose(ema.weight, torch.full((2,), 1.5))  # 0.75 * 1 + 0.25 * 3
-    assert torch.equal(ema.running_mean, model.running_mean)
+    assert torch.allclose(ema.weight, torch.full((2, 2), 1.5))  # 0.75 * 1 + 0.25 * 3
     assert ema_decay_at(0, 0.999) == pytest.approx(0.1) and ema_decay_at(10**6, 0.999) == 0.999
+
+
+def test_recalibrated_batchnorm_statistics_are_the_generators_own(small_config):
+    from videogan.models import build_generator
+
+    g = build_generator(small_config.model).eval()
+    recalibrate_batchnorm(g, batches=4, batch_size=8, seed=3)
+    bn = g.foreground_stream.net[1]
+    gen = torch.Generator().manual_seed(3)
+    zs = torch.cat([torch.randn(8, g.z_dim, generator=gen) for _ in range(4)])
+    feats = g.foreground_stream.net[0](zs[:, :, None, None, None])  # the input of that BatchNorm
+    assert torch.allclose(bn.running_mean, feats.mean((0, 2, 3, 4)), atol=1e-5)
+    assert bn.momentum == 0.1 and not g.training
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+    recalibrate_batchnorm(g, batches=4, batch_size=8, seed=3)  # deterministic
+    assert all(torch.equal(before[k], v) for k, v in g.state_dict().items())
 
 
 def test_without_ema_there_is_no_ema_file(tmp_path, small_config):

@@ -18,6 +18,7 @@ from . import distributed
 from .checkpoint import TrainingState, list_checkpoints, restore_training_state, save_training_state
 from .config import Config
 from .data import make_source
+from .ema import ema_decay_at, recalibrate_batchnorm, update_ema
 from .logger import IntervalMeter, RunLogger
 from .losses import discriminator_loss, generator_adversarial_loss, mask_l1_penalty, real_probability
 from .media import atomic_path
@@ -49,20 +50,6 @@ def training_noise(seed: int, rank: int, step: int, batch_size: int, z_dim: int)
     torchrun, with any number of ranks) needs no RNG state, and ranks never share noise."""
     gen = torch.Generator().manual_seed((seed * 1_000_003 + rank * 7_919 + step * 104_729 + 1) % (2**63))
     return torch.randn(batch_size, z_dim, generator=gen)
-
-
-@torch.no_grad()
-def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model for parameters; buffers (BatchNorm statistics) are copied."""
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1.0 - decay)
-    for e, b in zip(ema.buffers(), model.buffers()):
-        e.copy_(b)
-
-
-def ema_decay_at(step: int, decay: float) -> float:
-    """Warm-up: the average starts short (1 - decay ramps down from 0.1), so early weights fade fast."""
-    return min(decay, (1 + step) / (10 + step))
 
 
 def train_step(G, D, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor, mask_l1_weight: float, ctx) -> dict:
@@ -145,11 +132,16 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
             logger.log(done, last_metrics)
             bar.set_postfix(d=f"{last_metrics['d_loss']:.3f}", g=f"{last_metrics['g_adv']:.3f}", m=f"{last_metrics['mask_l1']:.2f}")
         if ctx.is_main and tc.sample_every and done % tc.sample_every == 0:
-            shown = state.generator_ema if state.generator_ema is not None else generator
+            shown = generator
+            if state.generator_ema is not None:
+                recalibrate_batchnorm(state.generator_ema, seed=tc.seed)
+                shown = state.generator_ema
             save_progress_grid(generate_from_noise(shown, fixed_z), run_dir / "progress" / f"step_{done:08d}")
         if (tc.checkpoint_every and done % tc.checkpoint_every == 0) or done == tc.steps:
             state.elapsed_seconds = meter.elapsed
             if ctx.is_main:
+                if state.generator_ema is not None:
+                    recalibrate_batchnorm(state.generator_ema, seed=tc.seed)
                 checkpoint_path = save_training_state(run_dir, cfg, state, keep=tc.keep_checkpoints)
             ctx.barrier()
     bar.close()
