@@ -84,7 +84,7 @@ def test_one_stream_samples_have_no_layers(tmp_path, small_config):
 def test_ema_weights_by_default_live_on_request(run_dir, tmp_path, small_config):
     ema, live = load_generator(run_dir), load_generator(run_dir, weights="live")
     assert (ema.weights, live.weights) == ("ema", "live")
-    differs = [not torch.equal(a, b) for a, b in zip(ema.generator.parameters(), live.generator.parameters())]
+    differs = [not torch.equal(a, b) for a, b in zip(ema.generator.parameters(), live.generator.parameters(), strict=True)]
     assert any(differs)
     small_config.train.ema_decay, small_config.train.steps = 0.0, 1
     train(small_config, tmp_path / "no_ema", progress=False)

@@ -16,7 +16,7 @@ _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * model, for parameters (buffers: see recalibrate_batchnorm)."""
-    for e, p in zip(ema.parameters(), model.parameters()):
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
         e.lerp_(p, 1.0 - decay)
 
 
@@ -42,6 +42,6 @@ def recalibrate_batchnorm(generator: nn.Module, batches: int = 16, batch_size: i
     gen = torch.Generator().manual_seed(seed)
     for _ in range(batches):
         generator(torch.randn(batch_size, generator.z_dim, generator=gen).to(device))
-    for m, momentum in zip(norms, momenta):
+    for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
     generator.train(was_training)
