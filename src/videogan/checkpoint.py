@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +203,6 @@ class TrainingState:
     generator_ema: torch.nn.Module | None = None
     step: int = 0
     elapsed_seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def save_training_state(run_dir: str | os.PathLike, config: Config, state: TrainingState, keep: int = 0) -> Path:

@@ -71,15 +71,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     result = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
     if result.is_main:
-            print(json.dumps({"run_dir": str(result.run_dir), "step": result.step,
+        print(json.dumps({"run_dir": str(result.run_dir), "step": result.step,
                           "checkpoint": str(result.checkpoint) if result.checkpoint else None, **result.last_metrics}))
     return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .sample import load_generator, sample, save_samples
-
     from .distributed import resolve_device
+    from .sample import load_generator, sample, save_samples
 
     loaded = load_generator(args.source, device=resolve_device(args.device), weights=args.weights)
     out = sample(loaded.generator, num=args.num, seed=args.seed, batchnorm=args.batchnorm)

@@ -32,10 +32,10 @@ class ModelConfig:
     # Channels of the discriminator's first stage; each downsampling stage doubles it.
     # Paper: 64 -> 128 -> 256 -> 512.
     d_width: int = 64
-    d_bn_eps: float = 1e-3
+    d_bn_eps: float = 1e-3  # the original's cudnn.VolumetricBatchNormalization(.., 1e-3)
     # Initial bias of the mask head: 0 as in the paper (m starts at 0.5); negative starts the
     # composite as mostly background, so the foreground stream only has to claim what moves.
-    mask_bias_init: float = 0.0  # the original's cudnn.VolumetricBatchNormalization(.., 1e-3)
+    mask_bias_init: float = 0.0
 
 
 @dataclass

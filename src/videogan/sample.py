@@ -24,8 +24,6 @@ from .config import Config
 from .models import GeneratorOutput, build_generator
 
 BatchNormMode = Literal["running", "batch"]
-
-
 Weights = Literal["ema", "live"]
 
 
@@ -48,8 +46,8 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", 
     if weights == "ema" and ckpt.generator_ema is None:
         raise CheckpointError(f"{ckpt.path}: has no EMA weights (trained with train.ema_decay 0); use live weights")
     generator = build_generator(ckpt.config.model)
-    name = "generator_ema" if weights == "ema" else "generator"
-    load_state_dict(generator, ckpt.generator_ema if weights == "ema" else ckpt.generator, ckpt.path / f"{name}.safetensors")
+    tensors, name = (ckpt.generator_ema, "generator_ema") if weights == "ema" else (ckpt.generator, "generator")
+    load_state_dict(generator, tensors, ckpt.path / f"{name}.safetensors")
     return LoadedGenerator(generator.to(device).eval(), ckpt.config, ckpt.step, ckpt.path, weights)
 
 

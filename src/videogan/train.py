@@ -97,11 +97,12 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         opt_d=torch.optim.Adam(discriminator.parameters(), lr=tc.lr_d, betas=(tc.beta1, tc.beta2)),
         generator_ema=copy.deepcopy(generator).eval().requires_grad_(False) if tc.ema_decay > 0 else None,
     )
+    existing = list_checkpoints(run_dir)
     if resume:
-        if not list_checkpoints(run_dir):
+        if not existing:
             raise TrainingError(f"{run_dir}: nothing to resume (no checkpoint under checkpoints/)")
         restore_training_state(run_dir, cfg, state)
-    elif list_checkpoints(run_dir):
+    elif existing:
         raise TrainingError(f"{run_dir}: already holds checkpoints; pass --resume to continue it or choose another --out")
 
     source = make_source(cfg)  # before anything is written: bad data fails without leaving a run behind
@@ -113,7 +114,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     logger = RunLogger(run_dir, enabled=ctx.is_main, start_step=state.step)
     meter = IntervalMeter(tc.batch_size, elapsed=state.elapsed_seconds)
     fixed_z = noise(tc.num_samples, cfg.model.z_dim, tc.seed)  # the same clips in every progress grid
-    last_metrics, checkpoint_path = {}, (list_checkpoints(run_dir) or [None])[-1]
+    last_metrics, checkpoint_path = {}, (existing[-1] if existing else None)
     bar = tqdm(total=tc.steps, initial=state.step, disable=not (progress and ctx.is_main), unit="step", dynamic_ncols=True)
 
     for step in range(state.step, tc.steps):
@@ -131,17 +132,16 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
                 raise TrainingError(f"{run_dir}: non-finite loss at step {done}: {last_metrics}")
             logger.log(done, last_metrics)
             bar.set_postfix(d=f"{last_metrics['d_loss']:.3f}", g=f"{last_metrics['g_adv']:.3f}", m=f"{last_metrics['mask_l1']:.2f}")
-        if ctx.is_main and tc.sample_every and done % tc.sample_every == 0:
-            shown = generator
-            if state.generator_ema is not None:
-                recalibrate_batchnorm(state.generator_ema, seed=tc.seed)
-                shown = state.generator_ema
+        grid_due = ctx.is_main and tc.sample_every and done % tc.sample_every == 0
+        checkpoint_due = (tc.checkpoint_every and done % tc.checkpoint_every == 0) or done == tc.steps
+        if ctx.is_main and state.generator_ema is not None and (grid_due or checkpoint_due):
+            recalibrate_batchnorm(state.generator_ema, seed=tc.seed)  # once, for the grid and the checkpoint
+        if grid_due:
+            shown = state.generator_ema if state.generator_ema is not None else generator
             save_progress_grid(generate_from_noise(shown, fixed_z), run_dir / "progress" / f"step_{done:08d}")
-        if (tc.checkpoint_every and done % tc.checkpoint_every == 0) or done == tc.steps:
+        if checkpoint_due:
             state.elapsed_seconds = meter.elapsed
             if ctx.is_main:
-                if state.generator_ema is not None:
-                    recalibrate_batchnorm(state.generator_ema, seed=tc.seed)
                 checkpoint_path = save_training_state(run_dir, cfg, state, keep=tc.keep_checkpoints)
             ctx.barrier()
     bar.close()
