@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from datetime import date
 
 import torch
 
+from videogan.benchmarks import cpu_name
 from videogan.config import override, preset
 from videogan.data import make_source
 from videogan.losses import discriminator_loss, generator_adversarial_loss, mask_l1_penalty
@@ -24,14 +24,6 @@ from videogan.models import Discriminator, build_generator
 from videogan.train import to_model_range
 
 
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def step_time(name: str, batch_size: int, steps: int, warmup: int, device: str, sets: list[str]) -> dict:

@@ -36,7 +36,7 @@ def test_errors_are_one_line(argv, message, capsys):
 def test_bad_data_path_fails_before_writing_anything(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--out", str(run), "--data", str(tmp_path / "no_videos"), "--steps", "1", "--quiet"]) == 2
-    assert "no_videos: no such file or directory" in capsys.readouterr().err
+    assert "no_videos: no such file or folder" in capsys.readouterr().err
     assert not run.exists()
 
 

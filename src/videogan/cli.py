@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,23 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
     return value
 
 
@@ -67,7 +85,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = build_config(
         args.preset, args.set, base,
         **{"train.steps": args.steps, "train.batch_size": args.batch_size, "train.seed": args.seed,
-           "model.kind": args.model, "train.data": args.data, "train.device": args.device},
+           "model.kind": args.model, "data.source": args.data, "data.root": args.root, "train.device": args.device},
     )
     result = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
     if result.is_main:
@@ -84,6 +102,33 @@ def cmd_generate(args: argparse.Namespace) -> int:
     out = sample(loaded.generator, num=args.num, seed=args.seed, batchnorm=args.batchnorm)
     stats = save_samples(out, args.out, fps=args.fps, upscale=args.upscale)
     print(json.dumps({"checkpoint": str(loaded.path), "step": loaded.step, "weights": loaded.weights, "out": args.out, **stats}))
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .data.prepare import PrepareConfig, prepare
+    from .data.stabilize import StabilizeSettings
+
+    cfg = PrepareConfig(size=args.size, frames=args.frames, stride=args.stride or 0, fps=args.fps or 0.0, stabilize=args.stabilize,
+                        min_motion=args.min_motion, lossless=args.lossless, clips_per_shard=args.clips_per_shard,
+                        stabilization=StabilizeSettings(method=args.features))
+    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+    s = prepare(args.inputs, args.out, cfg, workers=workers, progress=not args.quiet)
+    if not args.quiet:
+        done = "already complete: " if s.already_complete else ""
+        print(f"{done}{s.videos_ok} videos ok, {s.videos_skipped} skipped; {s.clips_written} clips in {s.shards} shards; "
+              f"dropped {s.clips_dropped_unstable} by stabilisation, {s.clips_dropped_static} as static; "
+              f"{s.frames_per_second:.0f} frames/s (details: {Path(args.out) / 'report.json'})", file=sys.stderr)
+    print(json.dumps(s.to_dict()))
+    return 0
+
+
+def cmd_bench_data(args: argparse.Namespace) -> int:
+    from .benchmarks import data_throughput
+
+    result = data_throughput(args.data, frames=args.frames, size=args.size, batch_size=args.batch_size,
+                             workers=args.workers, num_batches=args.batches)
+    print(json.dumps(result))
     return 0
 
 
@@ -113,7 +158,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--seed", type=_int)
     p.add_argument("--model", choices=["two-stream", "one-stream"])
-    p.add_argument("--data", help="'synthetic' (default) or a video file or folder of videos")
+    p.add_argument("--data", help="'synthetic' (default); prepared shards (folder, brace pattern, URL, pipe:); "
+                                  "the original's LIST.txt (with --root); or a folder of raw videos")
+    p.add_argument("--root", help="folder the paths in a LIST.txt are relative to (default: the list's folder)")
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -133,6 +180,36 @@ def make_parser() -> argparse.ArgumentParser:
                    help="G's moving-average weights (default, where the run kept them) or its last trained weights")
     p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("prepare", help="videos -> stabilised clips in WebDataset shards (resumes when re-run)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders (searched recursively) or .txt lists of paths")
+    p.add_argument("--out", required=True, help="output folder: clips-NNNNNN.tar, manifest.json, report.json")
+    p.add_argument("--size", type=_positive_int, default=64, help="output frame size (square), default 64")
+    p.add_argument("--frames", type=_positive_int, default=32, help="frames per clip, default 32")
+    p.add_argument("--stride", type=_positive_int, help="frames between clip starts within a shot (default: --frames)")
+    p.add_argument("--fps", type=_positive_float, help="resample every video to this frame rate first (default: keep)")
+    p.add_argument("--stabilize", action=argparse.BooleanOptionalAction, default=True,
+                   help="remove camera motion with a RANSAC homography per frame (default: on)")
+    p.add_argument("--features", choices=["sift", "orb"], default="sift",
+                   help="features matched for stabilisation: sift (default; the paper's, most accurate) or orb (~5x faster)")
+    p.add_argument("--min-motion", type=_non_negative_float, default=0.0,
+                   help="drop clips whose mean |frame difference| (0-255) is below this (default 0: keep all)")
+    p.add_argument("--lossless", action="store_true", help="store frames as PNG instead of JPEG (quality 95)")
+    p.add_argument("--clips-per-shard", type=_positive_int, default=1000)
+    p.add_argument("--workers", type=_positive_int, help="processes decoding videos in parallel (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("bench", help="measure speed, print JSON")
+    bench = p.add_subparsers(dest="target", required=True, parser_class=_Parser)
+    b = bench.add_parser("data", help="clips per second read from prepared shards through the training loader")
+    b.add_argument("data", help="prepared shards: folder, brace pattern or URL")
+    b.add_argument("--frames", type=_positive_int, default=32)
+    b.add_argument("--size", type=_positive_int, default=64)
+    b.add_argument("--batch-size", type=_positive_int, default=64)
+    b.add_argument("--workers", type=_int, default=0, help="DataLoader worker processes (0: in this process)")
+    b.add_argument("--batches", type=_positive_int, default=50, help="batches to time (after warm-up)")
+    b.set_defaults(func=cmd_bench_data)
     return parser
 
 

@@ -40,7 +40,6 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    data: str = "synthetic"  # "synthetic" or a path to videos
     steps: int = 10_000
     batch_size: int = 64
     lr_g: float = 2e-4
@@ -62,6 +61,19 @@ class TrainConfig:
 
 
 @dataclass
+class DataConfig:
+    # What to train on: "synthetic" (built-in scenes); prepared WebDataset shards (a folder of
+    # .tar files, a brace pattern such as clips-{000000..000099}.tar, http(s):// URLs or pipe:
+    # commands); the original's list format (LIST.txt, with `root`); or a folder of raw videos.
+    source: str = "synthetic"
+    root: str = ""  # folder the paths in a LIST.txt are relative to ("" = the list's own folder)
+    workers: int = 2  # DataLoader worker processes per rank (0 = load in the training process)
+    shuffle_buffer: int = 2000  # clips held for shuffling a shard stream
+    hflip: bool = False  # flip each clip left-right with probability 1/2 (not in the paper)
+    random_offset: bool = True  # clips longer than model.frames: a random window, else the first frames
+
+
+@dataclass
 class SyntheticConfig:
     max_objects: int = 3  # each clip has 1..max_objects moving objects
     min_radius: float = 0.10  # object radius as a fraction of the frame size
@@ -74,6 +86,7 @@ class SyntheticConfig:
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     @property

@@ -8,6 +8,7 @@ one generator step that scores the same fake batch with the just-updated discrim
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,9 @@ class TrainResult:
 def to_model_range(clips: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 [B, C, T, H, W] -> float in [-1, 1] on the device (normalisation happens here, not in the data)."""
     assert clips.dtype == torch.uint8 and clips.ndim == 5, f"expected uint8 [B, C, T, H, W], got {clips.dtype} {list(clips.shape)}"
-    return clips.to(device, non_blocking=True).float().div_(127.5).sub_(1.0)
+    # Shard batches arrive channels-last ([B, T, H, W, C] memory, as decoded); the layout is fixed here, on the
+    # device, in uint8 (a quarter of the float copy's bytes).
+    return clips.to(device, non_blocking=True).contiguous().float().div_(127.5).sub_(1.0)
 
 
 def training_noise(seed: int, rank: int, step: int, batch_size: int, z_dim: int) -> torch.Tensor:
@@ -105,7 +108,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     elif existing:
         raise TrainingError(f"{run_dir}: already holds checkpoints; pass --resume to continue it or choose another --out")
 
-    source = make_source(cfg)  # before anything is written: bad data fails without leaving a run behind
+    # The first batch is drawn before anything is written: unusable data fails without leaving a run behind.
+    batches = make_source(cfg).batches(state.step, local_batch, ctx.rank, ctx.world_size, ctx.device)
+    batches = itertools.chain([next(batches)], batches)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(run_dir / "config.json") as tmp:
@@ -118,7 +123,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     bar = tqdm(total=tc.steps, initial=state.step, disable=not (progress and ctx.is_main), unit="step", dynamic_ncols=True)
 
     for step in range(state.step, tc.steps):
-        real = to_model_range(source.clips(step * ctx.world_size + ctx.rank, local_batch, ctx.device), ctx.device)
+        real = to_model_range(next(batches), ctx.device)
         z = training_noise(tc.seed, ctx.rank, step, local_batch, cfg.model.z_dim).to(ctx.device)
         meter.add(train_step(G, D, state.opt_g, state.opt_d, real, z, tc.mask_l1_weight, ctx))
         if state.generator_ema is not None:

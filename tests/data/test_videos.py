@@ -1,36 +1,43 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
-from videogan import media
+from videogan.config import DataConfig
 from videogan.data import VideoClips
-from videogan.data.decode import VideoDecodeError, read_frames
-from videogan.data.videos import frames_to_clips
+from videogan.data.decode import DataError, TimedFrame, VideoDecodeError, iter_timed_frames, read_frames, resample
+from videogan.data.shards import DataWarning
 
 
-def _write_video(path, frames=20, h=24, w=40):
-    clip = torch.arange(frames, dtype=torch.uint8)[None, :, None, None].expand(3, frames, h, w) * 10
-    media.write_mp4(path, clip.contiguous(), fps=10)
-
-
-def test_frames_to_clips_crops_resizes_and_cuts():
-    frames = np.zeros((35, 20, 30, 3), dtype=np.uint8)
-    frames[:, :, 5:25] = 200  # the centre square
-    clips = frames_to_clips(frames, clip_frames=8, size=10)
-    assert clips.shape == (4, 3, 8, 10, 10) and clips.dtype == torch.uint8
-    assert torch.all(clips == 200)
-
-
-def test_video_folder_dataset_skips_broken_files(tmp_path, capsys):
-    _write_video(tmp_path / "good.mp4")
+def test_folder_of_videos_streams_batches_and_skips_broken_files(make_video, tmp_path):
+    make_video("good.mp4", count=40)
     (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
-    data = VideoClips([tmp_path], frames=8, size=16, seed=0)
-    assert len(data) == 2  # 20 frames -> two clips of 8
-    assert data.skipped and "broken.mp4" in data.skipped[0]
-    assert "skipped:" in capsys.readouterr().err
-    batch = data.clips(0, 5)
+    data = VideoClips([tmp_path], frames=8, size=16, seed=0, cfg=DataConfig(workers=0, shuffle_buffer=4))
+    with pytest.warns(DataWarning, match="broken.mp4"):
+        batch = next(data.batches(0, 5))
     assert batch.shape == (5, 3, 8, 16, 16) and batch.dtype == torch.uint8
-    assert torch.equal(batch, data.clips(0, 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        again = next(VideoClips([tmp_path], frames=8, size=16, seed=0, cfg=DataConfig(workers=0, shuffle_buffer=4)).batches(0, 5))
+    assert torch.equal(batch, again)  # reproducible per (seed, start_step)
+
+
+def test_ranks_get_different_clips(make_video, tmp_path):
+    for i in range(2):
+        make_video(f"v{i}.mp4", count=24, seed=i)
+    data = VideoClips([tmp_path], frames=8, size=16, seed=0, cfg=DataConfig(workers=0, shuffle_buffer=1, random_offset=False))
+    rank0, rank1 = next(data.batches(0, 3, rank=0, world_size=2)), next(data.batches(0, 3, rank=1, world_size=2))
+    assert not any(torch.equal(a, b) for a in rank0 for b in rank1)
+
+
+def test_no_usable_video(tmp_path):
+    (tmp_path / "broken.mp4").write_bytes(b"junk")
+    with pytest.raises(DataError, match="no clip of 8 frames"), pytest.warns(DataWarning):
+        next(VideoClips([tmp_path], frames=8, size=16, cfg=DataConfig(workers=0)).batches(0, 2))
+    with pytest.raises(DataError, match="no video files found"):
+        (tmp_path / "empty").mkdir()
+        VideoClips([tmp_path / "empty"], frames=8, size=16)
 
 
 def test_broken_video_error_names_the_file(tmp_path):
@@ -40,22 +47,27 @@ def test_broken_video_error_names_the_file(tmp_path):
         read_frames(bad)
 
 
-def test_no_usable_video(tmp_path):
-    (tmp_path / "broken.mp4").write_bytes(b"junk")
-    with pytest.raises(ValueError, match="no clip of 8 frames"):
-        VideoClips([tmp_path], frames=8, size=16)
+def test_rotation_metadata_is_applied(make_video):
+    video = make_video("rot.mp4", count=3, rotation=90, height=32, width=48)
+    plain = make_video("plain.mp4", count=3, height=32, width=48)
+    rotated, upright = next(iter_timed_frames(video)).image, next(iter_timed_frames(plain)).image
+    assert rotated.shape == (48, 32, 3)
+    np.testing.assert_array_equal(rotated, np.rot90(upright))  # 90 degrees counter-clockwise, as players show it
 
 
-def test_real_footage(sample_videos_dir):
-    frames = read_frames(sample_videos_dir / "vtest.avi", max_frames=40)
-    assert frames.shape == (40, 576, 768, 3)
-    clips = frames_to_clips(frames, clip_frames=16, size=32)
-    assert clips.shape == (2, 3, 16, 32, 32)
+def test_resample_to_a_fixed_rate_handles_variable_timing():
+    times = [0.0, 0.1, 0.15, 0.5, 0.55, 1.0]  # irregular, with a gap
+    frames = [TimedFrame(np.full((1, 1, 3), i, np.uint8), t) for i, t in enumerate(times)]
+    out = list(resample(iter(frames), fps=5))  # ticks 0, 0.2, 0.4, 0.6, 0.8, 1.0
+    assert [round(f.time, 6) for f in out] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert [int(f.image[0, 0, 0]) for f in out] == [0, 2, 2, 4, 4, 5]  # the frame on screen at each tick
+    up = list(resample(iter(frames[:2]), fps=40))  # 10 fps -> 40 fps repeats frames
+    assert [int(f.image[0, 0, 0]) for f in up] == [0, 0, 0, 0, 1]
 
 
 def test_real_footage_becomes_training_clips(sample_videos_dir):
-    data = VideoClips([sample_videos_dir / "vtest.avi"], frames=16, size=32, seed=0)
-    assert len(data) == 795 // 16 and not data.skipped
-    batch = data.clips(3, 4)
-    assert batch.shape == (4, 3, 16, 32, 32) and batch.dtype == torch.uint8
-    assert batch.float().std() > 10  # real image content, not a constant
+    frames = read_frames(sample_videos_dir / "vtest.avi", max_frames=4)
+    assert frames.shape == (4, 576, 768, 3)
+    data = VideoClips([sample_videos_dir / "vtest.avi"], frames=16, size=32, seed=0, cfg=DataConfig(workers=0, shuffle_buffer=2))
+    batch = next(data.batches(3, 4))
+    assert batch.shape == (4, 3, 16, 32, 32) and batch.dtype == torch.uint8 and batch.float().std() > 10

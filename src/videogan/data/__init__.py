@@ -1,26 +1,48 @@
 """Data: decoding, datasets, synthetic scenes. Every source yields uint8 clips [B, 3, T, H, W]."""
 from __future__ import annotations
 
-from typing import Protocol
+from pathlib import Path
+from typing import Iterator, Protocol
 
 import torch
 
 from ..config import Config
+from .decode import DataError
+from .shards import _URL, ShardClips
+from .stacked import StackedList
 from .synthetic import SyntheticBatch, SyntheticScenes
 from .videos import VideoClips
 
 
 class ClipSource(Protocol):
-    def clips(self, index: int, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        """Batch `index` of the stream: uint8 [B, 3, T, H, W] on `device`; the same index gives the same batch."""
+    def batches(self, start_step: int, batch_size: int, rank: int = 0, world_size: int = 1,
+                device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
+        """One uint8 batch [B, 3, T, H, W] per training step from `start_step` on, endlessly: this rank's
+        share (ranks see different clips). Streams may yield CPU tensors; the caller moves them to `device`."""
         ...
 
 
+def is_shard_source(source: str) -> bool:
+    """Prepared shards: a URL or pipe: command, a brace pattern, a .tar file, or a folder of .tar files."""
+    path = Path(source)
+    return (_URL.match(source) is not None or "{" in source or "::" in source or source.endswith(".tar")
+            or (path.is_dir() and any(path.glob("*.tar"))))
+
+
 def make_source(cfg: Config) -> ClipSource:
-    m, t = cfg.model, cfg.train
-    if t.data == "synthetic":
-        return SyntheticScenes(m.frames, m.size, seed=t.seed, cfg=cfg.synthetic)
-    return VideoClips([t.data], m.frames, m.size, seed=t.seed)
+    """The training data `data.source` names (see DataConfig); a DataError names it if it is unusable."""
+    m, d, seed = cfg.model, cfg.data, cfg.train.seed
+    if d.root and not d.source.endswith(".txt"):
+        raise DataError(f"data.root ({d.root}) applies only to a LIST.txt source, not to {d.source}")
+    if d.source == "synthetic":
+        return SyntheticScenes(m.frames, m.size, seed=seed, cfg=cfg.synthetic)
+    if d.source.endswith(".txt"):
+        return StackedList(d.source, d.root or Path(d.source).parent, m.frames, m.size, seed=seed, cfg=d)
+    if is_shard_source(d.source):
+        return ShardClips(d.source, m.frames, m.size, seed=seed, cfg=d)
+    if not Path(d.source).exists():
+        raise DataError(f"{d.source}: no such file or folder (expected 'synthetic', shards, a LIST.txt or videos)")
+    return VideoClips([d.source], m.frames, m.size, seed=seed, cfg=d)
 
 
-__all__ = ["ClipSource", "SyntheticBatch", "SyntheticScenes", "VideoClips", "make_source"]
+__all__ = ["ClipSource", "ShardClips", "StackedList", "SyntheticBatch", "SyntheticScenes", "VideoClips", "make_source"]

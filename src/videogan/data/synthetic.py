@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ConfigError, SyntheticConfig
+from .indexed import indexed_batches
 
 
 @dataclass
@@ -54,6 +55,8 @@ class SyntheticScenes:
     def clips(self, index: int, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """Batch `index` without its masks: uint8 [B, 3, T, S, S]."""
         return self.batch(index, batch_size, device).video
+
+    batches = indexed_batches
 
     def batch(self, index: int, batch_size: int, device: torch.device | str = "cpu") -> SyntheticBatch:
         """Random scene parameters come from a CPU generator (so every device draws the same scenes);

@@ -1,70 +1,98 @@
-"""Training clips from a folder of ordinary video files, held in memory.
+"""Training clips from a folder of ordinary video files, decoded on the fly.
 
-A simple path for modest amounts of footage: every video is decoded, centre-cropped
-to a square, resized to `size`, and cut into non-overlapping clips of `frames`.
-(Stabilisation, shot detection and sharded datasets for large data are `videogan prepare`'s job.)
+For small experiments: no preparation step, but every pass decodes the videos again (in the
+DataLoader workers) and there is no stabilisation or motion filter. Clips are cut exactly as
+`videogan prepare --no-stabilize` cuts them (same decoding, shot cuts, crop and resize), so a
+model sees the same kind of clip either way; for anything large, prepare shards once instead.
 """
 from __future__ import annotations
 
+import itertools
 import os
-import sys
+import random
 from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from .decode import DataError, VideoDecodeError, find_videos, iter_frames
+from ..config import DataConfig
+from .augment import coin, randint
+from .decode import DataError, VideoDecodeError, find_videos
+from .prepare import PrepareConfig, VideoStats, video_clips
+from .shards import _new_batch, _shuffle, _unwrap_errors, seed_of, warn
 
-
-def frames_to_clips(frames: np.ndarray, clip_frames: int, size: int) -> torch.Tensor:
-    """uint8 [T, H, W, 3] -> uint8 clips [N, 3, clip_frames, size, size] (centre square crop, area resize)."""
-    t, h, w, _ = frames.shape
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    n = t // clip_frames
-    if n == 0:
-        return torch.empty(0, 3, clip_frames, size, size, dtype=torch.uint8)
-    x = torch.from_numpy(frames[: n * clip_frames, top : top + side, left : left + side])
-    x = x.permute(0, 3, 1, 2).float()  # [T, 3, side, side]
-    x = F.interpolate(x, size=(size, size), mode="area") if side != size else x
-    x = x.round().clamp(0, 255).to(torch.uint8)
-    return x.reshape(n, clip_frames, 3, size, size).permute(0, 2, 1, 3, 4).contiguous()
+# Decoded clips are large (393 KB at 32x64x64), so the shuffle buffer holds at most this many.
+MAX_DECODED_BUFFER = 256
 
 
-def _chunks(frames: Iterator[np.ndarray], length: int) -> Iterator[list[np.ndarray]]:
-    """Consecutive, non-overlapping runs of `length` frames (a shorter tail is dropped)."""
-    chunk: list[np.ndarray] = []
-    for frame in frames:
-        chunk.append(frame)
-        if len(chunk) == length:
-            yield chunk
-            chunk = []
+class _VideoStream(IterableDataset):
+    """One rank's batches, split between the DataLoader workers it runs in (a "reader" is one worker of one rank)."""
+
+    def __init__(self, source: VideoClips, start_step: int, rank: int, world_size: int, batch_size: int):
+        super().__init__()
+        self.source, self.start_step, self.rank, self.world_size, self.batch_size = source, start_step, rank, world_size, batch_size
+
+    def clips(self, reader: int, readers: int) -> Iterator[np.ndarray]:
+        """This reader's clips uint8 [T, S, S, 3], pass after pass over the videos (shuffled per pass).
+
+        With at least as many videos as readers each reader decodes its own videos; otherwise every
+        reader decodes all of them and keeps every `readers`-th clip."""
+        src = self.source
+        cut = PrepareConfig(size=src.size, frames=src.frames, stabilize=False)
+        rng = random.Random(seed_of("offsets", src.seed, self.start_step, reader, readers))
+        counter = produced = 0
+        for epoch in itertools.count():
+            order = list(range(len(src.videos)))
+            random.Random(seed_of("videos", src.seed, self.start_step, epoch)).shuffle(order)
+            by_video = len(order) >= readers
+            for i in order[reader::readers] if by_video else order:
+                # A random temporal offset per pass, so clips do not always start at the same frames.
+                offset = randint(rng, src.frames) if src.cfg.random_offset else 0
+                try:
+                    for clip in video_clips(src.videos[i], cut, VideoStats(), offset=offset):
+                        counter += 1
+                        if by_video or (counter - 1) % readers == reader:
+                            produced += 1
+                            yield clip.frames
+                except VideoDecodeError as e:  # clips cut before a mid-file error were used
+                    warn(f"skipped: {e}")
+            if produced == 0:
+                raise DataError(f"{src.source}: no clip of {src.frames} frames could be cut from the videos "
+                                f"(see the warnings above)")
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        reader, readers = self.rank * workers + worker, self.world_size * workers
+        src = self.source
+        gen = torch.Generator().manual_seed(seed_of("augment", src.seed, self.start_step, reader, readers))
+        buffer = min(MAX_DECODED_BUFFER, max(1, src.cfg.shuffle_buffer))
+        clips = _shuffle(self.clips(reader, readers), buffer, random.Random(seed_of("buffer", src.seed, self.start_step, reader)))
+        while True:
+            batch = _new_batch((self.batch_size, 3, src.frames, src.size, src.size), shared=info is not None)
+            for j in range(self.batch_size):
+                clip = torch.from_numpy(next(clips)).permute(3, 0, 1, 2)  # [3, T, S, S]
+                batch[j] = clip.flip(-1) if src.cfg.hflip and coin(gen) else clip
+            yield batch
 
 
 class VideoClips:
-    """`clips(index, batch_size)` -> uint8 [B, 3, T, S, S], drawn at random, reproducibly per (seed, index)."""
+    """Clips of raw videos: `batches(...)` -> uint8 [B, 3, frames, size, size], endlessly, decoded on the fly."""
 
-    def __init__(self, inputs: list[str | os.PathLike], frames: int, size: int, seed: int = 0):
-        self.seed = seed
-        paths = find_videos(inputs)
-        if not paths:
-            raise DataError(f"{', '.join(map(str, inputs))}: no video files found")
-        chunks, self.skipped = [], []
-        for path in paths:
-            try:
-                for chunk in _chunks(iter_frames(path), frames):
-                    chunks.append(frames_to_clips(np.stack(chunk), frames, size))
-            except VideoDecodeError as e:  # clips cut before a mid-file error are kept
-                self.skipped.append(str(e))
-                print(f"skipped: {e}", file=sys.stderr)
-        self.data = torch.cat(chunks) if chunks else torch.empty(0)
-        if len(self.data) == 0:
-            raise DataError(f"{', '.join(map(str, inputs))}: no clip of {frames} frames could be cut from the videos")
+    def __init__(self, inputs: list[str | os.PathLike], frames: int, size: int, seed: int = 0, cfg: DataConfig | None = None):
+        self.source = ", ".join(map(str, inputs))
+        self.frames, self.size, self.seed, self.cfg = frames, size, seed, cfg or DataConfig()
+        self.videos = find_videos(inputs)
+        if not self.videos:
+            raise DataError(f"{self.source}: no video files found")
 
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def clips(self, index: int, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + index * 7_919 + 29) % (2**63))
-        return self.data[torch.randint(len(self.data), (batch_size,), generator=gen)].to(device, non_blocking=True)
+    def batches(self, start_step: int, batch_size: int, rank: int = 0, world_size: int = 1,
+                device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
+        """This rank's batches (CPU uint8, pinned for CUDA). Reproducible per (seed, start_step, rank, workers);
+        a resumed run starts a fresh stream seeded by its step rather than replaying the old one."""
+        workers = max(0, self.cfg.workers)
+        pin = torch.device(device).type == "cuda" and torch.cuda.is_available()
+        loader = DataLoader(_VideoStream(self, start_step, rank, world_size, batch_size), batch_size=None,
+                            num_workers=workers, pin_memory=pin, prefetch_factor=2 if workers else None)
+        yield from _unwrap_errors(loader)

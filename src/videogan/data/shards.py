@@ -1,0 +1,537 @@
+"""Clips in WebDataset tar shards: writing them (for `videogan prepare`) and streaming them to training.
+
+A sample is one clip: `<key>.jpg` (or lossless `<key>.png`) holding its T frames of S x S stacked
+vertically into one S-wide, T*S-high RGB image, plus `<key>.json` metadata (opaque here, except
+`frames` and `size`). Shards are plain tar files, so they can be read from a local folder, over
+http(s), or from any `pipe:` command (e.g. `pipe:aws s3 cp s3://bucket/clips-000001.tar -`), and the
+data set can be far larger than one disk or one machine's memory.
+
+Streaming (`ShardClips`) splits the data between distributed ranks and DataLoader workers ("readers"):
+
+* Every pass over the data ("epoch") shuffles the shard list with a seed shared by all readers.
+  With at least as many shards as readers, reader r of R reads shards r, r+R, r+2R, ... of that
+  order (each shard is read by exactly one reader per pass). With fewer shards than readers, every
+  reader reads all shards and keeps every R-th sample (a counter that runs on across passes, so
+  even a data set with fewer clips than readers feeds every reader).
+* Each reader shuffles its samples through a buffer of `data.shuffle_buffer` encoded clips (the
+  buffer holds compressed bytes, about 50 KB for a 32x64x64 JPEG clip, not decoded frames).
+* The stream is infinite and reproducible for a given (seed, start_step, rank, world_size, workers).
+  A resumed run re-seeds everything from its start_step: it does not replay the exact clip order
+  an uninterrupted run would have seen (which would need the positions of every reader's shard
+  and buffer), it starts a fresh, equally random, deterministic stream.
+
+Corrupt data never stops training and never reaches the model: a shard that cannot be opened or is
+truncated, and a clip whose image is missing, does not decode or has the wrong shape, are skipped
+with a one-line warning naming the shard and the key. If a reader finds nothing usable in the whole
+data set, it raises DataError instead of looping forever.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import braceexpand
+import cv2
+import numpy as np
+import simplejpeg
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from webdataset import TarWriter
+from webdataset.tariterators import url_opener
+
+from ..config import DataConfig
+from ..media import atomic_path
+from .augment import coin, resize_clip, window_start
+from .decode import DataError
+
+IMAGE_KEYS = ("jpg", "png", "jpeg")
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")  # http:, https:, pipe:, file:, s3:, gs:, ...
+
+cv2.setNumThreads(1)  # imdecode is single-threaded anyway; keep cv2's pool out of DataLoader workers
+
+
+class DataWarning(UserWarning):
+    """A skipped shard or clip; the message names it."""
+
+
+_REGISTRY: dict = {}  # the same message is shown once per process (not again on every pass)
+
+
+def warn(message: str) -> None:
+    """One line on stderr (through `warnings`, so tests and users can filter or record it)."""
+    warnings.warn_explicit(message, DataWarning, "videogan-data", 0, module="videogan.data", registry=_REGISTRY)
+
+
+def seed_of(*parts: Any) -> int:
+    """A 63-bit seed that depends on every part (stable across processes and Python versions)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def encode_clip(key: str, clip: np.ndarray, meta: dict, lossless: bool = False, quality: int = 95) -> dict:
+    """A WebDataset sample for one clip uint8 [T, S, S, 3] (RGB): the frames stacked vertically into one
+    image (`jpg` at `quality`, 4:2:0 chroma, or lossless `png`) and `json` metadata, with `frames` and
+    `size` set from the clip."""
+    assert isinstance(clip, np.ndarray) and clip.dtype == np.uint8, "clip must be a uint8 numpy array"
+    assert clip.ndim == 4 and clip.shape[3] == 3 and clip.shape[1] == clip.shape[2], \
+        f"clip must be [T, S, S, 3], got {list(clip.shape)}"
+    assert "." not in key and "/" not in key and key, f"bad sample key {key!r}"
+    t, s = clip.shape[0], clip.shape[1]
+    stacked = np.ascontiguousarray(clip).reshape(t * s, s, 3)
+    bgr = cv2.cvtColor(stacked, cv2.COLOR_RGB2BGR)
+    if lossless:
+        ok, buf = cv2.imencode(".png", bgr)
+        ext = "png"
+    else:
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        ext = "jpg"
+    if not ok:  # pragma: no cover - OpenCV does not fail on a valid uint8 image
+        raise DataError(f"{key}: cannot encode the clip as {ext}")
+    meta = {**meta, "frames": t, "size": s}
+    return {"__key__": key, ext: buf.tobytes(), "json": json.dumps(meta, sort_keys=True).encode()}
+
+
+def write_shard(path: str | os.PathLike, samples: Iterable[dict]) -> int:
+    """Write `samples` (from `encode_clip`) to the tar shard `path` atomically (a temporary file in the same
+    folder, renamed over `path` only once complete and synced). Byte-identical for identical samples
+    (mtime 0). Returns the number of samples written."""
+    count = 0
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        with TarWriter(f, encoder=False, mtime=0) as writer:
+            for sample in samples:
+                writer.write(sample)
+                count += 1
+        f.flush()
+        os.fsync(f.fileno())
+    return count
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def resolve_shards(source: str) -> list[str]:
+    """The shard URLs of `source`: a folder (its *.tar files, sorted), one tar file, a brace pattern
+    (`data/clips-{000000..000099}.tar`), http(s):// URLs or `pipe:` commands (passed to WebDataset's
+    opener unchecked). Several sources can be joined with `::`."""
+    urls: list[str] = []
+    for part in source.split("::"):
+        part = part.strip()
+        if not part:
+            continue
+        if _URL.match(part) and not os.path.exists(part):
+            urls += list(braceexpand.braceexpand(part))
+        elif os.path.isdir(part):
+            found = sorted(str(p) for p in Path(part).glob("*.tar") if p.is_file())
+            if not found:
+                raise DataError(f"{part}: no .tar shards in this folder")
+            urls += found
+        elif os.path.isfile(part):
+            urls.append(part)
+        elif "{" in part:
+            expanded = list(braceexpand.braceexpand(part))
+            found = [p for p in expanded if os.path.isfile(p)]
+            if not found:
+                raise DataError(f"{part}: none of the {len(expanded)} shards of this pattern exist")
+            if len(found) < len(expanded):
+                missing = next(p for p in expanded if p not in set(found))
+                warn(f"{part}: {len(expanded) - len(found)} of {len(expanded)} shards do not exist "
+                     f"(first: {missing}); reading the other {len(found)}")
+            urls += found
+        else:
+            raise DataError(f"{part}: no such shard file, folder or pattern")
+    if not urls:
+        raise DataError(f"{source!r}: no shards found")
+    return urls
+
+
+def decode_image(data: bytes, out: np.ndarray | None = None) -> np.ndarray | None:
+    """JPEG or PNG bytes -> uint8 [H, W, 3] RGB (None if they do not decode), written into `out` when given
+    and large enough (the result is then a view of it).
+
+    JPEG goes through simplejpeg (libjpeg-turbo, exact integer DCT, straight to RGB, straight into the
+    batch): on this project's CPU ~40% faster than OpenCV's imdecode and ~70% faster than PIL on a
+    2048x64 stacked clip (see benchmarks/RESULTS.md); decoding is most of the loader's cost. PNG goes
+    through OpenCV."""
+    if data[:2] == b"\xff\xd8":
+        try:
+            return simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
+        except ValueError:  # damaged, or larger than `out`
+            try:
+                return simplejpeg.decode_jpeg(data, colorspace="RGB") if out is not None else None
+            except ValueError:
+                return None
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    if img is not None and out is not None and out.shape == img.shape:
+        out[...] = img
+        return out
+    return img
+
+
+def _image_bytes(sample: dict) -> bytes | None:
+    for k in IMAGE_KEYS:
+        if k in sample:
+            return sample[k]
+    return None
+
+
+def _meta(sample: dict) -> dict:
+    raw = sample.get("json")
+    if raw is None:
+        return {}
+    meta = json.loads(raw)
+    if not isinstance(meta, dict):
+        raise ValueError("json metadata is not an object")
+    return meta
+
+
+def _where(sample: dict) -> str:
+    return f"{sample.get('__url__', '?')}: clip {sample.get('__key__', '?')}"
+
+
+def _check_shape(width: int, height: int, meta: dict, where: str) -> tuple[int, int]:
+    """(T, S) of a stacked image width x height, checked against the json's frames and size."""
+    if width < 1 or height < width or height % width:
+        raise DataError(f"{where}: image {width}x{height} is not a vertical stack of square frames")
+    t, s = height // width, width
+    if meta.get("size", s) != s or meta.get("frames", t) != t:
+        raise DataError(f"{where}: image {width}x{height} holds {t} frames of {s}x{s}, but its json says "
+                        f"{meta.get('frames')} frames of {meta.get('size')}")
+    return t, s
+
+
+def _image_and_meta(sample: dict) -> tuple[bytes, dict, str]:
+    """(image bytes, json metadata, "shard: clip key" for messages); DataError naming them if either is bad."""
+    where = _where(sample)
+    data = _image_bytes(sample)
+    if data is None:
+        raise DataError(f"{where}: no .jpg or .png image")
+    try:
+        return data, _meta(sample), where
+    except ValueError as e:
+        raise DataError(f"{where}: bad json metadata ({e})") from None
+
+
+def decode_clip(sample: dict) -> torch.Tensor:
+    """A WebDataset sample -> uint8 clip [3, T, S, S] (a view into the decoded image; T and S from the
+    image's shape, checked against the json). Raises DataError naming the shard and key if the image is
+    missing, does not decode, or is not a stack of square frames."""
+    data, meta, where = _image_and_meta(sample)
+    img = decode_image(data)
+    if img is None:
+        raise DataError(f"{where}: image does not decode")
+    t, s = _check_shape(img.shape[1], img.shape[0], meta, where)
+    return torch.from_numpy(img).view(t, s, s, 3).permute(3, 0, 1, 2)
+
+
+def _inspect(sample: dict) -> tuple[int, int]:
+    """(T, S) from the json (or, without one, the image header: ~30 us), without decoding the pixels."""
+    data, meta, where = _image_and_meta(sample)
+    t, s = meta.get("frames"), meta.get("size")
+    if isinstance(t, int) and isinstance(s, int) and t > 0 and s > 0:
+        return t, s  # trusted until decoding, which checks the real shape
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+    except Exception as e:  # PIL raises many types for garbage bytes
+        raise DataError(f"{where}: image does not decode ({type(e).__name__})") from None
+    return _check_shape(width, height, meta, where)
+
+
+def _reason(exn: BaseException) -> str:
+    text = str(exn.args[0]) if exn.args else ""
+    text = text.split(" @ ")[0].splitlines()[0] if text else ""
+    return f"{type(exn).__name__}: {text}"[:200] if text else type(exn).__name__
+
+
+_BLOCK = 512
+_END = bytes(_BLOCK)
+
+
+class TarError(ValueError):
+    """A damaged tar stream."""
+
+
+def _read_exact(stream, n: int) -> bytes:
+    data = stream.read(n)
+    while len(data) < n:  # pipes and sockets may return less than asked
+        more = stream.read(n - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def _octal(field: bytes) -> int:
+    if field[:1] == b"\x80":  # GNU base-256, for members over 8 GB
+        return int.from_bytes(field[1:], "big")
+    try:
+        return int(field.strip(b" \0") or b"0", 8)
+    except ValueError:
+        raise TarError("not a tar header") from None
+
+
+def tar_members(stream) -> Iterator[tuple[str, bytes]]:
+    """(name, data) of each regular file in a tar stream, in order.
+
+    WebDataset's own iterator goes through Python's `tarfile`, which costs ~0.35 ms per member here: a
+    third of the whole per-clip budget of the 1,000 clips/s goal (benchmarks/RESULTS.md). This reads the
+    same POSIX ustar/GNU/pax archives (as written by webdataset's TarWriter, GNU tar or Python's tarfile)
+    directly, verifies every header checksum, and raises TarError on damage or a missing end marker.
+    """
+    long_name = None
+    while True:
+        header = _read_exact(stream, _BLOCK)
+        if header == _END:
+            return
+        if len(header) < _BLOCK:
+            raise TarError("truncated (no end-of-archive marker)" if not header else "truncated header")
+        if _octal(header[148:156]) != sum(header) - sum(header[148:156]) + 8 * 32:
+            raise TarError("bad header checksum")
+        size, kind = _octal(header[124:136]), header[156:157]
+        data = _read_exact(stream, size + (-size % _BLOCK))
+        if len(data) < size:
+            raise TarError("truncated member")
+        data = data[:size]
+        if kind in (b"0", b"\0", b"7"):
+            name = header[:100].split(b"\0", 1)[0].decode()
+            if header[257:262] == b"ustar" and header[345:346] != b"\0":
+                name = header[345:500].split(b"\0", 1)[0].decode() + "/" + name
+            yield long_name or name, data
+            long_name = None
+        elif kind == b"L":  # GNU long name of the next member
+            long_name = data.split(b"\0", 1)[0].decode()
+        elif kind in (b"x", b"g"):  # pax extended header: only a long path matters here
+            for record in data.decode(errors="replace").splitlines():
+                if " path=" in record:
+                    long_name = record.split(" path=", 1)[1]
+        # other kinds (folders, links, devices) carry no sample data
+
+
+def _samples(members: Iterator[tuple[str, bytes]], url: str) -> Iterator[dict]:
+    """Group consecutive members by key (the path up to the first dot of the file name, WebDataset's rule)."""
+    sample: dict = {}
+    for name, data in members:
+        folder, _, base = name.rpartition("/")
+        stem, dot, ext = base.partition(".")
+        if not dot:
+            continue
+        key = f"{folder}/{stem}" if folder else stem
+        if sample and sample["__key__"] != key:
+            yield sample
+            sample = {}
+        if not sample:
+            sample = {"__key__": key, "__url__": url}
+        sample[ext.lower()] = data
+    if sample:
+        yield sample
+
+
+def read_shard(url: str) -> Iterator[dict]:
+    """The raw samples of one shard (dicts of bytes keyed by extension, plus __key__ and __url__), opened with
+    WebDataset's URL opener (files, http(s), pipe:). A shard that cannot be opened or read to the end gives
+    the samples before the damage and one warning."""
+    warned = []
+
+    def handler(exn: BaseException) -> bool:
+        if not warned:
+            warned.append(True)
+            warn(f"{url}: skipped the rest of this shard ({_reason(exn)})")
+        return True  # go on with the next shard
+
+    streams = list(url_opener([dict(url=url)], handler=handler))
+    try:
+        for s in streams:
+            samples = _samples(tar_members(s["stream"]), url)
+            while True:
+                try:
+                    sample = next(samples)
+                except StopIteration:
+                    break
+                except (TarError, OSError, UnicodeDecodeError) as e:
+                    handler(e)
+                    break
+                yield sample
+    finally:
+        for s in streams:
+            try:
+                s["stream"].close()
+            except Exception as e:  # a pipe: command that failed
+                handler(e)
+
+
+class _ShardStream(IterableDataset):
+    """One rank's clips (uint8 [3, frames, size, size]), split between the DataLoader workers it runs in."""
+
+    def __init__(self, urls: list[str], source: str, frames: int, size: int, seed: int, cfg: DataConfig,
+                 start_step: int, rank: int, world_size: int, batch_size: int):
+        super().__init__()
+        self.batch_size = batch_size
+        self.urls, self.source, self.frames, self.size, self.seed = urls, source, frames, size, seed
+        self.cfg, self.start_step, self.rank, self.world_size = cfg, start_step, rank, world_size
+
+    def reader(self) -> tuple[int, int]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        return self.rank * workers + worker, self.world_size * workers
+
+    def raw(self, reader: int, readers: int) -> Iterator[dict]:
+        """This reader's share of the samples, pass after pass, header-checked (too short: skipped)."""
+        seen: set[str] = set()
+        counter = valid = offered = total = 0
+        epoch = 0
+        while True:
+            order = list(self.urls)
+            random.Random(seed_of("shards", self.seed, self.start_step, epoch)).shuffle(order)
+            by_shard = len(order) >= readers
+            for url in order[reader::readers] if by_shard else order:
+                seen.add(url)
+                for sample in read_shard(url):
+                    total += 1
+                    if not by_shard:
+                        counter += 1
+                        if (counter - 1) % readers != reader:
+                            continue
+                    offered += 1
+                    try:
+                        t, s = _inspect(sample)
+                    except DataError as e:
+                        warn(f"skipped: {e}")
+                        continue
+                    if t < self.frames:
+                        warn(f"skipped: {_where(sample)}: {t} frames, fewer than the {self.frames} wanted")
+                        continue
+                    valid += 1
+                    sample["__shape__"] = (t, s)
+                    yield sample
+            epoch += 1
+            if valid == 0 and len(seen) == len(set(self.urls)) and (offered > 0 or total == 0):
+                what = "no readable shard" if total == 0 else f"no usable clip of at least {self.frames} frames"
+                raise DataError(f"{self.source}: {what} (read all {len(seen)} shards; see the warnings above)")
+
+    def shuffled(self, reader: int, readers: int) -> Iterator[dict]:
+        """This reader's samples through the shuffle buffer (still encoded)."""
+        bufsize = max(1, self.cfg.shuffle_buffer)
+        buf_rng = random.Random(seed_of("buffer", self.seed, self.start_step, reader, readers))
+        return _shuffle(self.raw(reader, readers), bufsize, buf_rng)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        """Batches uint8 [batch_size, 3, frames, size, size]: a channels-last view of [B, T, S, S, 3] memory (in
+        shared memory in a worker), into which each clip is decoded directly: no copy, no de-interleaving.
+        Undecodable clips are skipped with a warning."""
+        reader, readers = self.reader()
+        cfg, frames, size, bufsize = self.cfg, self.frames, self.size, max(1, self.cfg.shuffle_buffer)
+        gen = torch.Generator().manual_seed(seed_of("augment", self.seed, self.start_step, reader, readers))
+        samples = self.shuffled(reader, readers)
+        good = failed = 0
+        while True:
+            batch = _new_batch((self.batch_size, frames, size, size, 3), shared=get_worker_info() is not None)
+            j = 0
+            while j < self.batch_size:
+                sample = next(samples)
+                t, s = sample["__shape__"]
+                target = batch[j].numpy().reshape(frames * size, size, 3)
+                direct = (t, s) == (frames, size)  # the common case: decode straight into the batch
+                img = decode_image(_image_bytes(sample), out=target if direct else None)
+                if img is None or img.shape != (t * s, s, 3):
+                    got = "it does not decode" if img is None else f"decoded shape {list(img.shape)}"
+                    warn(f"skipped: {_where(sample)}: {got} (header: {t} frames of {s}x{s})")
+                    failed += 1
+                    if good == 0 and failed > 2 * bufsize + 100:
+                        raise DataError(f"{self.source}: none of the first {failed} clips decoded (see the warnings)")
+                    continue
+                good += 1
+                if not direct:
+                    start = window_start(t, frames, gen, cfg.random_offset)
+                    clip = torch.from_numpy(img[start * s : (start + frames) * s]).view(frames, s, s, 3)
+                    if s != size:
+                        clip = resize_clip(clip.permute(3, 0, 1, 2), size, mode="area").permute(1, 2, 3, 0)
+                    batch[j] = clip
+                if cfg.hflip and coin(gen):
+                    batch[j] = batch[j].flip(2)  # [T, S, S, 3]: dim 2 is width
+                j += 1
+            yield batch.permute(0, 4, 1, 2, 3)
+
+
+def _new_batch(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
+    """An uninitialised uint8 tensor; in shared memory when made in a DataLoader worker, so that handing it to
+    the training process costs no copy (as torch's default_collate does)."""
+    if not shared:
+        return torch.empty(shape, dtype=torch.uint8)
+    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
+    return torch.empty(0, dtype=torch.uint8).set_(storage, 0, shape)
+
+
+def _shuffle(samples: Iterator[dict], bufsize: int, rng: random.Random) -> Iterator[dict]:
+    """A shuffle buffer (as webdataset.shuffle, filled completely before the first sample comes out)."""
+    buf: list[dict] = []
+    for sample in samples:
+        if len(buf) < bufsize:
+            buf.append(sample)
+            continue
+        k = rng.randrange(bufsize)
+        buf[k], sample = sample, buf[k]
+        yield sample
+    while buf:  # pragma: no cover - the raw stream is infinite
+        yield buf.pop(rng.randrange(len(buf)))
+
+
+class ShardClips:
+    """Clips streamed from WebDataset shards: `batches(...)` -> uint8 [B, 3, frames, size, size], endlessly."""
+
+    def __init__(self, source: str, frames: int, size: int, seed: int = 0, cfg: DataConfig | None = None):
+        self.source, self.frames, self.size, self.seed = source, frames, size, seed
+        self.cfg = cfg or DataConfig()
+        self.urls = resolve_shards(source)
+
+    def __len__(self) -> int:
+        """Number of shards."""
+        return len(self.urls)
+
+    def stream(self, start_step: int = 0, batch_size: int = 1, rank: int = 0, world_size: int = 1) -> _ShardStream:
+        """The IterableDataset behind `batches`: yields whole batches (use it with DataLoader(batch_size=None))."""
+        return _ShardStream(self.urls, self.source, self.frames, self.size, self.seed, self.cfg,
+                            start_step, rank, world_size, batch_size)
+
+    def batches(self, start_step: int, batch_size: int, rank: int = 0, world_size: int = 1,
+                device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
+        """This rank's batches from `start_step` on: CPU uint8 tensors, in pinned memory when `device` is CUDA
+        (so `.to(device, non_blocking=True)` overlaps the copy). Workers start on the first `next()`."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} not in [0, {world_size})")
+        workers = max(0, self.cfg.workers)
+        pin = torch.device(device).type == "cuda" and torch.cuda.is_available()
+        loader = DataLoader(self.stream(start_step, batch_size, rank, world_size), batch_size=None,
+                            num_workers=workers, pin_memory=pin,
+                            prefetch_factor=4 if workers else None)
+        yield from _unwrap_errors(loader)
+
+
+def _unwrap_errors(loader: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """Re-raise a worker's DataError with its own one-line message (DataLoader adds the worker traceback)."""
+    it = iter(loader)
+    try:
+        yield from it
+    except DataError as e:
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:  # now, not when the traceback holding this frame is collected
+            shutdown()
+        lines = [ln for ln in str(e).splitlines() if ln.strip()]
+        last = lines[-1] if lines else ""
+        if "DataError: " in last and "Traceback" in str(e):
+            raise DataError(last.split("DataError: ", 1)[1]) from None
+        raise
+
+
+__all__: list[str] = ["DataWarning", "ShardClips", "decode_clip", "decode_image", "encode_clip", "read_shard",
+                      "resolve_shards", "write_shard"]

@@ -1,0 +1,316 @@
+"""Camera stabilisation of short clips, so the background stays still (numpy + OpenCV only).
+
+The paper stabilised its training videos this way (Vondrick et al. 2016, sec. 4): SIFT keypoints, a RANSAC
+homography between adjacent frames, frames warped to minimise background motion, pixels the warp leaves empty
+filled from the previous frames, and segments with too large a re-projection error left out. This module does
+the same in three pure steps, so a streaming pipeline computes each pair's motion once and reuses it in every
+overlapping clip:
+
+    est = MotionEstimator()
+    feats = [est.describe(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)) for f in frames]  # once per frame
+    motions = [est.pair(a, b) for a, b in zip(feats, feats[1:])]                 # once per pair
+    clip = stabilize_clip(frames[s:s + T], motions[s:s + T - 1])                 # per clip
+
+Units: pixel thresholds are at the "working resolution", the frame size given to `describe` (the settings'
+defaults are tuned for a short side of 256 px; scale them with the resolution). Fractions are 0-1.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class StabilizeSettings:
+    # SIFT, as in the paper, chosen on measurements (benchmarks/RESULTS.md, "Stabilisation (issue 3)"): on synthetic
+    # shake at 256x341 its homographies were ~15x more accurate than ORB's (mean corner error 0.06 vs 0.9-1.2 px per
+    # pair; 1 vs 5 px after 31 accumulated pairs), leaving background motion at 0.82 (true homographies: 0.79, ORB:
+    # 1.9-2.3, unstabilised: 22); on the sample videos ORB's drift wrongly rejected clips (7 of 48 on the static
+    # vtest.avi at 500 features) and 8-11 of 27 on box.mp4 vs SIFT's 2. Cost: ~30 pairs/s on one core vs ORB's ~176.
+    method: Literal["orb", "sift"] = "sift"
+    max_features: int = 500  # per frame: SIFT aligned about as well with 1000, but matching (brute force, quadratic)
+    # took up to 25 instead of 7 ms per pair
+    sift_contrast: float = 0.02  # SIFT's contrastThreshold (OpenCV default 0.04): with the default, dark, flat
+    # shots of Megamind.avi had too few keypoints (158 per frame, 6 pairs unreliable); 0.02: 256 and none, same speed
+    ratio: float = 0.75  # Lowe's ratio test: best match must be clearly better than the second best
+    ransac_threshold: float = 2.0  # px: inlier reprojection distance for RANSAC, a few times the fits' RMS residual
+    min_inliers: int = 30  # fewer supporting points and a homography (8 DoF) is a guess, not a measurement
+    min_inlier_ratio: float = 0.25  # inliers / matches: below this the "background" is a minority of matches
+    max_residual: float = 1.5  # px, RMS of the inliers (the paper's re-projection error check): the sample
+    # videos' pairs gave medians of 0.2-0.7 px with SIFT
+    max_corner_shift: float = 0.2  # fraction of the frame diagonal (our addition to the paper's checks): a larger
+    # accumulated warp leaves too much of the output filled from earlier frames
+
+
+@dataclass(frozen=True, eq=False)
+class Features:
+    """Keypoints of one frame. Plain arrays (no cv2.KeyPoint objects), so it pickles between processes."""
+
+    points: np.ndarray  # float32 [N, 2], (x, y) pixel coordinates at the working resolution
+    descriptors: np.ndarray  # [N, D]: uint8 [N, 32] for ORB, float32 [N, 128] for SIFT
+    size: tuple[int, int]  # (H, W) of the frame
+
+
+@dataclass(frozen=True, eq=False)
+class PairMotion:
+    homography: np.ndarray  # 3x3 float64; maps pixel coordinates of frame t+1 into frame t
+    matches: int  # descriptor matches that passed the ratio test
+    inliers: int  # RANSAC inliers among them
+    residual: float  # RMS reprojection error of the inliers (px, working resolution); nan if none
+    reason: str | None  # None = reliable; else a short human reason, e.g. "too few inliers (12 < 30)"
+
+    @property
+    def reliable(self) -> bool:
+        return self.reason is None
+
+
+def _unreliable(reason: str, matches: int = 0, inliers: int = 0, residual: float = float("nan")) -> PairMotion:
+    return PairMotion(np.eye(3), matches, inliers, residual, reason)
+
+
+def _corners(h: int, w: int) -> np.ndarray:
+    return np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
+
+
+def _apply(hom: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Points [N, 2] through a homography; non-finite where a point maps to infinity or behind the camera."""
+    p = np.concatenate([pts, np.ones((len(pts), 1))], 1) @ hom.T
+    w = p[:, 2:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(w > 1e-8, p[:, :2] / np.where(w > 1e-8, w, 1.0), np.inf)
+
+
+def corner_shift(hom: np.ndarray, size: tuple[int, int]) -> float:
+    """Largest displacement of a frame corner by `hom`, as a fraction of the frame diagonal (inf if degenerate)."""
+    h, w = size
+    c = _corners(h, w)
+    d = np.linalg.norm(_apply(hom, c) - c, axis=1).max()
+    return float(d / np.hypot(h, w)) if np.isfinite(d) else float("inf")
+
+
+def corner_error(estimated: np.ndarray, truth: np.ndarray, size: tuple[int, int]) -> float:
+    """Mean distance (px) between the frame corners mapped by two homographies: an alignment error."""
+    c = _corners(*size)
+    return float(np.linalg.norm(_apply(estimated, c) - _apply(truth, c), axis=1).mean())
+
+
+class MotionEstimator:
+    """Keypoints per frame and a RANSAC homography per pair of frames. Holds no frame state, so one estimator
+    serves any number of streams; it pickles (the OpenCV objects are rebuilt lazily in each process)."""
+
+    def __init__(self, settings: StabilizeSettings = StabilizeSettings()):
+        if settings.method not in ("orb", "sift"):
+            raise ValueError(f"unknown stabilisation method {settings.method!r} (use 'orb' or 'sift')")
+        self.settings = settings
+        self._detector = None
+        self._matcher = None
+
+    def __getstate__(self):
+        return {"settings": self.settings}
+
+    def __setstate__(self, state):
+        self.__init__(state["settings"])
+
+    def _tools(self):
+        if self._detector is None:
+            s = self.settings
+            if s.method == "sift":
+                self._detector = cv2.SIFT_create(nfeatures=s.max_features, contrastThreshold=s.sift_contrast)
+                self._matcher = cv2.BFMatcher(cv2.NORM_L2)
+            else:
+                # FAST threshold 10 (default 20) so low-contrast backgrounds still get enough keypoints.
+                self._detector = cv2.ORB_create(nfeatures=s.max_features, fastThreshold=10)
+                self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+        return self._detector, self._matcher
+
+    def describe(self, gray: np.ndarray) -> Features:
+        """Keypoints and descriptors of a uint8 [H, W] grayscale frame at the working resolution."""
+        if gray.ndim != 2 or gray.dtype != np.uint8:
+            raise ValueError(f"describe expects a uint8 [H, W] grayscale frame, got {gray.dtype} {gray.shape}")
+        detector, _ = self._tools()
+        keypoints, desc = detector.detectAndCompute(gray, None)
+        dim, dtype = (128, np.float32) if self.settings.method == "sift" else (32, np.uint8)
+        if desc is None or not keypoints:
+            return Features(np.zeros((0, 2), np.float32), np.zeros((0, dim), dtype), gray.shape)
+        points = np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2)
+        return Features(points, np.ascontiguousarray(desc, dtype), gray.shape)
+
+    def pair(self, prev: Features, nxt: Features) -> PairMotion:
+        """Homography mapping frame t+1 (`nxt`) into frame t (`prev`), with the evidence for it."""
+        s = self.settings
+        if len(prev.points) < 2 or len(nxt.points) < 2:
+            return _unreliable(f"too few keypoints ({min(len(prev.points), len(nxt.points))})")
+        _, matcher = self._tools()
+        knn = matcher.knnMatch(nxt.descriptors, prev.descriptors, k=2)
+        good = [m[0] for m in knn if len(m) == 2 and m[0].distance < s.ratio * m[1].distance]
+        if len(good) < max(4, s.min_inliers):
+            return _unreliable(f"too few matches ({len(good)} < {max(4, s.min_inliers)})", len(good))
+        src = nxt.points[[m.queryIdx for m in good]]
+        dst = prev.points[[m.trainIdx for m in good]]
+        # cv2.RANSAC refines the winning model on its inliers (Levenberg-Marquardt); deterministic (fixed RNG).
+        hom, mask = cv2.findHomography(src, dst, cv2.RANSAC, s.ransac_threshold, maxIters=2000, confidence=0.995)
+        if hom is None or mask is None:
+            return _unreliable("no homography found", len(good))
+        inl = mask.ravel().astype(bool)
+        n_in = int(inl.sum())
+        err = np.linalg.norm(_apply(hom, src[inl].astype(np.float64)) - dst[inl], axis=1)
+        residual = float(np.sqrt(np.mean(err**2))) if n_in else float("nan")
+        reason = None
+        ratio = n_in / len(good)
+        if n_in < s.min_inliers:
+            reason = f"too few inliers ({n_in} < {s.min_inliers})"
+        elif ratio < s.min_inlier_ratio:
+            reason = f"inlier ratio {ratio:.2f} < {s.min_inlier_ratio:.2f}"
+        elif not residual <= s.max_residual:
+            reason = f"residual {residual:.2f} px > {s.max_residual:g} px"
+        elif not corner_shift(hom, nxt.size) < 0.5:  # a flip, a near-singular or wild perspective fit
+            reason = "degenerate homography"
+        return PairMotion(np.asarray(hom, np.float64), len(good), n_in, residual, reason)
+
+
+@dataclass
+class StabilizedClip:
+    frames: np.ndarray  # uint8 [T, H, W, 3], every frame warped into frame 0's coordinates (input if rejected)
+    residual: float  # mean of the pairs' residuals (px, working resolution); 0.0 for a single frame
+    reason: str | None  # None = usable; else why the clip must be dropped
+
+
+def stabilize_clip(frames: np.ndarray, motions: Sequence[PairMotion],
+                   settings: StabilizeSettings = StabilizeSettings()) -> StabilizedClip:
+    """frames uint8 [T, H, W, 3]; motions: T-1 PairMotion for pairs (0,1), (1,2), ...
+
+    Accumulates the homographies to the clip's first frame (H_0<-t = H_0<-1 @ H_1<-2 @ ... @ H_t-1<-t),
+    warps each frame into frame 0's coordinates (bilinear) and fills pixels the warp leaves uncovered from the
+    previous stabilised frame (a static background looks right there; black borders would not). Frame 0 is
+    unchanged. A rejected clip (any unreliable pair, or an accumulated warp moving a corner by more than
+    `settings.max_corner_shift` of the diagonal) comes back with its input frames and the reason.
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"stabilize_clip expects uint8 [T, H, W, 3] frames, got {frames.dtype} {frames.shape}")
+    t, h, w, _ = frames.shape
+    if len(motions) != t - 1:
+        raise ValueError(f"stabilize_clip needs {t - 1} pair motions for {t} frames, got {len(motions)}")
+    residual = float(np.mean([m.residual for m in motions])) if motions else 0.0
+    bad = [i for i, m in enumerate(motions) if m.reason is not None]
+    if bad:  # never let an unreliable pair through: one wrong homography corrupts every later frame
+        i = bad[0]
+        more = f" (and {len(bad) - 1} more pairs)" if len(bad) > 1 else ""
+        return StabilizedClip(frames, residual, f"frames {i}->{i + 1}: {motions[i].reason}{more}")
+    acc = [np.eye(3)]
+    for m in motions:
+        acc.append(acc[-1] @ m.homography)
+    shifts = [corner_shift(a, (h, w)) for a in acc]
+    worst = int(np.argmax(shifts))
+    if not shifts[worst] <= settings.max_corner_shift:
+        return StabilizedClip(frames, residual, f"accumulated warp moves a corner by {shifts[worst]:.0%} of the "
+                                                f"diagonal at frame {worst} (max {settings.max_corner_shift:.0%})")
+    out = np.empty_like(frames)
+    out[0] = frames[0]
+    ones = np.full((h, w), 255, np.uint8)
+    for k in range(1, t):
+        a = acc[k] / acc[k][2, 2]
+        # dst(p) = src(a^-1 p): frame k's pixel at q lands at a q in frame 0's coordinates. Replicated borders
+        # keep edge pixels from blending with black; the coverage mask decides what is really covered.
+        warped = cv2.warpPerspective(frames[k], a, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        covered = cv2.warpPerspective(ones, a, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT) >= 128
+        out[k] = np.where(covered[..., None], warped, out[k - 1])
+    return StabilizedClip(out, residual, None)
+
+
+def background_motion(frames: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean absolute difference between consecutive frames (0-255 scale, all channels), optionally only where
+    `mask` is True ([H, W] for every pair, or [T, H, W]: a pixel counts for a pair if True in both frames).
+    With the moving objects masked out, this is what stabilisation should drive to ~0."""
+    f = frames.astype(np.float32)
+    diff = np.abs(f[1:] - f[:-1])
+    if diff.ndim == 4:
+        diff = diff.mean(-1)
+    if mask is None:
+        return float(diff.mean())
+    m = np.asarray(mask, bool)
+    m = np.broadcast_to(m, frames.shape[:3]) if m.ndim == 2 else m
+    pair = m[1:] & m[:-1]
+    return float(diff[pair].mean()) if pair.any() else float("nan")
+
+
+# --- Synthetic shaken clips with known camera motion (for tests and benchmarks/stabilization.py) -------------
+
+@dataclass
+class ShakenClip:
+    frames: np.ndarray  # uint8 [T, H, W, 3] RGB
+    homographies: np.ndarray  # float64 [T-1, 3, 3]: the true motions, frame t+1 -> frame t (as PairMotion)
+    background: np.ndarray  # bool [H, W] in frame 0's coordinates: static background, never crossed by an object
+    # and away from the border (which a stabilised clip fills from earlier frames)
+
+
+def textured_background(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 [H, W, 3]: smooth colour noise at several scales plus random shapes, so keypoints exist everywhere
+    (values stay in ~[25, 230], never black, so unfilled borders are detectable)."""
+    img = np.zeros((height, width, 3), np.float32)
+    for cell, amp in ((32, 70.0), (8, 45.0), (2, 20.0)):  # coarse colour blobs, medium texture, fine grain
+        small = rng.random((max(2, height // cell), max(2, width // cell), 3), dtype=np.float32) - 0.5
+        img += amp * cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+    img = np.clip(img + 128, 30, 225).astype(np.uint8)
+    for _ in range(height * width // 300):  # dense, sharp-edged shapes: corners and blobs for the detectors
+        colour = tuple(int(c) for c in rng.integers(30, 226, 3))
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+        r = int(rng.integers(3, max(4, min(height, width) // 16)))
+        kind = rng.integers(3)
+        if kind == 0:
+            cv2.rectangle(img, (x, y), (x + r, y + int(rng.integers(2, r + 2))), colour, -1)
+        elif kind == 1:
+            cv2.circle(img, (x, y), r // 2 + 1, colour, -1, cv2.LINE_AA)
+        else:
+            cv2.line(img, (x, y), (x + int(rng.integers(-2 * r, 2 * r)), y + int(rng.integers(-2 * r, 2 * r))),
+                     colour, int(rng.integers(1, 3)), cv2.LINE_AA)
+    return img
+
+
+def shaken_clip(frames: int = 32, size: tuple[int, int] = (256, 341), shake: float = 6.0, rotation: float = 1.0,
+                zoom: float = 0.02, pan: tuple[float, float] = (0.0, 0.0), objects: int = 2, seed: int = 0) -> ShakenClip:
+    """A textured static scene seen by a shaking camera, with `objects` discs moving across it.
+
+    Each frame's camera is independently jittered about its (optionally panning) mean pose: translation
+    uniform in +-`shake` px, rotation +-`rotation` degrees and zoom +-`zoom` about the frame centre; `pan` is
+    the mean pose's drift in px/frame (x, y). The true pairwise homographies come back with the frames.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = size
+    drift = np.abs(np.asarray(pan)) * frames
+    margin = int(2 * shake + np.hypot(h, w) * (np.radians(rotation) + zoom) + 8)
+    wh, ww = h + 2 * margin + int(drift[1]), w + 2 * margin + int(drift[0])
+    world = textured_background(wh, ww, rng)
+    ox, oy = margin + (drift[0] if pan[0] < 0 else 0), margin + (drift[1] if pan[1] < 0 else 0)
+    poses = []  # M_t: frame t pixel -> world pixel
+    for t in range(frames):
+        a = np.radians(rng.uniform(-rotation, rotation))
+        s = 1 + rng.uniform(-zoom, zoom)
+        tx, ty = rng.uniform(-shake, shake, 2)
+        rot = np.array([[s * np.cos(a), -s * np.sin(a), 0], [s * np.sin(a), s * np.cos(a), 0], [0, 0, 1]])
+        centre = np.array([[1, 0, -w / 2], [0, 1, -h / 2], [0, 0, 1]])
+        place = np.array([[1, 0, ox + w / 2 + pan[0] * t + tx], [0, 1, oy + h / 2 + pan[1] * t + ty], [0, 0, 1]])
+        poses.append(place @ rot @ centre)
+    # Objects move in world coordinates (so relative to the background) at 2-4 px/frame.
+    r_obj = max(4, min(h, w) // 10)
+    starts = rng.uniform([ox + r_obj, oy + r_obj], [ox + w - r_obj, oy + h - r_obj], (objects, 2))
+    vel = rng.uniform(-4, 4, (objects, 2))
+    colours = rng.integers(0, 256, (objects, 3))
+    out = np.empty((frames, h, w, 3), np.uint8)
+    crossed = np.zeros((h, w), bool)
+    for t in range(frames):
+        canvas, obj = world.copy(), np.zeros((wh, ww), np.uint8)
+        for k in range(objects):
+            c = tuple(int(v) for v in np.round(starts[k] + vel[k] * t))
+            cv2.circle(canvas, c, r_obj, tuple(int(v) for v in colours[k]), -1, cv2.LINE_AA)
+            cv2.circle(obj, c, r_obj, 255, -1)
+        out[t] = cv2.warpPerspective(canvas, poses[t], (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        crossed |= cv2.warpPerspective(obj, poses[0], (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
+    homs = np.array([np.linalg.inv(poses[t]) @ poses[t + 1] for t in range(frames - 1)]).reshape(-1, 3, 3)
+    border = int(np.ceil(max(corner_shift(np.linalg.inv(poses[0]) @ p, size) for p in poses) * np.hypot(h, w))) + 2
+    background = np.zeros((h, w), bool)
+    background[border:h - border, border:w - border] = True
+    background &= ~(cv2.dilate(crossed.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0)
+    return ShakenClip(out, homs, background)

@@ -1,0 +1,334 @@
+import io
+import json
+import os
+import tarfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from videogan.config import DataConfig
+from videogan.data.decode import DataError
+from videogan.data.shards import (DataWarning, ShardClips, TarError, decode_clip, encode_clip, read_shard, resolve_shards,
+                                  tar_members, write_shard)
+
+T, S = 6, 8
+
+
+def make_clip(i: int, t: int = T, s: int = S) -> np.ndarray:
+    """A random clip [t, s, s, 3] whose first pixel carries its id (exact in PNG)."""
+    clip = np.random.default_rng(i).integers(0, 256, (t, s, s, 3), dtype=np.uint8)
+    clip[0, 0, 0] = (i % 256, i // 256, 7)
+    return clip
+
+
+def clip_ids(batch: torch.Tensor) -> list[int]:
+    px = batch[:, :, 0, 0, 0].long()  # [B, 3]
+    assert (px[:, 2] == 7).all(), "a clip that is not one of ours (grey/zero?)"
+    return (px[:, 0] + 256 * px[:, 1]).tolist()
+
+
+def write_dataset(folder: Path, shards: int, per: int, lossless: bool = True, t: int = T, s: int = S) -> list[int]:
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = []
+    for k in range(shards):
+        samples = []
+        for j in range(per):
+            i = k * per + j
+            ids.append(i)
+            samples.append(encode_clip(f"{i:07d}_{j:05d}", make_clip(i, t, s), {"source": f"v{i}.mp4", "fps": 25.0},
+                                       lossless=lossless))
+        assert write_shard(folder / f"clips-{k:06d}.tar", samples) == per
+    return ids
+
+
+def cfg(**kw) -> DataConfig:
+    base = dict(workers=0, shuffle_buffer=1, hflip=False, random_offset=False)
+    return DataConfig(**{**base, **kw})
+
+
+def take(source: ShardClips, n: int, batch_size: int, **kw) -> list[torch.Tensor]:
+    it = source.batches(kw.pop("start_step", 0), batch_size, **kw)
+    return [next(it) for _ in range(n)]
+
+
+# ----------------------------------------------------------------------------- writing / decoding
+
+
+def test_png_round_trip_is_exact():
+    clip = make_clip(3)
+    sample = encode_clip("0000003_00000", clip, {"source": "a.mp4", "start_time": 1.5}, lossless=True)
+    assert set(sample) == {"__key__", "png", "json"}
+    meta = json.loads(sample["json"])
+    assert meta == {"source": "a.mp4", "start_time": 1.5, "frames": T, "size": S}
+    out = decode_clip(sample)
+    assert out.dtype == torch.uint8 and out.shape == (3, T, S, S)
+    assert torch.equal(out, torch.from_numpy(clip).permute(3, 0, 1, 2))
+
+
+def test_jpeg_round_trip_is_close():
+    t, s = 4, 32
+    yy, xx = np.mgrid[0:s, 0:s]
+    clip = np.stack([np.stack([xx * 4 + f * 10, yy * 6 + 20, (xx + yy) * 3], -1) for f in range(t)]).astype(np.uint8)
+    sample = encode_clip("k", clip, {}, quality=95)
+    assert "jpg" in sample and sample["jpg"][:2] == b"\xff\xd8"
+    out = decode_clip(sample).permute(1, 2, 3, 0).numpy().astype(int)
+    assert np.abs(out - clip).mean() < 3.0
+
+
+def test_decode_clip_rejects_wrong_shape_naming_the_key():
+    sample = encode_clip("0000001_00002", make_clip(1), {}, lossless=True)
+    sample["json"] = json.dumps({"frames": T + 1, "size": S}).encode()
+    with pytest.raises(DataError, match="0000001_00002"):
+        decode_clip(sample)
+    bad = dict(sample, png=b"not an image")
+    with pytest.raises(DataError, match="does not decode"):
+        decode_clip(bad)
+
+
+def test_encode_clip_asserts_shape():
+    with pytest.raises(AssertionError):
+        encode_clip("k", np.zeros((4, 8, 9, 3), np.uint8), {})
+    with pytest.raises(AssertionError):
+        encode_clip("k", np.zeros((4, 8, 8, 3), np.float32), {})
+
+
+def test_write_shard_is_atomic_and_readable(tmp_path):
+    ids = write_dataset(tmp_path, shards=1, per=3)
+    assert sorted(os.listdir(tmp_path)) == ["clips-000000.tar"]  # no temp file left behind
+    samples = list(read_shard(str(tmp_path / "clips-000000.tar")))
+    assert [s["__key__"] for s in samples] == [f"{i:07d}_{i:05d}" for i in ids]
+    with tarfile.open(tmp_path / "clips-000000.tar") as tf:
+        assert tf.getnames()[:2] == ["0000000_00000.json", "0000000_00000.png"]
+
+    def failing():
+        yield encode_clip("a", make_clip(0), {})
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        write_shard(tmp_path / "clips-000001.tar", failing())
+    assert sorted(os.listdir(tmp_path)) == ["clips-000000.tar"]
+
+
+# ----------------------------------------------------------------------------- resolving
+
+
+def test_resolve_shards(tmp_path):
+    write_dataset(tmp_path / "d", shards=3, per=1)
+    (tmp_path / "d" / "manifest.json").write_text("{}")
+    folder = [str(tmp_path / "d" / f"clips-{k:06d}.tar") for k in range(3)]
+    assert resolve_shards(str(tmp_path / "d")) == folder
+    assert resolve_shards(str(tmp_path / "d" / "clips-{000000..000002}.tar")) == folder
+    assert resolve_shards(folder[1]) == [folder[1]]
+    assert resolve_shards(f"{folder[0]}::{folder[2]}") == [folder[0], folder[2]]
+    with pytest.warns(DataWarning, match="1 of 4 shards do not exist"):
+        assert resolve_shards(str(tmp_path / "d" / "clips-{000000..000003}.tar")) == folder
+    assert resolve_shards("https://example.com/clips-{000000..000001}.tar") == [
+        "https://example.com/clips-000000.tar", "https://example.com/clips-000001.tar"]
+    assert resolve_shards("pipe:cat /data/a.tar") == ["pipe:cat /data/a.tar"]
+    with pytest.raises(DataError, match="nowhere"):
+        resolve_shards(str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty: no .tar shards"):
+        resolve_shards(str(tmp_path / "empty"))
+    with pytest.raises(DataError, match="none of the 2 shards"):
+        resolve_shards(str(tmp_path / "x-{0..1}.tar"))
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+def test_batches_shape_and_all_clips(tmp_path):
+    ids = write_dataset(tmp_path, shards=2, per=4)
+    src = ShardClips(str(tmp_path), T, S, seed=0, cfg=cfg(shuffle_buffer=3))
+    batches = take(src, 4, 4)
+    assert all(b.shape == (4, 3, T, S, S) and b.dtype == torch.uint8 for b in batches)
+    # channels-last memory ([B, T, S, S, 3], decoded in place); training makes it contiguous on the device
+    assert all(b.permute(0, 2, 3, 4, 1).is_contiguous() for b in batches)
+    first_pass = sorted(clip_ids(torch.cat(batches))[:6])
+    assert set(first_pass) <= set(ids)
+    got = clip_ids(torch.cat(batches))
+    assert set(got) == set(ids)  # 16 clips drawn from 8: both passes together cover everything
+    # the content is the stored clip, exactly (PNG)
+    b = batches[0][0]
+    i = clip_ids(batches[0][:1])[0]
+    assert torch.equal(b, torch.from_numpy(make_clip(i)).permute(3, 0, 1, 2))
+
+
+@pytest.mark.parametrize("shards,per", [(4, 3), (1, 8)])  # shard-level split, then fewer shards than readers
+def test_ranks_and_workers_see_disjoint_clips_covering_the_data(tmp_path, shards, per):
+    ids = write_dataset(tmp_path, shards=shards, per=per)
+    readers = 4  # 2 ranks x 2 workers
+    per_reader = len(ids) // readers
+    seen = []
+    for rank in range(2):
+        src = ShardClips(str(tmp_path), T, S, seed=5, cfg=cfg(workers=2))
+        # DataLoader takes batches from workers 0, 1, 0, 1, ...: the first two batches are one pass of each.
+        batches = take(src, 2, per_reader, rank=rank, world_size=2)
+        for b in batches:
+            seen.append(clip_ids(b))
+    flat = [i for b in seen for i in b]
+    assert len(flat) == len(ids) and sorted(flat) == ids, seen
+
+
+def test_ranks_without_workers_are_disjoint(tmp_path):
+    ids = write_dataset(tmp_path, shards=4, per=2)
+    got = []
+    for rank in range(2):
+        got.append(clip_ids(take(ShardClips(str(tmp_path), T, S, cfg=cfg()), 1, 4, rank=rank, world_size=2)[0]))
+    assert not set(got[0]) & set(got[1]) and sorted(got[0] + got[1]) == ids
+
+
+def test_reproducible_for_the_same_seed_and_step(tmp_path):
+    write_dataset(tmp_path, shards=3, per=4)
+    c = cfg(shuffle_buffer=5, hflip=True, random_offset=True)
+    a = take(ShardClips(str(tmp_path), 4, S, seed=1, cfg=c), 3, 4, start_step=7)
+    b = take(ShardClips(str(tmp_path), 4, S, seed=1, cfg=c), 3, 4, start_step=7)
+    other = take(ShardClips(str(tmp_path), 4, S, seed=1, cfg=c), 3, 4, start_step=8)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a, other, strict=True))
+
+
+def test_offset_window_and_resize(tmp_path):
+    # 10 frames; frame f is constant 20 * f
+    clip = np.stack([np.full((S, S, 3), 20 * f, np.uint8) for f in range(10)])
+    clip[0, 0, 0] = (0, 0, 7)
+    write_shard(tmp_path / "clips-000000.tar", [encode_clip("k", clip, {}, lossless=True)])
+    first = take(ShardClips(str(tmp_path), 4, S, cfg=cfg(random_offset=False)), 1, 3)[0]
+    assert first[:, 0, 1:].unique().tolist() == [20, 40, 60] and first[:, 0, 0, 1, 1].tolist() == [0, 0, 0]
+    rand = take(ShardClips(str(tmp_path), 4, S, cfg=cfg(random_offset=True)), 4, 16)
+    starts = torch.cat(rand)[:, 0, :, 4, 4].long() // 20  # [N, 4] frame numbers
+    assert (starts[:, 1:] - starts[:, :-1] == 1).all()  # consecutive frames
+    assert set(starts[:, 0].tolist()) == set(range(7))  # every window 0..6 drawn
+    small = take(ShardClips(str(tmp_path), 4, S // 2, cfg=cfg()), 1, 1)[0]
+    assert small.shape == (1, 3, 4, 4, 4)
+    expected = torch.from_numpy(clip[:4]).permute(3, 0, 1, 2).float()
+    expected = expected.reshape(3, 4, 4, 2, 4, 2).mean((3, 5)).round().to(torch.uint8)
+    assert torch.equal(small[0], expected)
+
+
+def test_hflip_flips_about_half(tmp_path):
+    clip = np.zeros((T, S, S, 3), np.uint8)
+    clip[:, :, S // 2 :] = 200
+    write_shard(tmp_path / "clips-000000.tar", [encode_clip("k", clip, {}, lossless=True)])
+    batch = take(ShardClips(str(tmp_path), T, S, cfg=cfg(hflip=True)), 1, 64)[0]
+    ref = torch.from_numpy(clip).permute(3, 0, 1, 2)
+    flipped = [bool(torch.equal(c, ref.flip(-1))) for c in batch]
+    assert all(f or torch.equal(c, ref) for f, c in zip(flipped, batch, strict=True))
+    assert 16 < sum(flipped) < 48
+
+
+def record(fn):
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        out = fn()
+    return out, [str(x.message) for x in w if issubclass(x.category, DataWarning)]
+
+
+def test_corrupt_shards_and_clips_are_skipped_with_warnings(tmp_path):
+    ids = write_dataset(tmp_path, shards=2, per=4)  # clips 0..3 and 4..7
+    # a truncated shard: cut in the middle of its members
+    trunc = tmp_path / "clips-000001.tar"
+    with tarfile.open(trunc) as tf:
+        cut = tf.getmembers()[5].offset_data + 10  # inside the third clip's image
+    trunc.write_bytes(trunc.read_bytes()[:cut])
+    survivors = record(lambda: list(read_shard(str(trunc))))[0]
+    assert [s["__key__"] for s in survivors] == ["0000004_00000", "0000005_00001"]  # the cut-off clip is dropped
+    # a garbage "shard"
+    (tmp_path / "clips-000002.tar").write_bytes(os.urandom(3000))
+    # a shard with a clip that does not decode and one whose image does not match its json
+    bad_img = dict(encode_clip("0000100_00000", make_clip(100), {}, lossless=True), png=b"\x89PNG garbage")
+    wrong = encode_clip("0000101_00001", make_clip(101), {}, lossless=True)
+    wrong["json"] = json.dumps({"frames": T, "size": S // 2}).encode()
+    short = encode_clip("0000102_00002", make_clip(102, t=T - 2), {}, lossless=True)
+    no_image = {"__key__": "0000104_00004", "json": b"{}"}
+    write_shard(tmp_path / "clips-000003.tar",
+                [bad_img, wrong, short, no_image, encode_clip("0000103_00003", make_clip(103), {}, lossless=True)])
+    src = ShardClips(str(tmp_path), T, S, cfg=cfg(shuffle_buffer=4))
+    batches, messages = record(lambda: take(src, 6, 4))
+    got = set(clip_ids(torch.cat(batches)))  # asserts no grey/foreign clip
+    expected = set(ids[:4]) | {4, 5, 103}
+    assert got == expected
+    text = "\n".join(messages)
+    assert "clips-000001.tar: skipped the rest of this shard" in text
+    assert "clips-000002.tar: skipped the rest of this shard" in text
+    assert "clips-000003.tar: clip 0000100_00000" in text and "does not decode" in text
+    assert "0000101_00001" in text and "0000102_00002" in text and "fewer than the 6 wanted" in text
+    assert "clip 0000104_00004: no .jpg or .png image" in text
+    assert all("\n" not in m for m in messages)
+
+
+def test_nothing_readable_raises(tmp_path):
+    (tmp_path / "clips-000000.tar").write_bytes(b"garbage" * 500)
+    (tmp_path / "clips-000001.tar").write_bytes(b"")
+    src = ShardClips(str(tmp_path), T, S, cfg=cfg())
+    with pytest.raises(DataError, match=f"{tmp_path}: no readable shard"):
+        record(lambda: take(src, 1, 2))
+
+
+def test_all_clips_too_short_raises_from_a_worker_with_a_clean_message(tmp_path):
+    write_dataset(tmp_path, shards=1, per=2, t=3)
+    src = ShardClips(str(tmp_path), T, S, cfg=cfg(workers=1))
+    with pytest.raises(DataError) as e:
+        take(src, 1, 2)
+    assert str(e.value) == f"{tmp_path}: no usable clip of at least {T} frames (read all 1 shards; see the warnings above)"
+
+
+def test_undecodable_images_with_valid_json_raise(tmp_path):
+    samples = [dict(encode_clip(f"k{i}", make_clip(i), {}, lossless=True), png=b"junk") for i in range(3)]
+    write_shard(tmp_path / "clips-000000.tar", samples)
+    src = ShardClips(str(tmp_path), T, S, cfg=cfg(shuffle_buffer=2))
+    with pytest.raises(DataError, match="none of the first"):
+        record(lambda: take(src, 1, 1))
+
+
+def test_jpeg_shards_stream(tmp_path):
+    write_dataset(tmp_path, shards=2, per=3, lossless=False, s=16)
+    batch = take(ShardClips(str(tmp_path), T, 16, cfg=cfg(shuffle_buffer=4)), 1, 5)[0]
+    assert batch.shape == (5, 3, T, 16, 16)
+    ref = torch.from_numpy(make_clip(0, s=16)).permute(3, 0, 1, 2)
+    assert batch.float().std() > 30 and ref.shape == batch[0].shape
+
+
+def test_tar_written_by_plain_tarfile_is_read(tmp_path):
+    # shards from other tools (e.g. `tar cf`): members in any order within a sample, no json
+    clip = make_clip(9)
+    sample = encode_clip("x", clip, {}, lossless=True)
+    with tarfile.open(tmp_path / "a.tar", "w") as tf:
+        info = tarfile.TarInfo("0000009_00000.png")
+        info.size = len(sample["png"])
+        tf.addfile(info, io.BytesIO(sample["png"]))
+    batch = take(ShardClips(str(tmp_path / "a.tar"), T, S, cfg=cfg()), 1, 1)[0]
+    assert clip_ids(batch) == [9]
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_tar_reader_matches_python_tarfile(tmp_path, fmt):
+    """Our tar reader against Python's: long names (ustar prefix, GNU 'L', pax 'path'), folders, empty files."""
+    members = {"a/b.jpg": b"x" * 700, "a/b.json": b"{}", "c.txt": b"", ("d" * 90) + "/" + ("e" * 60) + ".png": b"\x01" * 513}
+    if fmt != tarfile.USTAR_FORMAT:
+        members["f" * 120 + "/g" * 40 + ".json"] = b"[]"  # longer than ustar's prefix + name fields
+    path = tmp_path / "t.tar"
+    with tarfile.open(path, "w", format=fmt) as tf:
+        folder = tarfile.TarInfo("a")
+        folder.type = tarfile.DIRTYPE
+        tf.addfile(folder)
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    with open(path, "rb") as f:
+        assert dict(tar_members(f)) == members
+    damaged = path.read_bytes()
+    with tarfile.open(path) as tf:
+        last = tf.getmembers()[-1]
+    end_of_data = last.offset_data + -(-last.size // 512) * 512  # where the end-of-archive blocks begin
+    for cut, reason in [(end_of_data, "no end-of-archive marker"), (700, "truncated")]:
+        with pytest.raises(TarError, match=reason):
+            list(tar_members(io.BytesIO(damaged[:cut])))
+    flipped = bytearray(damaged)
+    flipped[600] ^= 0xFF  # inside the second header
+    with pytest.raises(TarError, match="checksum"):
+        list(tar_members(io.BytesIO(bytes(flipped))))

@@ -1,0 +1,193 @@
+import pickle
+from itertools import pairwise
+
+import cv2
+import numpy as np
+import pytest
+
+from videogan.data.decode import read_frames
+from videogan.data.stabilize import (
+    Features,
+    MotionEstimator,
+    PairMotion,
+    StabilizeSettings,
+    background_motion,
+    corner_error,
+    corner_shift,
+    shaken_clip,
+    stabilize_clip,
+    textured_background,
+)
+
+SIZE = (160, 214)  # small enough for speed, big enough for ~100+ keypoints per frame
+
+
+def gray(frame: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+
+
+def motions_of(frames: np.ndarray, est: MotionEstimator) -> list[PairMotion]:
+    feats = [est.describe(gray(f)) for f in frames]
+    return [est.pair(a, b) for a, b in pairwise(feats)]
+
+
+def translation(dx: float, dy: float = 0.0) -> np.ndarray:
+    return np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1]], np.float64)
+
+
+def good(hom: np.ndarray) -> PairMotion:
+    return PairMotion(hom, matches=100, inliers=100, residual=0.3, reason=None)
+
+
+@pytest.fixture(scope="module")
+def shaken():
+    return shaken_clip(frames=10, size=SIZE, shake=6.0, rotation=1.0, zoom=0.02, objects=2, seed=0)
+
+
+@pytest.mark.parametrize("method, max_error", [("sift", 1.0), ("orb", 3.0)])
+def test_shaken_clip_is_stabilised_and_motions_match_the_known_shake(shaken, method, max_error):
+    settings = StabilizeSettings(method=method)
+    motions = motions_of(shaken.frames, MotionEstimator(settings))
+    assert [m.reason for m in motions] == [None] * 9
+    errors = [corner_error(m.homography, truth, SIZE) for m, truth in zip(motions, shaken.homographies, strict=True)]
+    assert max(errors) < max_error, errors  # px, mean over the 4 corners
+    clip = stabilize_clip(shaken.frames, motions, settings)
+    assert clip.reason is None and clip.frames.shape == shaken.frames.shape and clip.frames.dtype == np.uint8
+    assert 0 < clip.residual < settings.max_residual
+    np.testing.assert_array_equal(clip.frames[0], shaken.frames[0])
+    before = background_motion(shaken.frames, shaken.background)
+    after = background_motion(clip.frames, shaken.background)
+    assert before > 10 and after < before / 3 and after < 4, (before, after)
+    # The ideal (true homographies) is the floor: interpolation alone leaves ~1 level of difference.
+    ideal = stabilize_clip(shaken.frames, [good(h) for h in shaken.homographies])
+    assert after < background_motion(ideal.frames, shaken.background) + (0.5 if method == "sift" else 3.0)
+
+
+def test_static_camera_gives_identity_and_an_unchanged_clip():
+    clip = shaken_clip(frames=8, size=SIZE, shake=0, rotation=0, zoom=0, objects=3, seed=1)
+    motions = motions_of(clip.frames, MotionEstimator())
+    assert all(m.reason is None for m in motions)
+    assert max(corner_error(m.homography, np.eye(3), SIZE) for m in motions) < 0.3
+    out = stabilize_clip(clip.frames, motions)
+    assert out.reason is None
+    np.testing.assert_array_equal(out.frames[0], clip.frames[0])
+    assert np.abs(out.frames.astype(int) - clip.frames).mean() < 1.0
+    assert background_motion(clip.frames, clip.background) < 0.5  # the objects are masked out
+
+
+def test_a_blank_frame_rejects_the_clip_naming_the_pair(shaken):
+    frames = shaken.frames.copy()
+    frames[4] = 128  # featureless
+    motions = motions_of(frames, MotionEstimator())
+    assert motions[2].reason is None and motions[3].reason is not None and motions[4].reason is not None
+    clip = stabilize_clip(frames, motions)
+    assert clip.reason is not None and clip.reason.startswith("frames 3->4: too few")
+    assert "1 more" in clip.reason  # the second bad pair (4->5) is counted too
+    assert clip.frames is frames  # a rejected clip is not warped
+
+
+def test_a_frame_from_another_scene_rejects_the_clip(shaken):
+    frames = shaken.frames.copy()
+    frames[5] = shaken_clip(frames=1, size=SIZE, seed=7).frames[0]
+    motions = motions_of(frames, MotionEstimator())
+    bad = [i for i, m in enumerate(motions) if m.reason is not None]
+    assert bad == [4, 5]
+    assert stabilize_clip(frames, motions).reason.startswith("frames 4->5: ")
+
+
+def test_one_unreliable_pair_among_good_ones_never_passes():
+    frames = np.full((6, 40, 50, 3), 100, np.uint8)
+    motions = [good(np.eye(3)) for _ in range(5)]
+    motions[3] = PairMotion(np.eye(3), 40, 12, 0.5, "too few inliers (12 < 30)")
+    clip = stabilize_clip(frames, motions)
+    assert clip.reason == "frames 3->4: too few inliers (12 < 30)"
+
+
+def test_a_too_large_accumulated_warp_is_rejected():
+    frames = np.full((10, 160, 214, 3), 100, np.uint8)
+    diagonal = np.hypot(160, 214)
+    ok = stabilize_clip(frames, [good(translation(2.0)) for _ in range(9)])  # 18 px: 7% of the diagonal
+    assert ok.reason is None
+    clip = stabilize_clip(frames, [good(translation(8.0)) for _ in range(9)])  # 72 px: 27%
+    assert clip.reason == f"accumulated warp moves a corner by {72 / diagonal:.0%} of the diagonal at frame 9 (max 20%)"
+    assert stabilize_clip(frames, [good(translation(8.0))] * 9, StabilizeSettings(max_corner_shift=0.3)).reason is None
+
+
+def test_a_fast_pan_is_measured_reliably_but_rejected_as_a_whole():
+    pan = shaken_clip(frames=10, size=SIZE, shake=1.0, rotation=0.2, zoom=0.0, pan=(8.0, 0.0), seed=2)
+    motions = motions_of(pan.frames, MotionEstimator())
+    assert all(m.reason is None for m in motions)
+    assert stabilize_clip(pan.frames, motions).reason.startswith("accumulated warp moves a corner by")
+
+
+def test_uncovered_pixels_are_filled_from_the_previous_stabilised_frame():
+    # A static world panned by 2 px per frame: stabilised, every frame must equal frame 0, including the strip
+    # on the left that frame k does not show (filled from earlier frames), with no black border anywhere.
+    world = textured_background(60, 120, np.random.default_rng(0))
+    frames = np.stack([world[:, 2 * k: 2 * k + 100] for k in range(8)])
+    clip = stabilize_clip(frames, [good(translation(2.0)) for _ in range(7)])
+    assert clip.reason is None
+    assert not np.array_equal(frames[7], frames[0])
+    np.testing.assert_array_equal(clip.frames, np.broadcast_to(frames[0], frames.shape))
+    assert clip.frames.min() >= 30  # the texture's darkest value: nothing left black
+
+
+def test_features_pair_motion_and_estimator_pickle(shaken):
+    est = MotionEstimator()
+    feats = est.describe(gray(shaken.frames[0]))
+    assert isinstance(feats.points, np.ndarray) and feats.points.dtype == np.float32 and feats.points.shape[1] == 2
+    assert len(feats.points) == len(feats.descriptors) > 50
+    nxt = est.describe(gray(shaken.frames[1]))
+    motion = est.pair(feats, nxt)
+    f2, m2, est2 = pickle.loads(pickle.dumps((feats, motion, est)))
+    assert isinstance(f2, Features) and isinstance(m2, PairMotion)
+    np.testing.assert_array_equal(f2.points, feats.points)
+    np.testing.assert_array_equal(f2.descriptors, feats.descriptors)
+    np.testing.assert_array_equal(m2.homography, motion.homography)
+    assert (m2.matches, m2.inliers, m2.residual, m2.reason) == (motion.matches, motion.inliers, motion.residual, None)
+    again = est2.pair(f2, est2.describe(gray(shaken.frames[1])))  # a fresh process rebuilds the OpenCV objects
+    np.testing.assert_allclose(again.homography, motion.homography)
+
+
+def test_featureless_frames_and_bad_inputs():
+    est = MotionEstimator()
+    blank = est.describe(np.zeros((64, 80), np.uint8))
+    assert blank.points.shape == (0, 2) and blank.descriptors.shape == (0, 128)
+    m = est.pair(blank, blank)
+    assert m.reason == "too few keypoints (0)" and m.homography.shape == (3, 3) and np.isnan(m.residual)
+    with pytest.raises(ValueError, match="grayscale"):
+        est.describe(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="4 pair motions"):
+        stabilize_clip(np.zeros((5, 8, 8, 3), np.uint8), [])
+    with pytest.raises(ValueError, match="unknown stabilisation method"):
+        MotionEstimator(StabilizeSettings(method="surf"))  # type: ignore[arg-type]
+    single = stabilize_clip(np.zeros((1, 8, 8, 3), np.uint8), [])
+    assert single.reason is None and single.residual == 0.0
+
+
+def test_background_motion_and_corner_shift():
+    frames = np.zeros((3, 4, 4, 3), np.uint8)
+    frames[1, :2] = 30  # top half changes 0 -> 30 -> 0
+    assert background_motion(frames) == pytest.approx(15.0)
+    top = np.zeros((4, 4), bool)
+    top[:2] = True
+    assert background_motion(frames, top) == pytest.approx(30.0)
+    assert background_motion(frames, ~top) == 0.0
+    assert corner_shift(translation(30.0, 40.0), (300, 400)) == pytest.approx(0.1)
+
+
+def _resize_short_side(frame: np.ndarray, short: int = 256) -> np.ndarray:
+    h, w = frame.shape[:2]
+    s = short / min(h, w)
+    return cv2.resize(frame, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+
+
+def test_real_static_camera_video_is_reliable_and_near_identity(sample_videos_dir):
+    frames = np.stack([_resize_short_side(f) for f in read_frames(sample_videos_dir / "vtest.avi", max_frames=8)])
+    motions = motions_of(frames, MotionEstimator())
+    assert [m.reason for m in motions] == [None] * 7
+    assert all(m.inliers >= 100 and m.residual < 0.6 for m in motions)
+    assert max(corner_shift(m.homography, frames.shape[1:3]) for m in motions) < 0.005  # < 2 px at 256x341
+    clip = stabilize_clip(frames, motions)
+    assert clip.reason is None
+    assert np.abs(clip.frames.astype(int) - frames).mean() < 3.0
