@@ -8,7 +8,7 @@ from PIL import Image
 
 from videogan.config import DataConfig
 from videogan.data.decode import DataError
-from videogan.data.shards import DataWarning
+from videogan.data.streaming import DataWarning
 from videogan.data.stacked import StackedList, load_stacked_clip, read_list
 
 W = 128  # the released data: 128 px wide, 128 px per frame

@@ -8,7 +8,7 @@ import torch
 
 from ..config import Config
 from .decode import DataError
-from .shards import _URL, ShardClips
+from .shards import URL_PATTERN, ShardClips
 from .stacked import StackedList
 from .synthetic import SyntheticBatch, SyntheticScenes
 from .videos import VideoClips
@@ -25,7 +25,7 @@ class ClipSource(Protocol):
 def is_shard_source(source: str) -> bool:
     """Prepared shards: a URL or pipe: command, a brace pattern, a .tar file, or a folder of .tar files."""
     path = Path(source)
-    return (_URL.match(source) is not None or "{" in source or "::" in source or source.endswith(".tar")
+    return (URL_PATTERN.match(source) is not None or "{" in source or "::" in source or source.endswith(".tar")
             or (path.is_dir() and any(path.glob("*.tar"))))
 
 

@@ -27,15 +27,13 @@ data set, it raises DataError instead of looping forever.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import random
 import re
-import warnings
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import braceexpand
 import cv2
@@ -43,7 +41,7 @@ import numpy as np
 import simplejpeg
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 from webdataset import TarWriter
 from webdataset.tariterators import url_opener
 
@@ -51,29 +49,12 @@ from ..config import DataConfig
 from ..media import atomic_path
 from .augment import coin, resize_clip, window_start
 from .decode import DataError
+from .streaming import DataWarning, loader_batches, new_batch, seed_of, shuffled, warn
 
 IMAGE_KEYS = ("jpg", "png", "jpeg")
-_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")  # http:, https:, pipe:, file:, s3:, gs:, ...
+URL_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")  # http:, https:, pipe:, file:, s3:, gs:, ...
 
 cv2.setNumThreads(1)  # imdecode is single-threaded anyway; keep cv2's pool out of DataLoader workers
-
-
-class DataWarning(UserWarning):
-    """A skipped shard or clip; the message names it."""
-
-
-_REGISTRY: dict = {}  # the same message is shown once per process (not again on every pass)
-
-
-def warn(message: str) -> None:
-    """One line on stderr (through `warnings`, so tests and users can filter or record it)."""
-    warnings.warn_explicit(message, DataWarning, "videogan-data", 0, module="videogan.data", registry=_REGISTRY)
-
-
-def seed_of(*parts: Any) -> int:
-    """A 63-bit seed that depends on every part (stable across processes and Python versions)."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
 
 
 # ----------------------------------------------------------------------------- writing
@@ -129,7 +110,7 @@ def resolve_shards(source: str) -> list[str]:
         part = part.strip()
         if not part:
             continue
-        if _URL.match(part) and not os.path.exists(part):
+        if URL_PATTERN.match(part) and not os.path.exists(part):
             urls += list(braceexpand.braceexpand(part))
         elif os.path.isdir(part):
             found = sorted(str(p) for p in Path(part).glob("*.tar") if p.is_file())
@@ -423,7 +404,7 @@ class _ShardStream(IterableDataset):
         """This reader's samples through the shuffle buffer (still encoded)."""
         bufsize = max(1, self.cfg.shuffle_buffer)
         buf_rng = random.Random(seed_of("buffer", self.seed, self.start_step, reader, readers))
-        return _shuffle(self.raw(reader, readers), bufsize, buf_rng)
+        return shuffled(self.raw(reader, readers), bufsize, buf_rng)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         """Batches uint8 [batch_size, 3, frames, size, size]: a channels-last view of [B, T, S, S, 3] memory (in
@@ -435,7 +416,7 @@ class _ShardStream(IterableDataset):
         samples = self.shuffled(reader, readers)
         good = failed = 0
         while True:
-            batch = _new_batch((self.batch_size, frames, size, size, 3), shared=get_worker_info() is not None)
+            batch = new_batch((self.batch_size, frames, size, size, 3), shared=get_worker_info() is not None)
             j = 0
             while j < self.batch_size:
                 sample = next(samples)
@@ -463,29 +444,6 @@ class _ShardStream(IterableDataset):
             yield batch.permute(0, 4, 1, 2, 3)
 
 
-def _new_batch(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
-    """An uninitialised uint8 tensor; in shared memory when made in a DataLoader worker, so that handing it to
-    the training process costs no copy (as torch's default_collate does)."""
-    if not shared:
-        return torch.empty(shape, dtype=torch.uint8)
-    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
-    return torch.empty(0, dtype=torch.uint8).set_(storage, 0, shape)
-
-
-def _shuffle(samples: Iterator[dict], bufsize: int, rng: random.Random) -> Iterator[dict]:
-    """A shuffle buffer (as webdataset.shuffle, filled completely before the first sample comes out)."""
-    buf: list[dict] = []
-    for sample in samples:
-        if len(buf) < bufsize:
-            buf.append(sample)
-            continue
-        k = rng.randrange(bufsize)
-        buf[k], sample = sample, buf[k]
-        yield sample
-    while buf:  # pragma: no cover - the raw stream is infinite
-        yield buf.pop(rng.randrange(len(buf)))
-
-
 class ShardClips:
     """Clips streamed from WebDataset shards: `batches(...)` -> uint8 [B, 3, frames, size, size], endlessly."""
 
@@ -509,29 +467,8 @@ class ShardClips:
         (so `.to(device, non_blocking=True)` overlaps the copy). Workers start on the first `next()`."""
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} not in [0, {world_size})")
-        workers = max(0, self.cfg.workers)
-        pin = torch.device(device).type == "cuda" and torch.cuda.is_available()
-        loader = DataLoader(self.stream(start_step, batch_size, rank, world_size), batch_size=None,
-                            num_workers=workers, pin_memory=pin,
-                            prefetch_factor=4 if workers else None)
-        yield from _unwrap_errors(loader)
+        yield from loader_batches(self.stream(start_step, batch_size, rank, world_size), self.cfg.workers, device)
 
 
-def _unwrap_errors(loader: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-    """Re-raise a worker's DataError with its own one-line message (DataLoader adds the worker traceback)."""
-    it = iter(loader)
-    try:
-        yield from it
-    except DataError as e:
-        shutdown = getattr(it, "_shutdown_workers", None)
-        if shutdown is not None:  # now, not when the traceback holding this frame is collected
-            shutdown()
-        lines = [ln for ln in str(e).splitlines() if ln.strip()]
-        last = lines[-1] if lines else ""
-        if "DataError: " in last and "Traceback" in str(e):
-            raise DataError(last.split("DataError: ", 1)[1]) from None
-        raise
-
-
-__all__: list[str] = ["DataWarning", "ShardClips", "decode_clip", "decode_image", "encode_clip", "read_shard",
+__all__: list[str] = ["DataWarning", "ShardClips", "TarError", "tar_members", "decode_clip", "decode_image", "encode_clip", "read_shard",
                       "resolve_shards", "write_shard"]

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
 from ..config import DataConfig
 from .augment import coin, resize_clip, window_start
 from .decode import DataError
-from .shards import _unwrap_errors, decode_image, seed_of, warn
+from .shards import decode_image
+from .streaming import loader_batches, seed_of, warn
 
 
 def read_list(list_file: str | os.PathLike, root: str | os.PathLike = "") -> list[str]:
@@ -151,9 +152,5 @@ class StackedList:
         whatever the number of workers, and a run resumed at step s gets exactly the batches it would have had."""
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} not in [0, {world_size})")
-        workers = max(0, self.cfg.workers)
-        pin = torch.device(device).type == "cuda" and torch.cuda.is_available()
-        loader = DataLoader(self.dataset(), batch_size=batch_size,
-                            sampler=_Draws(start_step, batch_size, rank, world_size),
-                            num_workers=workers, pin_memory=pin, prefetch_factor=4 if workers else None)
-        yield from _unwrap_errors(loader)
+        yield from loader_batches(self.dataset(), self.cfg.workers, device, batch_size=batch_size,
+                                  sampler=_Draws(start_step, batch_size, rank, world_size))

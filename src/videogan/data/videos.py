@@ -14,13 +14,13 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 
 from ..config import DataConfig
 from .augment import coin, randint
 from .decode import DataError, VideoDecodeError, find_videos
 from .prepare import PrepareConfig, VideoStats, video_clips
-from .shards import _new_batch, _shuffle, _unwrap_errors, seed_of, warn
+from .streaming import loader_batches, new_batch, seed_of, shuffled, warn
 
 # Decoded clips are large (393 KB at 32x64x64), so the shuffle buffer holds at most this many.
 MAX_DECODED_BUFFER = 256
@@ -68,9 +68,9 @@ class _VideoStream(IterableDataset):
         src = self.source
         gen = torch.Generator().manual_seed(seed_of("augment", src.seed, self.start_step, reader, readers))
         buffer = min(MAX_DECODED_BUFFER, max(1, src.cfg.shuffle_buffer))
-        clips = _shuffle(self.clips(reader, readers), buffer, random.Random(seed_of("buffer", src.seed, self.start_step, reader)))
+        clips = shuffled(self.clips(reader, readers), buffer, random.Random(seed_of("buffer", src.seed, self.start_step, reader)))
         while True:
-            batch = _new_batch((self.batch_size, 3, src.frames, src.size, src.size), shared=info is not None)
+            batch = new_batch((self.batch_size, 3, src.frames, src.size, src.size), shared=info is not None)
             for j in range(self.batch_size):
                 clip = torch.from_numpy(next(clips)).permute(3, 0, 1, 2)  # [3, T, S, S]
                 batch[j] = clip.flip(-1) if src.cfg.hflip and coin(gen) else clip
@@ -91,8 +91,4 @@ class VideoClips:
                 device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
         """This rank's batches (CPU uint8, pinned for CUDA). Reproducible per (seed, start_step, rank, workers);
         a resumed run starts a fresh stream seeded by its step rather than replaying the old one."""
-        workers = max(0, self.cfg.workers)
-        pin = torch.device(device).type == "cuda" and torch.cuda.is_available()
-        loader = DataLoader(_VideoStream(self, start_step, rank, world_size, batch_size), batch_size=None,
-                            num_workers=workers, pin_memory=pin, prefetch_factor=2 if workers else None)
-        yield from _unwrap_errors(loader)
+        yield from loader_batches(_VideoStream(self, start_step, rank, world_size, batch_size), self.cfg.workers, device)

@@ -1,0 +1,83 @@
+"""What the streaming datasets share: warnings for skipped data, seeds, a shuffle buffer, batch memory, and
+running a dataset through a DataLoader with errors that stay one line."""
+from __future__ import annotations
+
+import hashlib
+import random
+import warnings
+from typing import Any, Iterable, Iterator, TypeVar
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .decode import DataError
+
+T = TypeVar("T")
+
+
+class DataWarning(UserWarning):
+    """A skipped shard or clip; the message names it."""
+
+
+_REGISTRY: dict = {}  # the same message is shown once per process (not again on every pass)
+
+
+def warn(message: str) -> None:
+    """One line on stderr (through `warnings`, so tests and users can filter or record it)."""
+    warnings.warn_explicit(message, DataWarning, "videogan-data", 0, module="videogan.data", registry=_REGISTRY)
+
+
+def seed_of(*parts: Any) -> int:
+    """A 63-bit seed that depends on every part (stable across processes and Python versions)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def new_batch(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
+    """An uninitialised uint8 tensor; in shared memory when made in a DataLoader worker, so that handing it to
+    the training process costs no copy (as torch's default_collate does)."""
+    if not shared:
+        return torch.empty(shape, dtype=torch.uint8)
+    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
+    return torch.empty(0, dtype=torch.uint8).set_(storage, 0, shape)
+
+
+def shuffled(samples: Iterable[T], bufsize: int, rng: random.Random) -> Iterator[T]:
+    """A shuffle buffer (as webdataset.shuffle, filled completely before the first sample comes out)."""
+    buf: list[T] = []
+    for sample in samples:
+        if len(buf) < bufsize:
+            buf.append(sample)
+            continue
+        k = rng.randrange(bufsize)
+        buf[k], sample = sample, buf[k]
+        yield sample
+    while buf:  # pragma: no cover - the raw stream is infinite
+        yield buf.pop(rng.randrange(len(buf)))
+
+
+def loader_batches(dataset: Dataset, workers: int, device: torch.device | str, **loader_options) -> Iterator[torch.Tensor]:
+    """Batches of `dataset` through a DataLoader with `workers` processes (0: in this one), pinned when `device`
+    is CUDA (so `.to(device, non_blocking=True)` overlaps the copy). Workers start on the first `next()`."""
+    workers = max(0, workers)
+    loader_options.setdefault("batch_size", None)  # the datasets yield whole batches unless told otherwise
+    loader = DataLoader(dataset, num_workers=workers, pin_memory=torch.device(device).type == "cuda" and torch.cuda.is_available(),
+                        prefetch_factor=4 if workers else None, **loader_options)
+    yield from _unwrap_errors(loader)
+
+
+def _unwrap_errors(loader: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """Re-raise a worker's DataError with its own one-line message (DataLoader adds the worker traceback)."""
+    it = iter(loader)
+    try:
+        yield from it
+    except DataError as e:
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:  # now, not when the traceback holding this frame is collected
+            shutdown()
+        lines = [ln for ln in str(e).splitlines() if ln.strip()]
+        last = lines[-1] if lines else ""
+        if "DataError: " in last and "Traceback" in str(e):
+            raise DataError(last.split("DataError: ", 1)[1]) from None
+        raise
