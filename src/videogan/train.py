@@ -109,8 +109,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         raise TrainingError(f"{run_dir}: already holds checkpoints; pass --resume to continue it or choose another --out")
 
     # The first batch is drawn before anything is written: unusable data fails without leaving a run behind.
-    batches = make_source(cfg).batches(state.step, local_batch, ctx.rank, ctx.world_size, ctx.device)
-    batches = itertools.chain([next(batches)], batches)
+    stream = make_source(cfg).batches(state.step, local_batch, ctx.rank, ctx.world_size, ctx.device)
+    batches = itertools.chain([next(stream)], stream)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(run_dir / "config.json") as tmp:
@@ -150,6 +150,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
                 checkpoint_path = save_training_state(run_dir, cfg, state, keep=tc.keep_checkpoints)
             ctx.barrier()
     bar.close()
+    stream.close()  # stops the data loader's worker processes now, not at garbage collection
     logger.close()
     ctx.close()
     return TrainResult(run_dir, max(state.step, tc.steps), checkpoint_path, last_metrics, ctx.is_main)
