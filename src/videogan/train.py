@@ -16,13 +16,14 @@ import torch
 from tqdm import tqdm
 
 from . import distributed
-from .checkpoint import TrainingState, list_checkpoints, restore_training_state, save_training_state
+from .checkpoint import TrainingState, list_checkpoints, read_best, restore_training_state, save_training_state, write_best
 from .config import Config
 from .data import make_source
 from .ema import ema_decay_at, recalibrate_batchnorm, update_ema
 from .logger import IntervalMeter, RunLogger
 from .losses import discriminator_loss, generator_adversarial_loss, mask_l1_penalty, real_probability
 from .media import atomic_path
+from .metrics.evaluate import TrainingEvaluator
 from .models import Discriminator, build_generator
 from .sample import generate_from_noise, noise, save_progress_grid
 
@@ -119,6 +120,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     logger = RunLogger(run_dir, enabled=ctx.is_main, start_step=state.step)
     meter = IntervalMeter(tc.batch_size, elapsed=state.elapsed_seconds)
     fixed_z = noise(tc.num_samples, cfg.model.z_dim, tc.seed)  # the same clips in every progress grid
+    evaluator = TrainingEvaluator(cfg, ctx.device) if tc.eval_every and ctx.is_main else None
+    best = read_best(run_dir) if resume else {}
     last_metrics, checkpoint_path = {}, (existing[-1] if existing else None)
     bar = tqdm(total=tc.steps, initial=state.step, disable=not (progress and ctx.is_main), unit="step", dynamic_ncols=True)
 
@@ -138,16 +141,26 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
             logger.log(done, last_metrics)
             bar.set_postfix(d=f"{last_metrics['d_loss']:.3f}", g=f"{last_metrics['g_adv']:.3f}", m=f"{last_metrics['mask_l1']:.2f}")
         grid_due = ctx.is_main and tc.sample_every and done % tc.sample_every == 0
-        checkpoint_due = (tc.checkpoint_every and done % tc.checkpoint_every == 0) or done == tc.steps
+        eval_due = bool(tc.eval_every) and done % tc.eval_every == 0  # every evaluation is also a checkpoint
+        checkpoint_due = (tc.checkpoint_every and done % tc.checkpoint_every == 0) or done == tc.steps or eval_due
         if ctx.is_main and state.generator_ema is not None and (grid_due or checkpoint_due):
             recalibrate_batchnorm(state.generator_ema, seed=tc.seed)  # once, for the grid and the checkpoint
+        shown = state.generator_ema if state.generator_ema is not None else generator
         if grid_due:
-            shown = state.generator_ema if state.generator_ema is not None else generator
             save_progress_grid(generate_from_noise(shown, fixed_z), run_dir / "progress" / f"step_{done:08d}")
+        scores = evaluator(shown) if eval_due and evaluator is not None else {}  # rank 0; the others wait below
+        if scores:
+            logger.log(done, scores)
         if checkpoint_due:
             state.elapsed_seconds = meter.elapsed
             if ctx.is_main:
-                checkpoint_path = save_training_state(run_dir, cfg, state, keep=tc.keep_checkpoints)
+                improved = bool(scores) and (not best or scores[evaluator.metric] < best["value"])
+                checkpoint_path = save_training_state(run_dir, cfg, state, keep=tc.keep_checkpoints,
+                                                      keep_also=None if improved or not best else Path(best["checkpoint"]))
+                if improved:
+                    best = {"step": done, "metric": evaluator.metric, "value": scores[evaluator.metric], **scores,
+                            "checkpoint": str(checkpoint_path)}
+                    write_best(run_dir, best)
             ctx.barrier()
     bar.close()
     stream.close()  # stops the data loader's worker processes now, not at garbage collection

