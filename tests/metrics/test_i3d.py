@@ -157,3 +157,19 @@ def test_labels():
     labels = kinetics400_labels()
     assert len(set(labels)) == 400 and labels[0] == "abseiling" and labels[-1] == "zumba"
     assert labels == sorted(labels, key=str.lower)
+
+
+def test_real_videos_get_sensible_kinetics_labels(net, sample_videos_dir):
+    """Through the FVD pipeline's own preprocessing: a hand-held shot of someone handling a box on a table, and
+    Big Buck Bunny's opening (a bird in a tree)."""
+    from videogan.data.decode import read_frames
+    from videogan.data.prepare import crop_resize
+    from videogan.metrics.evaluate import to_i3d_input
+
+    labels = kinetics400_labels()
+    for name, start, expected in [("box.mp4", 100, "wrapping present"), ("bigbuckbunny.mp4", 40, "feeding birds")]:
+        frames = read_frames(sample_videos_dir / name, max_frames=start + 32)[start : start + 32 : 2]  # 16 frames
+        clip = torch.from_numpy(crop_resize(frames, 256)).permute(3, 0, 1, 2)[None]
+        with torch.no_grad():
+            top5 = net(to_i3d_input(clip, 16))[0].topk(5).indices.tolist()
+        assert expected in [labels[i] for i in top5], (name, [labels[i] for i in top5])
