@@ -224,7 +224,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=_positive_int, default=16, help="the first frames of each clip (default 16)")
     p.add_argument("--size", type=_positive_int, help="read real data at this size (default: the run's, else 64)")
     p.add_argument("--seed", type=_int, default=0)
-    p.add_argument("--batch-size", type=_positive_int, default=8, help="clips per I3D batch (memory)")
+    p.add_argument("--batch-size", type=_positive_int, help="clips per I3D batch (default: what fits the GPU's free memory; CPU 8)")
     p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda or cuda:N")
     p.add_argument("--no-cache", action="store_true", help="recompute the real features even when cached")
     p.add_argument("--out", help="also write the JSON result here")
