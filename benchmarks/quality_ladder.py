@@ -55,16 +55,18 @@ def main() -> None:
     protocol = Protocol(num=args.num, frames=args.frames, size=model_cfg.model.size, seed=args.seed)
     i3d, weights = load_i3d(device), weights_sha256()
     started = time.perf_counter()
-    real, _ = real_features(args.real, i3d, protocol, device, args.batch_size, weights)
+    scenes = model_cfg.synthetic  # for "synthetic": the scenes the models were trained on
+    real, _ = real_features(args.real, i3d, protocol, device, args.batch_size, weights, synthetic=scenes)
     print(json.dumps({"machine": cpu_name(), "real": args.real, "protocol": vars(protocol)}), flush=True)
 
     other = replace(protocol, seed=args.seed + 1)
+    disjoint = args.disjoint or args.real
     torch.manual_seed(args.seed)  # the untrained generator's initial weights
     untrained = build_generator(model_cfg.model).eval()
     rungs = {
-        "real vs disjoint real (floor)": clip_source(args.disjoint or args.real, other, args.batch_size, device),
-        "real, frames shuffled in time": shuffled_in_time(clip_source(args.disjoint or args.real, other, args.batch_size, device), args.seed),
-        "real, first frame repeated (still)": still(clip_source(args.disjoint or args.real, other, args.batch_size, device)),
+        "real vs disjoint real (floor)": clip_source(disjoint, other, args.batch_size, device, scenes),
+        "real, frames shuffled in time": shuffled_in_time(clip_source(disjoint, other, args.batch_size, device, scenes), args.seed),
+        "real, first frame repeated (still)": still(clip_source(disjoint, other, args.batch_size, device, scenes)),
         "untrained generator": generator_clips(untrained, model_cfg.model.z_dim, protocol, args.batch_size),
         f"two-stream ({args.demo})": clip_source(args.demo, protocol, args.batch_size, device),
         f"one-stream ({args.one_stream})": clip_source(args.one_stream, protocol, args.batch_size, device),

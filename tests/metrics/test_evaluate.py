@@ -71,8 +71,8 @@ def test_a_source_is_closer_to_itself_than_to_a_broken_copy(stand_in, monkeypatc
     floor = evaluate("synthetic", "synthetic", protocol, batch_size=16, progress=False, i3d=stand_in)
     real_clips = ev.clip_source
 
-    def darkened(spec, fake_protocol, batch_size, device):  # the fake side only (drawn with seed + 1)
-        for clips in real_clips(spec, fake_protocol, batch_size, device):
+    def darkened(spec, fake_protocol, batch_size, device, synthetic=None):  # the fake side only (seed + 1)
+        for clips in real_clips(spec, fake_protocol, batch_size, device, synthetic):
             yield clips // 4 if fake_protocol.seed != protocol.seed else clips
 
     monkeypatch.setattr(ev, "clip_source", darkened)
@@ -89,6 +89,7 @@ def test_evaluate_a_run_and_the_cli_writes_json(stand_in, small_config, tmp_path
     printed = json.loads(capsys.readouterr().out)
     assert json.loads(out.read_text()) == printed
     assert printed["protocol"]["size"] == small_config.model.size  # real data read at the run's size
+    assert printed["real"]["synthetic"] == vars(small_config.synthetic)  # and the run's own scene settings
     assert printed["metric"] == "fvd8_4f" and printed["fake"] == str(tmp_path / "run")
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .. import __version__
-from ..config import Config, DataConfig
+from ..config import Config, DataConfig, SyntheticConfig
 from ..data import make_source
 from ..data.decode import DataError
 from ..media import atomic_path, to_uint8
@@ -102,10 +102,12 @@ def run_clips(spec: str, protocol: Protocol, batch_size: int, device: torch.devi
 DRAW_BATCH = 16  # clips are drawn from data in batches of this size, whatever the I3D batch: the same clips
 
 
-def data_clips(spec: str, protocol: Protocol, batch_size: int = DRAW_BATCH, workers: int = 0) -> Iterator[torch.Tensor]:
+def data_clips(spec: str, protocol: Protocol, synthetic: SyntheticConfig | None = None, batch_size: int = DRAW_BATCH,
+               workers: int = 0) -> Iterator[torch.Tensor]:
     """uint8 clips from any data source `train --data` takes (first frames, no flips), drawn with the seed.
-    Which clips come out depends on `batch_size` (batch i of the seeded stream), so the protocol fixes it."""
-    cfg = Config()
+    Which clips come out depends on `batch_size` (batch i of the seeded stream), so the protocol fixes it.
+    `synthetic`: the scene settings when spec is "synthetic" (a run's own, to compare like with like)."""
+    cfg = Config(synthetic=synthetic or SyntheticConfig())
     cfg.model.frames, cfg.model.size = protocol.frames, protocol.size
     cfg.train.seed = protocol.seed
     cfg.data = DataConfig(source=spec, workers=workers, hflip=False, random_offset=False, shuffle_buffer=512)
@@ -125,8 +127,19 @@ def run_size(spec: str) -> int | None:
     return load_checkpoint(spec, generator_only=True).config.model.size
 
 
-def clip_source(spec: str, protocol: Protocol, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
-    return run_clips(spec, protocol, batch_size, device) if is_run_dir(spec) else data_clips(spec, protocol)
+def clip_source(spec: str, protocol: Protocol, batch_size: int, device: torch.device,
+                synthetic: SyntheticConfig | None = None) -> Iterator[torch.Tensor]:
+    """A run directory's generator or a data source."""
+    return run_clips(spec, protocol, batch_size, device) if is_run_dir(spec) else data_clips(spec, protocol, synthetic)
+
+
+def run_synthetic(spec: str) -> SyntheticConfig | None:
+    """The synthetic-scene settings a run was trained with (None when `spec` is not a run directory)."""
+    if not is_run_dir(spec):
+        return None
+    from ..checkpoint import load_checkpoint
+
+    return load_checkpoint(spec, generator_only=True).config.synthetic
 
 
 # ----------------------------------------------------------------------------- features
@@ -151,10 +164,13 @@ def i3d_features(clips: Iterator[torch.Tensor], i3d: torch.nn.Module, protocol: 
     raise DataError(f"{desc}: the source gave only {done} of the {protocol.num} clips asked for")
 
 
-def data_fingerprint(spec: str) -> dict:
-    """What identifies a data source's content cheaply: for local files, their names, sizes and mtimes."""
+def data_fingerprint(spec: str, synthetic: SyntheticConfig | None = None) -> dict:
+    """What identifies a data source's content cheaply: the scene settings of the synthetic scenes; for local
+    files, their names, sizes and mtimes."""
     path = Path(spec)
-    if spec == "synthetic" or not path.exists():
+    if spec == "synthetic":
+        return {"source": spec, "synthetic": asdict(synthetic or SyntheticConfig())}
+    if not path.exists():
         return {"source": spec}
     files = sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
     digest = hashlib.sha256()
@@ -165,15 +181,16 @@ def data_fingerprint(spec: str) -> dict:
 
 
 def real_features(spec: str, i3d, protocol: Protocol, device, batch_size: int, weights: str, progress: bool = True,
-                  cache: bool = True) -> tuple[np.ndarray, bool]:
+                  cache: bool = True, synthetic: SyntheticConfig | None = None) -> tuple[np.ndarray, bool]:
     """(features, from_cache) of a real data source, cached under VIDEOGAN_CACHE/stats keyed by data + protocol."""
-    key_fields = {"data": data_fingerprint(spec), "protocol": asdict(protocol), "weights": weights}
+    key_fields = {"data": data_fingerprint(spec, synthetic), "protocol": asdict(protocol), "weights": weights}
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:24]
     path = cache_dir() / "stats" / f"real-{key}.npz"
     if cache and path.is_file():
         with np.load(path) as saved:
             return saved["features"], True
-    feats = i3d_features(clip_source(spec, protocol, batch_size, device), i3d, protocol, device, batch_size, "real", progress)
+    feats = i3d_features(clip_source(spec, protocol, batch_size, device, synthetic), i3d, protocol, device, batch_size,
+                         "real", progress)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -186,7 +203,8 @@ def evaluate(real: str, fake: str, protocol: Protocol = Protocol(), batch_size: 
     """FVD and KVD of `fake` (a run directory or a data source) against `real` (a data source).
 
     A data source as `fake` is drawn with seed + 1, so a source against itself gives the floor (two
-    independent draws). `i3d`: (network, weights checksum) to reuse a loaded network."""
+    independent draws). The synthetic scenes are drawn with the fake run's own scene settings (else the
+    defaults). `i3d`: (network, weights checksum) to reuse a loaded network."""
     device = torch.device(device)
     batch_size = batch_size or auto_batch_size(device, protocol.frames)
     started = time.perf_counter()
@@ -195,15 +213,16 @@ def evaluate(real: str, fake: str, protocol: Protocol = Protocol(), batch_size: 
 
         i3d = (load_i3d(device), weights_sha256())
     network, weights = i3d
-    real_feats, cached = real_features(real, network, protocol, device, batch_size, weights, progress, cache)
+    synthetic = run_synthetic(fake)
+    real_feats, cached = real_features(real, network, protocol, device, batch_size, weights, progress, cache, synthetic)
     fake_protocol = protocol if is_run_dir(fake) else replace(protocol, seed=protocol.seed + 1)
-    fake_feats = i3d_features(clip_source(fake, fake_protocol, batch_size, device), network, protocol, device, batch_size,
-                              "fake", progress)
+    fake_feats = i3d_features(clip_source(fake, fake_protocol, batch_size, device, synthetic), network, protocol, device,
+                              batch_size, "fake", progress)
     return {
         "fvd": fvd_from_features(real_feats, fake_feats),
         "kvd": kernel_distance(real_feats, fake_feats),
         "metric": metric_name("fvd", protocol.num, protocol.frames),
-        "real": real, "fake": fake, "real_from_cache": cached,
+        "real": data_fingerprint(real, synthetic), "fake": fake, "real_from_cache": cached,
         "protocol": {**asdict(protocol), "i3d_weights_sha256": weights, "videogan_version": __version__},
         "seconds": round(time.perf_counter() - started, 2),
     }
@@ -232,7 +251,7 @@ class TrainingEvaluator:
         if self._i3d is None:
             self._i3d = (load_i3d(self.device), weights_sha256())
             self._real, _ = real_features(self.cfg.data.source, self._i3d[0], self.protocol, self.device, self.batch_size,
-                                          self._i3d[1], progress=False)
+                                          self._i3d[1], progress=False, synthetic=self.cfg.synthetic)
         fake = i3d_features(generator_clips(generator, self.cfg.model.z_dim, self.protocol, self.batch_size),
                             self._i3d[0], self.protocol, self.device, self.batch_size, progress=False)
         return {self.metric: fvd_from_features(self._real, fake),
