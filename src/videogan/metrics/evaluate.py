@@ -2,9 +2,9 @@
 
 The protocol (recorded in every result so any number can be reproduced): N clips from each side; the first
 `frames` frames of each clip; uint8 pixels (generated clips are quantised exactly as saved videos are);
-every frame resized to 224x224 by bilinear interpolation (torch, align_corners=False, no antialiasing, as
-the TF resize of the FVD reference code); mapped to [-1, 1]; the 400 Kinetics logits of I3D as features
-(as the FVD paper). Metric names encode their protocol, as StyleGAN's registry does: `fvd2048_16f` is FVD
+every frame resized to 224x224 by bilinear interpolation (torch, align_corners=False, no antialiasing, like
+the FVD reference code's TF1 `resize_bilinear`, whose pixel alignment differs by half a source pixel);
+mapped to [-1, 1]; the 400 Kinetics logits of I3D as features (as the FVD paper). Metric names encode their protocol, as StyleGAN's registry does: `fvd2048_16f` is FVD
 on 2048 clips of 16 frames. Real features are cached, keyed by the data and the whole protocol.
 """
 from __future__ import annotations
