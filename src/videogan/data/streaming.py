@@ -38,7 +38,9 @@ def new_batch(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
     """An uninitialised uint8 tensor; in shared memory when made in a DataLoader worker, so that handing it to
     the training process costs no copy (as torch's default_collate does)."""
     if not shared:
-        return torch.empty(shape, dtype=torch.uint8)
+        # numpy's allocator reuses the freed heap memory of earlier batches, where torch.empty maps fresh pages
+        # for each 25 MB batch; first-touching those cost ~0.5 ms a clip of decoding time here.
+        return torch.from_numpy(np.empty(shape, np.uint8))
     storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
     return torch.empty(0, dtype=torch.uint8).set_(storage, 0, shape)
 
