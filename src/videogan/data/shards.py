@@ -49,7 +49,7 @@ from ..config import DataConfig
 from ..media import atomic_path
 from .augment import coin, resize_clip, window_start
 from .decode import DataError
-from .streaming import DataWarning, loader_batches, new_batch, seed_of, shuffled, warn
+from .streaming import DataWarning, loader_batches, new_batch, reader_of, seed_of, shuffled, units_for_reader, warn
 
 IMAGE_KEYS = ("jpg", "png", "jpeg")
 URL_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")  # http:, https:, pipe:, file:, s3:, gs:, ...
@@ -361,21 +361,14 @@ class _ShardStream(IterableDataset):
         self.urls, self.source, self.frames, self.size, self.seed = urls, source, frames, size, seed
         self.cfg, self.start_step, self.rank, self.world_size = cfg, start_step, rank, world_size
 
-    def reader(self) -> tuple[int, int]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        return self.rank * workers + worker, self.world_size * workers
-
     def raw(self, reader: int, readers: int) -> Iterator[dict]:
         """This reader's share of the samples, pass after pass, header-checked (too short: skipped)."""
         seen: set[str] = set()
         counter = valid = offered = total = 0
         epoch = 0
         while True:
-            order = list(self.urls)
-            random.Random(seed_of("shards", self.seed, self.start_step, epoch)).shuffle(order)
-            by_shard = len(order) >= readers
-            for url in order[reader::readers] if by_shard else order:
+            mine, by_shard = units_for_reader(self.urls, reader, readers, "shards", self.seed, self.start_step, epoch)
+            for url in mine:
                 seen.add(url)
                 for sample in read_shard(url):
                     total += 1
@@ -410,7 +403,7 @@ class _ShardStream(IterableDataset):
         """Batches uint8 [batch_size, 3, frames, size, size]: a channels-last view of [B, T, S, S, 3] memory (in
         shared memory in a worker), into which each clip is decoded directly: no copy, no de-interleaving.
         Undecodable clips are skipped with a warning."""
-        reader, readers = self.reader()
+        reader, readers = reader_of(self.rank, self.world_size)
         cfg, frames, size, bufsize = self.cfg, self.frames, self.size, max(1, self.cfg.shuffle_buffer)
         gen = torch.Generator().manual_seed(seed_of("augment", self.seed, self.start_step, reader, readers))
         samples = self.shuffled(reader, readers)

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..config import DataConfig
-from .augment import coin, resize_clip, window_start
+from .augment import maybe_hflip, resize_clip, window_start
 from .decode import DataError
 from .shards import decode_image
 from .streaming import loader_batches, seed_of, warn
@@ -126,9 +126,7 @@ class _StackedDataset(Dataset):
         # The original always took the first frames; data.random_offset picks a random window in longer videos.
         offset = window_start(count, self.frames, rng, self.cfg.random_offset) if count > self.frames else 0
         clip = _clip_from_stack(stack, self.frames, self.size, offset)
-        if self.cfg.hflip and coin(rng):
-            clip = clip.flip(-1)
-        return clip
+        return maybe_hflip(clip, rng) if self.cfg.hflip else clip
 
 
 class StackedList:

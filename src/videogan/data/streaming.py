@@ -9,7 +9,7 @@ from typing import Any, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from .decode import DataError
 
@@ -32,6 +32,23 @@ def seed_of(*parts: Any) -> int:
     """A 63-bit seed that depends on every part (stable across processes and Python versions)."""
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
+
+
+def reader_of(rank: int, world_size: int) -> tuple[int, int]:
+    """(this reader, number of readers): a reader is one DataLoader worker (or the process itself) of one rank."""
+    info = get_worker_info()
+    worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+    return rank * workers + worker, world_size * workers
+
+
+def units_for_reader(units: list[T], reader: int, readers: int, *seed_parts: Any) -> tuple[list[T], bool]:
+    """(this reader's units for one pass, whether they are its own). The units (shards, videos) are shuffled
+    with a seed every reader shares (`seed_parts`, the pass number last); with at least as many units as
+    readers, reader r takes units r, r + readers, ... (True); otherwise it gets all of them (False) and must
+    keep only every `readers`-th sample itself."""
+    order = list(units)
+    random.Random(seed_of(*seed_parts)).shuffle(order)
+    return (order[reader::readers], True) if len(order) >= readers else (order, False)
 
 
 def new_batch(shape: tuple[int, ...], shared: bool) -> torch.Tensor:

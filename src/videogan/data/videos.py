@@ -17,10 +17,10 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..config import DataConfig
-from .augment import coin, randint
+from .augment import maybe_hflip, randint
 from .decode import DataError, VideoDecodeError, find_videos
 from .prepare import PrepareConfig, VideoStats, video_clips
-from .streaming import loader_batches, new_batch, seed_of, shuffled, warn
+from .streaming import loader_batches, new_batch, reader_of, seed_of, shuffled, units_for_reader, warn
 
 # Decoded clips are large (393 KB at 32x64x64), so the shuffle buffer holds at most this many.
 MAX_DECODED_BUFFER = 256
@@ -43,14 +43,12 @@ class _VideoStream(IterableDataset):
         rng = random.Random(seed_of("offsets", src.seed, self.start_step, reader, readers))
         counter = produced = 0
         for epoch in itertools.count():
-            order = list(range(len(src.videos)))
-            random.Random(seed_of("videos", src.seed, self.start_step, epoch)).shuffle(order)
-            by_video = len(order) >= readers
-            for i in order[reader::readers] if by_video else order:
+            mine, by_video = units_for_reader(src.videos, reader, readers, "videos", src.seed, self.start_step, epoch)
+            for video in mine:
                 # A random temporal offset per pass, so clips do not always start at the same frames.
                 offset = randint(rng, src.frames) if src.cfg.random_offset else 0
                 try:
-                    for clip in video_clips(src.videos[i], cut, VideoStats(), offset=offset):
+                    for clip in video_clips(video, cut, VideoStats(), offset=offset):
                         counter += 1
                         if by_video or (counter - 1) % readers == reader:
                             produced += 1
@@ -62,18 +60,16 @@ class _VideoStream(IterableDataset):
                                 f"(see the warnings above)")
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        reader, readers = self.rank * workers + worker, self.world_size * workers
+        reader, readers = reader_of(self.rank, self.world_size)
         src = self.source
         gen = torch.Generator().manual_seed(seed_of("augment", src.seed, self.start_step, reader, readers))
         buffer = min(MAX_DECODED_BUFFER, max(1, src.cfg.shuffle_buffer))
         clips = shuffled(self.clips(reader, readers), buffer, random.Random(seed_of("buffer", src.seed, self.start_step, reader)))
         while True:
-            batch = new_batch((self.batch_size, 3, src.frames, src.size, src.size), shared=info is not None)
+            batch = new_batch((self.batch_size, 3, src.frames, src.size, src.size), shared=get_worker_info() is not None)
             for j in range(self.batch_size):
                 clip = torch.from_numpy(next(clips)).permute(3, 0, 1, 2)  # [3, T, S, S]
-                batch[j] = clip.flip(-1) if src.cfg.hflip and coin(gen) else clip
+                batch[j] = maybe_hflip(clip, gen) if src.cfg.hflip else clip
             yield batch
 
 
