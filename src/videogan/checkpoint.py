@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import Config, ConfigError, from_dict
+from .media import write_json
 
 FORMAT_VERSION = 1
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
@@ -70,13 +71,6 @@ def unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor], meta: dic
 
 # ----------------------------------------------------------------------------- writing
 
-def _atomic_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(
     run_dir: str | os.PathLike,
     step: int,
@@ -108,7 +102,7 @@ def save_checkpoint(
         save_file(_cpu(discriminator), tmp / "discriminator.safetensors")
         save_file(state, tmp / "training_state.safetensors")
         meta = {"format_version": FORMAT_VERSION, "step": step, "config": config.to_dict(), "optimizers": opt_meta, **(extra or {})}
-        _atomic_json(tmp / "checkpoint.json", meta)  # last: its presence marks a complete checkpoint
+        write_json(tmp / "checkpoint.json", meta, sort_keys=True)  # last: its presence marks a complete checkpoint
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -235,7 +229,7 @@ def read_best(run_dir: str | os.PathLike) -> dict:
 
 
 def write_best(run_dir: str | os.PathLike, record: dict) -> None:
-    _atomic_json(Path(run_dir) / BEST_FILE, record)
+    write_json(Path(run_dir) / BEST_FILE, record, sort_keys=True)
 
 
 def restore_training_state(run_dir: str | os.PathLike, config: Config, state: TrainingState) -> None:

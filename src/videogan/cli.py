@@ -126,14 +126,15 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .distributed import resolve_device
-    from .metrics.evaluate import Protocol, evaluate, run_size, write_result
+    from .media import write_json
+    from .metrics.evaluate import Protocol, evaluate, run_size
 
     size = args.size or run_size(args.fake) or 64
     protocol = Protocol(num=args.num, frames=args.frames, size=size, seed=args.seed)
     result = evaluate(args.real, args.fake, protocol, batch_size=args.batch_size, device=resolve_device(args.device),
                       progress=not args.quiet, cache=not args.no_cache)
     if args.out:
-        write_result(result, args.out)
+        write_json(args.out, result)
     print(json.dumps(result))
     return 0
 

@@ -6,11 +6,13 @@ All writes are atomic (temporary file + rename), so an interrupted run never lea
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -69,6 +71,12 @@ def atomic_path(path: str | os.PathLike):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_json(path: str | os.PathLike, data: Any, sort_keys: bool = False) -> None:
+    """`data` as indented JSON, written atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys) + "\n")
 
 
 def write_gif(path: str | os.PathLike, clip: torch.Tensor, fps: float = 8) -> None:

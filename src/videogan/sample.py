@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -128,8 +127,7 @@ def save_samples(out: GeneratorOutput, out_dir: str | os.PathLike, fps: int = 8,
     for i, clip in enumerate(video):
         media.write_mp4(out_dir / "clips" / f"clip_{i:03d}.mp4", media.upscale(clip, upscale), fps)
     stats = {"num_clips": len(video), **mask_statistics(out)}
-    with media.atomic_path(out_dir / "stats.json") as tmp:
-        tmp.write_text(json.dumps(stats, indent=2) + "\n")
+    media.write_json(out_dir / "stats.json", stats)
     return stats
 
 

@@ -22,7 +22,7 @@ from .data import make_source
 from .ema import ema_decay_at, recalibrate_batchnorm, update_ema
 from .logger import IntervalMeter, RunLogger
 from .losses import discriminator_loss, generator_adversarial_loss, mask_l1_penalty, real_probability
-from .media import atomic_path
+from .media import write_json
 from .metrics.evaluate import TrainingEvaluator
 from .models import Discriminator, build_generator
 from .sample import generate_from_noise, noise, save_progress_grid
@@ -114,8 +114,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     batches = itertools.chain([next(stream)], stream)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(run_dir / "config.json") as tmp:
-            tmp.write_text(cfg.to_json() + "\n")
+        write_json(run_dir / "config.json", cfg.to_dict(), sort_keys=True)
     G, D = ctx.wrap(generator), ctx.wrap(discriminator)
     logger = RunLogger(run_dir, enabled=ctx.is_main, start_step=state.step)
     meter = IntervalMeter(tc.batch_size, elapsed=state.elapsed_seconds)

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..media import atomic_path
+from ..media import write_json
 from .decode import VIDEO_SUFFIXES, DataError, VideoDecodeError, iter_timed_frames, resample, stream_fps
 from .shards import encode_clip, write_shard
 from .shots import CutDetector
@@ -299,11 +299,6 @@ class PrepareSummary:
         return d
 
 
-def _write_json(path: Path, data: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-
-
 def shard_name(number: int) -> str:
     return f"clips-{number:06d}.tar"
 
@@ -340,7 +335,7 @@ class _ShardBuffer:
             self.state["videos"].append(self.entries.pop(index))
         self.state.update(resume_video=video, resume_clip=clip,
                           seconds=self.earlier_seconds + time.perf_counter() - self.started)
-        _write_json(self.out / STATE_FILE, {**self.identity, **self.state})
+        write_json(self.out / STATE_FILE, {**self.identity, **self.state})
 
 
 def prepare(inputs: list[str | os.PathLike], out: str | os.PathLike, cfg: PrepareConfig = PrepareConfig(),
@@ -404,12 +399,12 @@ def prepare(inputs: list[str | os.PathLike], out: str | os.PathLike, cfg: Prepar
         seconds=seconds,
         resumed=resumed,
     )
-    _write_json(out / "report.json", {"videos": entries})
+    write_json(out / "report.json", {"videos": entries})
     if summary.clips_written == 0:
         raise DataError(f"{out}: no clips came out of {len(videos) + len(missing)} inputs (reasons in {out / 'report.json'})")
     from .. import __version__
 
-    _write_json(manifest_path, {
+    write_json(manifest_path, {
         **identity, "videogan_version": __version__, "format": "webdataset",
         "image": "png" if cfg.lossless else "jpg", "layout": "frames stacked vertically: height frames*size, width size",
         "frames": cfg.frames, "size": cfg.size,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -226,11 +225,6 @@ def evaluate(real: str, fake: str, protocol: Protocol = Protocol(), batch_size: 
         "protocol": {**asdict(protocol), "i3d_weights_sha256": weights, "videogan_version": __version__},
         "seconds": round(time.perf_counter() - started, 2),
     }
-
-
-def write_result(result: dict, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(result, indent=2) + "\n")
 
 
 class TrainingEvaluator:
