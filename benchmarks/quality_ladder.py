@@ -21,7 +21,7 @@ from typing import Iterator
 import torch
 
 from videogan.benchmarks import cpu_name
-from videogan.checkpoint import load_checkpoint
+from videogan.checkpoint import checkpoint_config
 from videogan.metrics.distances import fvd_from_features, kernel_distance
 from videogan.metrics.evaluate import Protocol, clip_source, generator_clips, i3d_features, real_features
 from videogan.metrics.i3d import load_i3d, weights_sha256
@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     device = torch.device("cpu")
-    model_cfg = load_checkpoint(args.demo, generator_only=True).config
+    model_cfg = checkpoint_config(args.demo)
     protocol = Protocol(num=args.num, frames=args.frames, size=model_cfg.model.size, seed=args.seed)
     i3d, weights = load_i3d(device), weights_sha256()
     started = time.perf_counter()

@@ -155,8 +155,8 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: corrupt safetensors file ({str(e).splitlines()[0]})") from None
 
 
-def load_checkpoint(path: str | os.PathLike, generator_only: bool = False) -> Checkpoint:
-    ckpt_dir = resolve(path)
+def _read_meta(ckpt_dir: Path) -> tuple[dict, int, Config]:
+    """(checkpoint.json, step, config) of a checkpoint folder, checked."""
     meta_path = ckpt_dir / "checkpoint.json"
     try:
         meta = json.loads(meta_path.read_text())
@@ -166,6 +166,17 @@ def load_checkpoint(path: str | os.PathLike, generator_only: bool = False) -> Ch
         raise CheckpointError(f"{meta_path}: corrupt checkpoint metadata ({e})") from None
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{meta_path}: unsupported format version {meta.get('format_version')!r}")
+    return meta, step, config
+
+
+def checkpoint_config(path: str | os.PathLike) -> Config:
+    """The config of a run's latest checkpoint (or of a checkpoint folder), without loading any weights."""
+    return _read_meta(resolve(path))[2]
+
+
+def load_checkpoint(path: str | os.PathLike, generator_only: bool = False) -> Checkpoint:
+    ckpt_dir = resolve(path)
+    meta, step, config = _read_meta(ckpt_dir)
     return Checkpoint(
         path=ckpt_dir,
         step=step,

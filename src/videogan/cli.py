@@ -127,9 +127,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .distributed import resolve_device
     from .media import write_json
-    from .metrics.evaluate import Protocol, evaluate, run_size
+    from .metrics.evaluate import Protocol, evaluate, run_config
 
-    size = args.size or run_size(args.fake) or 64
+    fake_config = run_config(args.fake)
+    size = args.size or (fake_config.model.size if fake_config is not None else 64)
     protocol = Protocol(num=args.num, frames=args.frames, size=size, seed=args.seed)
     result = evaluate(args.real, args.fake, protocol, batch_size=args.batch_size, device=resolve_device(args.device),
                       progress=not args.quiet, cache=not args.no_cache)

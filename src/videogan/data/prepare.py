@@ -446,8 +446,7 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _summary_from_manifest(out: Path, manifest: dict) -> PrepareSummary:
-    s = manifest["summary"]
-    return PrepareSummary(out=out, videos_ok=s["videos_ok"], videos_skipped=s["videos_skipped"],
-                          clips_written=s["clips_written"], clips_dropped_unstable=s["clips_dropped_unstable"],
-                          clips_dropped_static=s["clips_dropped_static"], frames=s["frames"], shards=s["shards"],
-                          seconds=s["seconds"], already_complete=True)
+    """The summary a finished preparation recorded (its counts; `out` as now given)."""
+    recorded = {f.name: manifest["summary"][f.name] for f in dataclasses.fields(PrepareSummary)
+                if f.name not in ("out", "resumed", "already_complete")}
+    return PrepareSummary(out=out, already_complete=True, **recorded)

@@ -117,13 +117,11 @@ def data_clips(spec: str, protocol: Protocol, synthetic: SyntheticConfig | None 
         stream.close()
 
 
-def run_size(spec: str) -> int | None:
-    """The frame size of a run's generator, or None when `spec` is not a run directory."""
-    if not is_run_dir(spec):
-        return None
-    from ..checkpoint import load_checkpoint
+def run_config(spec: str) -> Config | None:
+    """The config of a run's latest checkpoint (no weights read), or None when `spec` is not a run directory."""
+    from ..checkpoint import checkpoint_config
 
-    return load_checkpoint(spec, generator_only=True).config.model.size
+    return checkpoint_config(spec) if is_run_dir(spec) else None
 
 
 def clip_source(spec: str, protocol: Protocol, batch_size: int, device: torch.device,
@@ -131,14 +129,6 @@ def clip_source(spec: str, protocol: Protocol, batch_size: int, device: torch.de
     """A run directory's generator or a data source."""
     return run_clips(spec, protocol, batch_size, device) if is_run_dir(spec) else data_clips(spec, protocol, synthetic)
 
-
-def run_synthetic(spec: str) -> SyntheticConfig | None:
-    """The synthetic-scene settings a run was trained with (None when `spec` is not a run directory)."""
-    if not is_run_dir(spec):
-        return None
-    from ..checkpoint import load_checkpoint
-
-    return load_checkpoint(spec, generator_only=True).config.synthetic
 
 
 # ----------------------------------------------------------------------------- features
@@ -212,7 +202,8 @@ def evaluate(real: str, fake: str, protocol: Protocol = Protocol(), batch_size: 
 
         i3d = (load_i3d(device), weights_sha256())
     network, weights = i3d
-    synthetic = run_synthetic(fake)
+    fake_config = run_config(fake)
+    synthetic = fake_config.synthetic if fake_config is not None else None
     real_feats, cached = real_features(real, network, protocol, device, batch_size, weights, progress, cache, synthetic)
     fake_protocol = protocol if is_run_dir(fake) else replace(protocol, seed=protocol.seed + 1)
     fake_feats = i3d_features(clip_source(fake, fake_protocol, batch_size, device, synthetic), network, protocol, device,
