@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from .config import DataConfig
-from .data.shards import ShardClips, _image_bytes, decode_image, read_shard, resolve_shards
+from .data.shards import IMAGE_KEYS, ShardClips, _image_bytes, decode_image, read_shard, resolve_shards
 
 
 def cpu_name() -> str:
@@ -50,7 +50,7 @@ def data_throughput(source: str, frames: int, size: int, batch_size: int = 64, w
         "batch_size": batch_size,
         "frames": frames,
         "size": size,
-        "format": next(k for k in ("jpg", "png", "jpeg") if k in first),
+        "format": next(k for k in IMAGE_KEYS if k in first),
         "shards": len(src.urls),
         "num_batches": num_batches,
         "startup_seconds": round(t1 - t0, 3),

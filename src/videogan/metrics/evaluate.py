@@ -130,7 +130,6 @@ def clip_source(spec: str, protocol: Protocol, batch_size: int, device: torch.de
     return run_clips(spec, protocol, batch_size, device) if is_run_dir(spec) else data_clips(spec, protocol, synthetic)
 
 
-
 # ----------------------------------------------------------------------------- features
 
 @torch.no_grad()
@@ -181,7 +180,6 @@ def real_features(spec: str, i3d, protocol: Protocol, device, batch_size: int, w
     feats = i3d_features(clip_source(spec, protocol, batch_size, device, synthetic), i3d, protocol, device, batch_size,
                          "real", progress)
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, features=feats, key=json.dumps(key_fields, sort_keys=True))
     return feats, False
