@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 DEMO_RUN ?= runs/demo
 DEMO_STEPS ?= 3000  # the tiny preset's own step count; ~15 minutes of training on a 2-core CPU
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test chromium bench clean
 
 install: $(STAMP)
 
@@ -28,8 +28,19 @@ demo: $(STAMP)
 	$(BIN)/videogan generate $(DEMO_RUN) --num 16 --seed 0 --upscale 2 --out $(DEMO_RUN)/samples
 	@echo "samples: $(DEMO_RUN)/samples (composite.gif, foreground.gif, mask.gif, background.png, clips/)"
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
+
+# The study page's browser test drives Debian's chromium through Playwright (never `playwright install`: it
+# downloads a browser of its own). Installed with apt-get where missing; if that fails the test is skipped, with the reason.
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" -eq 0 ]; then sudo=; else sudo=sudo; fi; \
+	  echo "installing Debian's chromium for the browser test (apt-get)"; \
+	  { $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "warning: could not install chromium; the browser test will be skipped"; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/step_time.py

@@ -1,83 +1,130 @@
-"""Seconds per training iteration (one D step + one G step) for a preset, on this machine.
+"""Seconds per training step of the presets, and per-layer times of the generator's transposed convolutions.
 
-    python benchmarks/step_time.py                      # paper at batch 8 and tiny at batch 32
+    python benchmarks/step_time.py                        # paper at batch 8 and tiny at batch 32
     python benchmarks/step_time.py --preset tiny --batch-size 16 --steps 20
+    python benchmarks/step_time.py --layers               # G's upsampling layers: stock kernel vs FastConvTranspose3d
+    python benchmarks/step_time.py --upsample stock       # the step with PyTorch's own transposed convolutions
+    python benchmarks/step_time.py --set train.num_threads=1 ...
 
-Times the real loop body (data, G forward, D on real and fake, both backward passes and Adam
-steps) after warm-up iterations, and prints one JSON line per preset with the machine.
+The step is `videogan bench train` (videogan.benchmarks.train_step_speed: the real train_step after warm-up,
+FLOPs counted, fraction of the measured matmul peak); one JSON line per preset. `--layers` times each
+FastConvTranspose3d of the preset's generator at its real input shape, forward and forward + backward (input,
+weight and bias gradients), with PyTorch's kernel ("stock") and with the layer's automatic choice ("auto").
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import statistics
 import time
-from datetime import date
 
 import torch
 
-from videogan.benchmarks import cpu_name
-from videogan.config import override, preset
-from videogan.data import make_source
-from videogan.losses import discriminator_loss, generator_adversarial_loss, mask_l1_penalty
-from videogan.models import Discriminator, build_generator
-from videogan.train import to_model_range
+from videogan.benchmarks import train_step_speed
+from videogan.config import Config, override, parse_assignment, preset
+from videogan.models import build_generator
+from videogan.models.upsample import FastConvTranspose3d, use_gemm
 
 
-
-
-def step_time(name: str, batch_size: int, steps: int, warmup: int, device: str, sets: list[str]) -> dict:
+def config(name: str, batch_size: int, device: str, sets: list[str]) -> Config:
     cfg = preset(name)
-    for s in sets:
-        override(cfg, *s.split("=", 1))
-    dev = torch.device(device)
-    torch.manual_seed(0)
-    G, D = build_generator(cfg.model).to(dev), Discriminator(cfg.model).to(dev)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.train.lr_g, betas=(cfg.train.beta1, cfg.train.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.train.lr_d, betas=(cfg.train.beta1, cfg.train.beta2))
-    source = make_source(cfg)
+    for text in sets:
+        override(cfg, *parse_assignment(text))
+    override(cfg, "train.batch_size", batch_size)
+    override(cfg, "train.device", device)
+    return cfg
+
+
+CLOCK = time.perf_counter  # --cpu-time: time.thread_time, the CPU time of this thread (one thread, busy machine)
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up: oneDNN builds its kernels on the first call
     times = []
-    for i in range(warmup + steps):
-        start = time.perf_counter()
-        real = to_model_range(source.clips(i, batch_size, dev), dev)
-        fake = G(torch.randn(batch_size, cfg.model.z_dim, device=dev))
-        d_loss = discriminator_loss(D(real), D(fake.video.detach()))
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
-        g_loss = generator_adversarial_loss(D(fake.video)) + cfg.train.mask_l1_weight * mask_l1_penalty(fake.mask)
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    times.sort()
-    median = times[len(times) // 2]
-    return {
-        "preset": name, "batch_size": batch_size, "seconds_per_step": round(median, 4),
-        "clips_per_second": round(batch_size / median, 2), "steps_timed": steps, "overrides": sets,
-        "device": device if dev.type == "cpu" else torch.cuda.get_device_name(dev),
-        "cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__, "date": str(date.today()),
-    }
+    for _ in range(repeats):
+        start = CLOCK()
+        fn()
+        times.append(CLOCK() - start)
+    return statistics.median(times)
+
+
+def _forward_backward_seconds(layer: torch.nn.Module, x: torch.Tensor, repeats: int) -> tuple[float, float]:
+    grad = torch.randn_like(layer(x))
+    forward = _median_seconds(lambda: layer(x), repeats)
+    both = _median_seconds(lambda: torch.autograd.grad(layer(x), (x, layer.weight, layer.bias), grad), repeats)
+    return forward, both - forward
+
+
+def _set_impl(G: torch.nn.Module, impl: str) -> list[tuple[str, FastConvTranspose3d]]:
+    layers = [(name, m) for name, m in G.named_modules() if isinstance(m, FastConvTranspose3d)]
+    for _, m in layers:
+        m.impl = impl
+    return layers
+
+
+def layer_times(cfg: Config, repeats: int) -> list[dict]:
+    """Each FastConvTranspose3d of the generator, at the input shape and memory layout it gets inside the generator
+    with each kernel choice (with "auto", upstream layers hand on channels-last activations): ms forward / backward."""
+    if cfg.train.num_threads > 0:
+        torch.set_num_threads(cfg.train.num_threads)
+    torch.manual_seed(0)
+    G = build_generator(cfg.model)
+    z = torch.randn(cfg.train.batch_size, cfg.model.z_dim)
+    inputs: dict[tuple[str, str], torch.Tensor] = {}  # (layer, impl) -> an input like the one it sees
+    for impl in ("stock", "auto"):
+        hooks = []
+        for name, m in _set_impl(G, impl):
+            def hook(module, args, out, key=(name, impl)) -> None:  # a hook returning something would replace the output
+                inputs[key] = torch.randn_like(args[0]).requires_grad_()  # same shape and strides
+            hooks.append(m.register_forward_hook(hook))
+        with torch.no_grad():
+            G(z)
+        for h in hooks:
+            h.remove()
+    rows = []
+    for name, layer in _set_impl(G, "stock"):
+        x = inputs[(name, "auto")]
+        flops = 2 * x[:, 0].numel() * layer.weight.numel()  # per input voxel: Cin * Cout * kT * kH * kW multiply-adds
+        row = {"layer": name, "input": list(x.shape[1:]), "out_channels": layer.out_channels,
+               "kernel": list(layer.kernel_size), "stride": list(layer.stride), "gemm": use_gemm(x, layer.out_channels),
+               "channels_last_input": x.is_contiguous(memory_format=torch.channels_last_3d) and x.shape[1] > 1,
+               "gflop_forward": round(flops / 1e9, 3)}
+        for impl in ("stock", "auto"):
+            layer.impl = impl
+            forward, backward = _forward_backward_seconds(layer, inputs[(name, impl)], repeats)
+            row[f"{impl}_forward_ms"], row[f"{impl}_backward_ms"] = round(forward * 1e3, 1), round(backward * 1e3, 1)
+        rows.append(row)
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", action="append", help="preset to time (repeatable); default: paper and tiny")
     parser.add_argument("--batch-size", type=int, help="default: 8 for paper, 32 for tiny")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (median)")
+    parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--upsample", choices=["auto", "gemm", "stock"], default="auto", help="G's transposed-conv kernel")
+    parser.add_argument("--layers", action="store_true", help="per-layer times of G's transposed convolutions instead")
+    parser.add_argument("--repeats", type=int, default=5, help="with --layers: timed calls per measurement (median)")
+    parser.add_argument("--cpu-time", action="store_true", help="with --layers: time this thread's CPU time, not wall "
+                        "time (sets 1 thread; for a machine shared with other jobs, where wall time is unreliable)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
+    if args.cpu_time:
+        global CLOCK
+        CLOCK = time.thread_time
+        args.set.append("train.num_threads=1")
     defaults = {"paper": 8, "tiny": 32}
     for name in args.preset or ["paper", "tiny"]:
-        batch = args.batch_size or defaults.get(name, 32)
-        print(json.dumps(step_time(name, batch, args.steps, args.warmup, args.device, args.set)), flush=True)
+        cfg = config(name, args.batch_size or defaults.get(name, 32), args.device, args.set)
+        if args.layers:
+            for row in layer_times(cfg, args.repeats):
+                print(json.dumps({"preset": name, "batch_size": cfg.train.batch_size, "threads": torch.get_num_threads(), **row}), flush=True)
+        else:
+            result = train_step_speed(cfg, steps=args.steps, warmup=args.warmup, upsample=args.upsample)
+            print(json.dumps({"preset": name, "overrides": args.set, **result}), flush=True)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))
     main()

@@ -1,16 +1,20 @@
 """Benchmarks that belong to the package (used by benchmarks/*.py and usable from a notebook)."""
 from __future__ import annotations
 
+import datetime
 import io
 import os
 import platform
+import statistics
 import time
 
 import cv2
 import numpy as np
+import torch
 from PIL import Image
+from tqdm import tqdm
 
-from .config import DataConfig
+from .config import Config, DataConfig
 from .data.shards import IMAGE_KEYS, ShardClips, _image_bytes, decode_image, read_shard, resolve_shards
 
 
@@ -87,3 +91,108 @@ def decode_cost(source: str, n: int = 200, repeats: int = 3) -> dict:
         out[f"{name}_clips_per_second"] = round(best, 1)
     out["mean_bytes_per_clip"] = int(np.mean([len(b) for b in blobs]))
     return out
+
+
+def matmul_peak_gflops(device: torch.device | str = "cpu", n: int = 4096, repeats: int = 3) -> float:
+    """The machine's measured fp32 matrix-multiply rate: the best of `repeats` timed torch.mm of two n x n matrices,
+    with torch's current thread count (what the training step gets too). On CUDA, with TF32 as configured."""
+    device = torch.device(device)
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first call warms up (allocations, BLAS / cuBLAS start-up)
+        _synchronize(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        _synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def _significant(x: float, digits: int = 4) -> float:
+    return float(f"{x:.{digits}g}")
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_step_speed(cfg: Config, steps: int = 5, warmup: int = 1, peak_size: int = 4096, upsample: str = "auto",
+                     progress: bool = True) -> dict:
+    """Seconds per training step of `cfg` (its model, train.batch_size, device, threads and speed options), and how
+    much of the machine's matrix-multiply peak it reaches.
+
+    Builds the networks, optimisers and options as `train` does and runs `train.train_step` on one fixed real
+    batch drawn from `data.source` (data loading is not timed: `bench data` measures it). FLOPs are counted by
+    torch.utils.flop_counter.FlopCounterMode over one real step (G forward, D on real and fake, both backward
+    passes; convolutions and matrix multiplies, which are nearly all of the work) and that step also warms up;
+    then `warmup` more untimed steps and `steps` timed ones (median). `upsample` sets the kernel of G's
+    FastConvTranspose3d layers (auto, gemm, stock: see models/upsample.py), for before/after comparisons."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from . import distributed
+    from .data import make_source
+    from .models import Discriminator, build_generator
+    from .models.upsample import FastConvTranspose3d
+    from .runtime import as_layout, check_options, configure_backends, prepare_networks
+    from .train import to_model_range, train_step
+
+    tc = cfg.train
+    ctx = distributed.setup(tc.device)
+    if tc.num_threads > 0:
+        torch.set_num_threads(tc.num_threads)
+    check_options(tc, ctx)
+    configure_backends(tc, ctx.device)
+    torch.manual_seed(tc.seed)
+    local_batch = tc.batch_size // ctx.world_size
+    generator = build_generator(cfg.model).to(ctx.device)
+    discriminator = Discriminator(cfg.model).to(ctx.device)
+    for m in generator.modules():
+        if isinstance(m, FastConvTranspose3d):
+            m.impl = upsample
+    G, D = prepare_networks(generator, discriminator, tc, ctx)  # before the optimisers, as in train()
+    opt_g = torch.optim.Adam(generator.parameters(), lr=tc.lr_g, betas=(tc.beta1, tc.beta2))
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=tc.lr_d, betas=(tc.beta1, tc.beta2))
+    stream = make_source(cfg).batches(0, local_batch, ctx.rank, ctx.world_size, ctx.device)
+    real = as_layout(to_model_range(next(stream), ctx.device), tc)
+    stream.close()
+    conditional = cfg.model.kind == "conditional"
+
+    def step(i: int) -> None:
+        z = torch.randn(local_batch, generator.z_dim, generator=torch.Generator().manual_seed(tc.seed + i)).to(ctx.device)
+        train_step(G, D, opt_g, opt_d, real, z, tc, ctx, conditional=conditional)
+        _synchronize(ctx.device)
+
+    with FlopCounterMode(display=False) as counter:
+        step(0)
+    flops = counter.get_total_flops()
+    for i in range(warmup):
+        step(1 + i)
+    times = []
+    for i in tqdm(range(steps), desc="bench train", unit="step", disable=not progress, leave=False):
+        start = time.perf_counter()
+        step(1 + warmup + i)
+        times.append(time.perf_counter() - start)
+    ctx.close()
+    seconds = statistics.median(times)
+    achieved = flops / seconds / 1e9
+    peak = matmul_peak_gflops(ctx.device, n=peak_size)
+    return {
+        "step_seconds": _significant(seconds),
+        "step_seconds_min": _significant(min(times)),
+        "clips_per_second": _significant(tc.batch_size / seconds),
+        "flops_per_step": flops,
+        "achieved_gflops": _significant(achieved),
+        "matmul_peak_gflops": _significant(peak),
+        "fraction_of_peak": _significant(achieved / peak),
+        "hours_per_100k_steps": _significant(seconds * 100_000 / 3600),
+        "batch_size": tc.batch_size,
+        "upsample": upsample,
+        "steps_timed": steps,
+        "warmup": warmup,
+        "device": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else str(ctx.device),
+        "threads": torch.get_num_threads(),
+        "cpu": cpu_name(),
+        "torch": torch.__version__,
+        "date": str(datetime.date.today()),
+    }

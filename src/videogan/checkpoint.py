@@ -76,7 +76,7 @@ def save_checkpoint(
     step: int,
     config: Config,
     generator: dict[str, torch.Tensor],
-    discriminator: dict[str, torch.Tensor],
+    discriminator: dict[str, torch.Tensor] | None,  # None: no discriminator (a model imported without one)
     optimizers: dict[str, dict[str, Any]],
     rng: dict[str, torch.Tensor],
     keep: int = 0,
@@ -99,7 +99,8 @@ def save_checkpoint(
         save_file(_cpu(generator), tmp / "generator.safetensors")
         if generator_ema is not None:
             save_file(_cpu(generator_ema), tmp / "generator_ema.safetensors")
-        save_file(_cpu(discriminator), tmp / "discriminator.safetensors")
+        if discriminator is not None:
+            save_file(_cpu(discriminator), tmp / "discriminator.safetensors")
         save_file(state, tmp / "training_state.safetensors")
         meta = {"format_version": FORMAT_VERSION, "step": step, "config": config.to_dict(), "optimizers": opt_meta, **(extra or {})}
         write_json(tmp / "checkpoint.json", meta, sort_keys=True)  # last: its presence marks a complete checkpoint
@@ -183,7 +184,7 @@ def load_checkpoint(path: str | os.PathLike, generator_only: bool = False) -> Ch
         config=config,
         generator=_load_tensors(ckpt_dir / "generator.safetensors"),
         generator_ema=_load_tensors(ema) if (ema := ckpt_dir / "generator_ema.safetensors").exists() else None,
-        discriminator=None if generator_only else _load_tensors(ckpt_dir / "discriminator.safetensors"),
+        discriminator=None if generator_only or not (d := ckpt_dir / "discriminator.safetensors").exists() else _load_tensors(d),
         training_state=None if generator_only else _load_tensors(ckpt_dir / "training_state.safetensors"),
         meta=meta,
     )
@@ -248,6 +249,9 @@ def restore_training_state(run_dir: str | os.PathLike, config: Config, state: Tr
     ckpt = load_checkpoint(run_dir)
     if ckpt.config.model != config.model:
         raise CheckpointError(f"{ckpt.path}: resume cannot change the model section of the config")
+    if ckpt.discriminator is None or not ckpt.meta.get("optimizers"):
+        raise CheckpointError(f"{ckpt.path}: holds no discriminator or no optimiser state (an imported model?); "
+                              "training cannot resume from it")
     load_state_dict(state.generator, ckpt.generator, ckpt.path / "generator.safetensors")
     load_state_dict(state.discriminator, ckpt.discriminator, ckpt.path / "discriminator.safetensors")
     if state.generator_ema is not None:

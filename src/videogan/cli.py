@@ -45,8 +45,9 @@ def _int(text: str) -> int:
 
 
 def build_config(name: str | None, sets: list[str], base: Config | None = None, **fields) -> Config:
-    """Preset (or `base`) + `--set section.field=value` overrides + the dedicated flags."""
-    cfg = base if base is not None else preset(name or "tiny")
+    """Preset (or `base`) + `--set section.field=value` overrides + the dedicated flags.
+    `--model conditional` picks the preset's image-to-video variant (config.CONDITIONAL_PRESETS)."""
+    cfg = base if base is not None else preset(name or "tiny", fields.get("model.kind"))
     for text in sets:
         override(cfg, *parse_assignment(text))
     for key, value in fields.items():
@@ -58,7 +59,7 @@ def build_config(name: str | None, sets: list[str], base: Config | None = None, 
 def cmd_info(args: argparse.Namespace) -> int:
     from .models import Discriminator, build_generator
 
-    cfg = build_config(args.preset, args.set, **{"model.kind": args.model})
+    cfg = build_config(args.preset, args.set, **{"model.kind": args.model, "model.stochastic": args.stochastic})
     generator, discriminator = build_generator(cfg.model), Discriminator(cfg.model)
     info = {
         "preset": args.preset,
@@ -86,7 +87,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.preset, args.set, base,
         **{"train.steps": args.steps, "train.batch_size": args.batch_size, "train.seed": args.seed,
            "model.kind": args.model, "data.source": args.data, "data.root": args.root, "train.device": args.device,
-           "train.eval_every": args.eval_every, "train.eval_num": args.eval_num},
+           "train.eval_every": args.eval_every, "train.eval_num": args.eval_num, "model.stochastic": args.stochastic},
     )
     result = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
     if result.is_main:
@@ -99,10 +100,59 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .distributed import resolve_device
     from .sample import load_generator, sample, save_samples
 
-    loaded = load_generator(args.source, device=resolve_device(args.device), weights=args.weights)
+    loaded = load_generator(_generator_source(args.source, args.pretrained), device=resolve_device(args.device),
+                            weights=args.weights)
     out = sample(loaded.generator, num=args.num, seed=args.seed, batchnorm=args.batchnorm)
     stats = save_samples(out, args.out, fps=args.fps, upscale=args.upscale)
     print(json.dumps({"checkpoint": str(loaded.path), "step": loaded.step, "weights": loaded.weights, "out": args.out, **stats}))
+    return 0
+
+
+def cmd_animate(args: argparse.Namespace) -> int:
+    from .animate import animate_files
+    from .distributed import resolve_device
+
+    run, images = args.run, args.images
+    if args.pretrained:  # no RUN_DIR: every positional is an image; none: the model's shipped examples
+        from .pretrained import PREFIX, examples
+
+        images = [run, *images] if run is not None else [str(p) for p in examples(args.pretrained)]
+        run = PREFIX + args.pretrained
+    elif not images:
+        raise ConfigError("give RUN_DIR and at least one IMAGE, or --pretrained NAME")
+    s = animate_files(run, images, args.out, samples=args.samples, seed=args.seed, device=resolve_device(args.device),
+                      weights=args.weights, fps=args.fps, upscale=args.upscale, progress=not args.quiet)
+    for line in s.errors:
+        print(f"videogan: error: {line}", file=sys.stderr)
+    print(json.dumps({"checkpoint": str(s.checkpoint), "step": s.step, "weights": s.weights, "out": args.out,
+                      "animated": s.done, "failed": len(s.errors)}))
+    return 2 if s.errors else 0
+
+
+def cmd_import_t7(args: argparse.Namespace) -> int:
+    from .t7 import import_t7
+
+    r = import_t7(args.net, args.out, discriminator=args.discriminator, progress=not args.quiet)
+    m = r.config.model
+    print(json.dumps({"run_dir": str(r.run_dir), "checkpoint": str(r.checkpoint), "step": r.step,
+                      "clip_shape": r.config.clip_shape, "g_width": m.g_width,
+                      "d_width": m.d_width if args.discriminator else None, "sources": r.sources}))
+    return 0
+
+
+def _generator_source(source: str | None, name: str | None) -> str:
+    """A run/checkpoint path or --pretrained NAME (as "pretrained:NAME"), exactly one of them."""
+    if (source is None) == (name is None):
+        raise ConfigError("give either a run directory or --pretrained NAME (see `videogan pretrained`)")
+    return source if name is None else f"pretrained:{name}"
+
+
+def cmd_pretrained(args: argparse.Namespace) -> int:
+    from . import pretrained
+
+    names = [args.name] if args.name else pretrained.names()
+    rows = [pretrained.summary(n) for n in names]
+    print(json.dumps(rows, indent=2) if args.json else pretrained.table(rows))
     return 0
 
 
@@ -111,7 +161,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from .data.stabilize import StabilizeSettings
 
     cfg = PrepareConfig(size=args.size, frames=args.frames, stride=args.stride or 0, fps=args.fps or 0.0, stabilize=args.stabilize,
-                        min_motion=args.min_motion, lossless=args.lossless, clips_per_shard=args.clips_per_shard,
+                        min_motion=args.min_motion, lossless=args.lossless, quality=args.quality, clips_per_shard=args.clips_per_shard,
                         stabilization=StabilizeSettings(method=args.features))
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
     s = prepare(args.inputs, args.out, cfg, workers=workers, progress=not args.quiet)
@@ -140,12 +190,98 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fraction(text: str) -> float:
+    """A label fraction: 0.125 or 1/8, in (0, 1]."""
+    try:
+        num, _, den = text.partition("/")
+        value = float(num) / float(den) if den else float(num)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.125 or 1/8, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
+    return value
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from .distributed import resolve_device
+    from .features import features
+
+    result = features(args.run, args.data, args.out, batchnorm=args.bn_stats, split=args.split, root=args.root,
+                      test_list=args.test_list, device=resolve_device(args.device), workers=args.workers,
+                      progress=not args.quiet)
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from .distributed import resolve_device
+    from .finetune import FinetuneSettings, finetune
+
+    if args.init != "random" and (args.preset or args.set):
+        raise ConfigError("--preset and --set choose the architecture of --init random; a run brings its own")
+    model = build_config(args.preset or "paper", args.set).model
+    settings = FinetuneSettings(
+        init=args.init, data=args.data, mode=args.mode, label_fraction=args.label_fraction, seed=args.seed,
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, bn_stats=args.bn_stats, eval_every=args.eval_every,
+        split=args.split, root=args.root, test_list=args.test_list, model=model,
+        device=str(resolve_device(args.device)), workers=args.workers)
+    summary = finetune(settings, args.out, progress=not args.quiet)
+    keys = ("test_accuracy", "mean_class_accuracy", "train_accuracy", "chance", "num_train", "num_test", "init", "init_step", "mode")
+    print(json.dumps({"out": args.out, **{k: summary[k] for k in keys}}))
+    return 0
+
+
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    from .benchmarks import train_step_speed
+
+    cfg = build_config(args.preset, args.set, **{"train.batch_size": args.batch_size, "train.device": args.device})
+    result = train_step_speed(cfg, steps=args.steps, warmup=args.warmup, peak_size=args.peak_size, upsample=args.upsample,
+                              progress=not args.quiet)
+    print(json.dumps({"preset": args.preset, "overrides": args.set, **result}))
+    return 0
+
+
 def cmd_bench_data(args: argparse.Namespace) -> int:
     from .benchmarks import data_throughput
 
     result = data_throughput(args.data, frames=args.frames, size=args.size, batch_size=args.batch_size,
                              workers=args.workers, num_batches=args.batches)
     print(json.dumps(result))
+    return 0
+
+
+def _port(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
+    return value
+
+
+def cmd_study_create(args: argparse.Namespace) -> int:
+    from .distributed import resolve_device
+    from .study.create import CreateSettings, create
+
+    settings = CreateSettings(pairs=args.pairs, catch=args.catch, seed=args.seed, frames=args.frames, size=args.size,
+                              upscale=args.upscale, fps=args.fps, real=args.real, label_a=args.label_a, label_b=args.label_b)
+    study = create(args.a, args.b, args.out, settings, device=resolve_device(args.device), progress=not args.quiet)
+    catch = sum(p.kind == "catch" for p in study.pairs)
+    print(json.dumps({"out": args.out, "pairs": len(study.pairs) - catch, "catch": catch, "frames": study.frames,
+                      "size": study.size, "upscale": study.upscale, "a": study.a.label, "b": study.b.label}))
+    return 0
+
+
+def cmd_study_serve(args: argparse.Namespace) -> int:
+    from .study.server import serve
+
+    serve(args.study, host=args.host, port=args.port, quiet=not args.verbose)
+    return 0
+
+
+def cmd_study_report(args: argparse.Namespace) -> int:
+    from .study.report import report
+
+    summary = report(args.study, out=args.out, exclude_failed_catch=args.exclude_failed_catch)
+    print(json.dumps({k: v for k, v in summary.items() if k != "per_rater"}))
     return 0
 
 
@@ -164,7 +300,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="parameter counts, clip shape and resolved config of a preset, as JSON")
     p.add_argument("--preset", default="paper", choices=presets)
-    p.add_argument("--model", choices=["two-stream", "one-stream"])
+    p.add_argument("--model", choices=["two-stream", "one-stream", "conditional"],
+                   help="conditional: image to video (with --preset, its conditional variant)")
+    p.add_argument("--stochastic", action="store_true", default=None, help="conditional model: also take noise z")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
     p.set_defaults(func=cmd_info)
 
@@ -174,7 +312,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, help="total iterations (one D step + one G step each)")
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--seed", type=_int)
-    p.add_argument("--model", choices=["two-stream", "one-stream"])
+    p.add_argument("--model", choices=["two-stream", "one-stream", "conditional"],
+                   help="conditional: image to video (with --preset, its conditional variant)")
+    p.add_argument("--stochastic", action="store_true", default=None, help="conditional model: also take noise z")
     p.add_argument("--data", help="'synthetic' (default); prepared shards (folder, brace pattern, URL, pipe:); "
                                   "the original's LIST.txt (with --root); or a folder of raw videos")
     p.add_argument("--root", help="folder the paths in a LIST.txt are relative to (default: the list's folder)")
@@ -187,7 +327,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("generate", help="sample clips from a trained generator and write GIF/MP4/PNG")
-    p.add_argument("source", help="run directory (uses its latest checkpoint) or checkpoint folder")
+    p.add_argument("source", nargs="?", help="run directory (uses its latest checkpoint) or checkpoint folder")
+    p.add_argument("--pretrained", metavar="NAME", help="a model shipped with the package instead (see `videogan pretrained`)")
     p.add_argument("--num", type=_positive_int, default=16)
     p.add_argument("--seed", type=_int, default=0)
     p.add_argument("--out", required=True, help="output folder")
@@ -199,6 +340,35 @@ def make_parser() -> argparse.ArgumentParser:
                    help="G's moving-average weights (default, where the run kept them) or its last trained weights")
     p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("import-t7", help="convert the original authors' Torch7 models (iterN_net.t7) into a run directory")
+    p.add_argument("net", help="the generator: main.lua's iterN_net.t7")
+    p.add_argument("--discriminator", metavar="NETD.t7", help="the discriminator: iterN_netD.t7 (optional)")
+    p.add_argument("--out", required=True, help="run directory to create (generate / evaluate read it)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_import_t7)
+
+    p = sub.add_parser("animate", help="image to video: animate still images with a run trained with --model conditional")
+    p.add_argument("run", metavar="RUN_DIR", nargs="?",
+                   help="run directory (uses its latest checkpoint) or checkpoint folder; left out with --pretrained")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files of any size and format Pillow reads")
+    p.add_argument("--pretrained", metavar="NAME", help="a shipped image-to-video model instead of RUN_DIR "
+                                                        "(without IMAGEs: its example images)")
+    p.add_argument("--out", required=True, help="output folder: one subfolder per image")
+    p.add_argument("--samples", type=_positive_int, default=1, help="futures per image (stochastic models)")
+    p.add_argument("--seed", type=_int, default=0)
+    p.add_argument("--fps", type=_positive_int, default=8)
+    p.add_argument("--upscale", type=_positive_int, default=1, help="nearest-neighbour zoom for viewing")
+    p.add_argument("--weights", choices=["ema", "live"],
+                   help="G's moving-average weights (default, where the run kept them) or its last trained weights")
+    p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_animate)
+
+    p = sub.add_parser("pretrained", help="the models shipped with the package: data, preset, steps, time, FVD/KVD, command")
+    p.add_argument("name", nargs="?", help="only this model")
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p.set_defaults(func=cmd_pretrained)
 
     p = sub.add_parser("prepare", help="videos -> stabilised clips in WebDataset shards (resumes when re-run)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders (searched recursively) or .txt lists of paths")
@@ -213,7 +383,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="features matched for stabilisation: sift (default; the paper's, most accurate) or orb (~5x faster)")
     p.add_argument("--min-motion", type=_non_negative_float, default=0.0,
                    help="drop clips whose mean |frame difference| (0-255) is below this (default 0: keep all)")
-    p.add_argument("--lossless", action="store_true", help="store frames as PNG instead of JPEG (quality 95)")
+    p.add_argument("--lossless", action="store_true", help="store frames as PNG instead of JPEG (~4x larger, ~3x slower to read)")
+    p.add_argument("--quality", type=_positive_int, default=85,
+                   help="JPEG quality 1-100 (default 85: fast to decode; 95 for ~1.4 fewer grey levels of error)")
     p.add_argument("--clips-per-shard", type=_positive_int, default=1000)
     p.add_argument("--workers", type=_positive_int, help="processes decoding videos in parallel (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -221,7 +393,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="FVD and KVD (I3D features) of a generator or data set against real data, as JSON")
     p.add_argument("--real", required=True, help="real data: synthetic, prepared shards, a LIST.txt or a folder of videos")
-    p.add_argument("--fake", required=True, help="a run directory (samples its generator) or data as for --real")
+    p.add_argument("--fake", required=True, help="a run directory or pretrained:NAME (samples its generator; an "
+                                                  "image-to-video one animates first frames of --real) or data as for --real")
     p.add_argument("--num", type=_positive_int, default=2048, help="clips per side (default 2048)")
     p.add_argument("--frames", type=_positive_int, default=16, help="the first frames of each clip (default 16)")
     p.add_argument("--size", type=_positive_int, help="read real data at this size (default: the run's, else 64)")
@@ -233,6 +406,43 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
 
+    labeled_help = ("labeled clips: synthetic-actions, a UCF101 folder (classInd.txt, trainlist0N/testlist0N.txt, videos in "
+                    "a folder per class), a 'path label' .txt list, or prepared shards whose json carries a label")
+    bn_help = "BatchNorm statistics of the frozen D: re-estimated on the training clips (default) or the checkpoint's"
+
+    def labeled_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--split", type=_positive_int, default=1, help="UCF101: use trainlist0N/testlist0N (default 1)")
+        p.add_argument("--root", help="'path label' list: folder its paths are relative to (default: the list's folder)")
+        p.add_argument("--test-list", help="'path label' list of the test clips (default: a fixed 20%% of each class is held out)")
+        p.add_argument("--bn-stats", choices=["data", "checkpoint"], default="data", help=bn_help)
+        p.add_argument("--workers", type=_int, default=2, help="processes decoding videos (default 2)")
+        p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda or cuda:N")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("features", help="discriminator features (the last map before its real/fake layer) of labeled clips, as .npz")
+    p.add_argument("run", metavar="RUN_DIR", help="run directory (its latest checkpoint) or checkpoint folder")
+    p.add_argument("data", metavar="DATA", help=labeled_help)
+    p.add_argument("--out", required=True, help="the .npz file: flat and pooled features, ids, labels, split, classes")
+    labeled_options(p)
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("finetune", help="action recognition with the discriminator: linear probe or fine-tuning, scored on the test split")
+    p.add_argument("--init", required=True, help="run directory or checkpoint folder (its D), or 'random' (the baseline)")
+    p.add_argument("--data", required=True, help=labeled_help)
+    p.add_argument("--mode", choices=["linear", "finetune"], default="finetune",
+                   help="linear: train only the new head on frozen features; finetune (default): train every layer")
+    p.add_argument("--label-fraction", type=_fraction, default=1.0, help="train on this class-balanced share of the labels (e.g. 1/8)")
+    p.add_argument("--seed", type=_int, default=0, help="label subset, random init, head init, dropout, batch order")
+    p.add_argument("--steps", type=_positive_int, default=1000, help="optimiser steps (default 1000)")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--lr", type=_positive_float, default=2e-4, help="Adam learning rate (default 2e-4; beta1 0.5, as the original)")
+    p.add_argument("--eval-every", type=_int, default=0, help="also score the test split every K steps, into the summary's history")
+    p.add_argument("--preset", choices=presets, help="--init random: the architecture (default: paper)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="--init random: override a model field")
+    p.add_argument("--out", required=True, help="output folder: summary.json, confusion.png, predictions.csv, classifier.safetensors")
+    labeled_options(p)
+    p.set_defaults(func=cmd_finetune)
+
     p = sub.add_parser("bench", help="measure speed, print JSON")
     bench = p.add_subparsers(dest="target", required=True, parser_class=_Parser)
     b = bench.add_parser("data", help="clips per second read from prepared shards through the training loader")
@@ -243,6 +453,49 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=_int, default=0, help="DataLoader worker processes (0: in this process)")
     b.add_argument("--batches", type=_positive_int, default=50, help="batches to time (after warm-up)")
     b.set_defaults(func=cmd_bench_data)
+    b = bench.add_parser("train", help="seconds per training step, FLOPs counted, fraction of the matmul peak reached")
+    b.add_argument("--preset", choices=presets, default="paper")
+    b.add_argument("--batch-size", type=_positive_int, help="default: the preset's train.batch_size")
+    b.add_argument("--steps", type=_positive_int, default=5, help="timed steps (median), after warm-up")
+    b.add_argument("--warmup", type=_int, default=1, help="untimed steps after the FLOP-counting one (default 1)")
+    b.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    b.add_argument("--peak-size", type=_positive_int, default=4096, help="N of the N x N fp32 matmul timed for the peak")
+    b.add_argument("--upsample", choices=["auto", "gemm", "stock"], default="auto",
+                   help="kernel of G's transposed 3-D convolutions (default auto; stock: PyTorch's own, for comparison)")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+    b.set_defaults(func=cmd_bench_train)
+
+    p = sub.add_parser("study", help="the paper's realism study: 'which video is more realistic?' as a local web app")
+    study = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    s = study.add_parser("create", help="draw clips from two sources and write a study (clips, pairs, catch trials)")
+    s.add_argument("--a", required=True, help="side A: real data (as for train --data) or a run directory to sample")
+    s.add_argument("--b", required=True, help="side B: likewise")
+    s.add_argument("--out", required=True, help="the study directory to write")
+    s.add_argument("--pairs", type=_positive_int, default=20, help="A-against-B pairs (default 20)")
+    s.add_argument("--catch", type=_int, help="catch trials: real against broken (default: one per 10 pairs, at least 1)")
+    s.add_argument("--real", help="real data for the catch trials (default: the data side, else run A's training data)")
+    s.add_argument("--seed", type=_int, default=0)
+    s.add_argument("--frames", type=_positive_int, help="frames per clip (default: the runs', else 32)")
+    s.add_argument("--size", type=_positive_int, help="clip size (default: the runs', else 64)")
+    s.add_argument("--upscale", type=_positive_int, help="nearest-neighbour zoom for viewing (default: even, to ~256 px)")
+    s.add_argument("--fps", type=_positive_int, default=8)
+    s.add_argument("--label-a", help="name of side A in the report (default: the run's folder or the data source)")
+    s.add_argument("--label-b", help="name of side B in the report")
+    s.add_argument("--device", default="auto", help="for sampling runs: auto (default), cpu, cuda or cuda:N")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_study_create)
+    s = study.add_parser("serve", help="serve the study page; answers go to STUDY/answers.sqlite")
+    s.add_argument("study", help="a study directory (from study create)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=_port, default=8000, help="default 8000 (0: any free port)")
+    s.add_argument("--verbose", action="store_true", help="log every request")
+    s.set_defaults(func=cmd_study_serve)
+    s = study.add_parser("report", help="share preferring A over B (95%% CI), raters, catch failures; CSV and PNG")
+    s.add_argument("study", help="a study directory")
+    s.add_argument("--exclude-failed-catch", action="store_true", help="leave out raters who preferred a broken clip")
+    s.add_argument("--out", help="folder for summary.json, answers.csv, raters.csv, chart.png (default STUDY/report)")
+    s.set_defaults(func=cmd_study_report)
     return parser
 
 

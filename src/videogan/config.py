@@ -12,7 +12,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-ModelKind = Literal["two-stream", "one-stream"]
+ModelKind = Literal["two-stream", "one-stream", "conditional"]  # conditional: image to video (models/conditional.py)
 
 
 class ConfigError(ValueError):
@@ -36,6 +36,8 @@ class ModelConfig:
     # Initial bias of the mask head: 0 as in the paper (m starts at 0.5); negative starts the
     # composite as mostly background, so the foreground stream only has to claim what moves.
     mask_bias_init: float = 0.0
+    # Conditional model only: also take noise z (z_dim), so one image gives several futures (not in the paper).
+    stochastic: bool = False
 
 
 @dataclass
@@ -47,9 +49,19 @@ class TrainConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     mask_l1_weight: float = 0.1  # lambda of the L1 prior on the mask (paper Sec. 3.1)
+    # Conditional model only: lambda of the L1 between the first generated frame and the input image
+    # (main_conditional.lua: opt.lambda = 10).
+    first_frame_l1_weight: float = 10.0
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
     num_threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default
+    # Speed (none changes the maths except precision; see README "Scale and speed"):
+    grad_accumulation: int = 1  # micro-batches per step on each rank: batch_size / world / this clips each
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast of forward passes (fast on recent GPUs, not this CPU)
+    tf32: bool = True  # CUDA only: TF32 tensor cores for fp32 matmuls and convolutions
+    channels_last: bool = False  # channels_last_3d (5-D) / channels_last (4-D) memory layout of weights and activations
+    compile: bool = False  # torch.compile both networks (first steps slower while it compiles)
+    sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)
     log_every: int = 10
     sample_every: int = 500  # write a progress grid every K steps (0: never)
     checkpoint_every: int = 1000  # write a checkpoint every K steps (and always at the end)
@@ -107,8 +119,8 @@ class Config:
 
 
 def paper() -> Config:
-    """Vondrick et al. 2016: 32 frames of 64x64, G 512..64, D 64..512, batch 64."""
-    return Config()
+    """Vondrick et al. 2016: 32 frames of 64x64, G 512..64, D 64..512, batch 64; no EMA of G (not in the paper)."""
+    return Config(train=TrainConfig(ema_decay=0.0))
 
 
 def tiny() -> Config:
@@ -128,13 +140,31 @@ def tiny() -> Config:
     )
 
 
+def paper_conditional() -> Config:
+    """The paper's image-to-video model (the original's main_conditional.lua): encoder 128..1024 on the 64x64
+    image, decoders 1024..128, D 128..1024, batch 32, L1 weight 10 on the first frame and no mask prior."""
+    return Config(model=ModelConfig(kind="conditional", g_width=1024, d_width=128),
+                  train=TrainConfig(batch_size=32, mask_l1_weight=0.0, ema_decay=0.0))
+
+
+def tiny_conditional() -> Config:
+    """The tiny preset (16x32x32, same D, data and schedule) with the conditional model: encoder 16..64, decoders
+    64..16, no mask prior, as main_conditional.lua."""
+    cfg = tiny()
+    cfg.model.kind = "conditional"
+    cfg.train.mask_l1_weight = 0.0
+    return cfg
+
+
 PRESETS = {"paper": paper, "tiny": tiny}
+CONDITIONAL_PRESETS = {"paper": paper_conditional, "tiny": tiny_conditional}  # what `--model conditional` selects
 
 
-def preset(name: str) -> Config:
+def preset(name: str, kind: str | None = None) -> Config:
+    """The named preset; with kind "conditional", its image-to-video variant (CONDITIONAL_PRESETS)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
-    return PRESETS[name]()
+    return (CONDITIONAL_PRESETS if kind == "conditional" else PRESETS)[name]()
 
 
 # ----------------------------------------------------------------------------- overrides

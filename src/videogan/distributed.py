@@ -39,7 +39,13 @@ class DistributedContext:
 
     def no_sync(self, module: nn.Module):
         """Skip the gradient all-reduce of `module` (e.g. D's gradients during the G step)."""
+        module = getattr(module, "_orig_mod", module)  # torch.compile wraps the DDP module
         return module.no_sync() if isinstance(module, nn.parallel.DistributedDataParallel) else nullcontext()
+
+    def sync_if(self, module: nn.Module, sync: bool):
+        """All-reduce `module`'s gradients in the backward passes run inside this context only if `sync` (gradient
+        accumulation: the micro-batches before the last add up locally)."""
+        return nullcontext() if sync else self.no_sync(module)
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         """Average a tensor over ranks (for logging)."""

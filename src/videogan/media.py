@@ -85,19 +85,34 @@ def write_gif(path: str | os.PathLike, clip: torch.Tensor, fps: float = 8) -> No
         frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0)
 
 
-def write_mp4(path: str | os.PathLike, clip: torch.Tensor, fps: int = 8) -> None:
-    """H.264 MP4 (yuv420p, so odd sizes are padded by one pixel to even)."""
+def _write_video(path: str | os.PathLike, clip: torch.Tensor, fps: int, container_format: str, codec: str,
+                 options: dict[str, str]) -> None:
+    """uint8 [C, T, H, W] -> a yuv420p video file (odd sizes padded by one pixel to even), written atomically."""
     frames = _frames_hwc(clip)
-    t, h, w, _ = frames.shape
+    _, h, w, _ = frames.shape
     frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=fps)
+        with av.open(str(tmp), mode="w", format=container_format) as container:
+            stream = container.add_stream(codec, rate=fps)
             stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-            stream.options = {"crf": "12", "preset": "medium"}  # near-lossless: tiny clips, tiny files
+            stream.options = options
             for frame in frames:
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             container.mux(stream.encode())
+
+
+def write_mp4(path: str | os.PathLike, clip: torch.Tensor, fps: int = 8) -> None:
+    """H.264 MP4, near-lossless: tiny clips, tiny files."""
+    _write_video(path, clip, fps, "mp4", "libx264", {"crf": "12", "preset": "medium"})
+
+
+def write_webm(path: str | os.PathLike, clip: torch.Tensor, fps: int = 8) -> None:
+    """VP8 WebM, near-lossless (crf 4, bitrate cap 10 Mb/s). VP8 rather than VP9: the same quality on our clips
+    in less encoding time, and every browser with WebM plays it (benchmarks/RESULTS.md, the realism study).
+    One thread: clips this small gain nothing from more, and on a busy machine libvpx's threads made it
+    10-30x slower."""
+    _write_video(path, clip, fps, "webm", "libvpx",
+                 {"crf": "4", "b": "10M", "deadline": "good", "cpu-used": "4", "threads": "1"})
 
 
 def write_png(path: str | os.PathLike, image: torch.Tensor) -> None:

@@ -19,8 +19,8 @@ from torch import nn
 
 from . import media
 from .checkpoint import CheckpointError, load_checkpoint, load_state_dict
-from .config import Config
-from .models import GeneratorOutput, build_generator
+from .config import Config, ConfigError
+from .models import GeneratorOutput, ImageToVideoGenerator, build_generator
 
 BatchNormMode = Literal["running", "batch"]
 Weights = Literal["ema", "live"]
@@ -39,7 +39,14 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", 
     """A run directory (its latest checkpoint) or a checkpoint folder -> generator with its config.
 
     weights: "ema" (the default where the checkpoint has them) or "live".
+    "pretrained:NAME" loads a model shipped with the package (videogan.pretrained).
     """
+    from .pretrained import strip_prefix
+
+    if (name := strip_prefix(str(path))) is not None:
+        from .pretrained import load
+
+        return load(name, device=device, weights=weights)
     ckpt = load_checkpoint(path, generator_only=True)
     weights = weights or ("ema" if ckpt.generator_ema is not None else "live")
     if weights == "ema" and ckpt.generator_ema is None:
@@ -73,6 +80,8 @@ def noise(num: int, z_dim: int, seed: int) -> torch.Tensor:
 @torch.no_grad()
 def generate_from_noise(generator: nn.Module, z: torch.Tensor, batchnorm: BatchNormMode = "running") -> GeneratorOutput:
     """G(z) on the generator's device; BatchNorm from running statistics or from this batch."""
+    if isinstance(generator, ImageToVideoGenerator):
+        raise ConfigError("this is an image-to-video (conditional) model: it animates images, see `videogan animate`")
     device = next(generator.parameters()).device
     if batchnorm == "batch":
         with batch_statistics(generator):

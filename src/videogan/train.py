@@ -9,27 +9,40 @@ from __future__ import annotations
 
 import copy
 import itertools
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from . import distributed
 from .checkpoint import TrainingState, list_checkpoints, read_best, restore_training_state, save_training_state, write_best
-from .config import Config
+from .config import Config, TrainConfig
 from .data import make_source
 from .ema import ema_decay_at, recalibrate_batchnorm, update_ema
 from .logger import IntervalMeter, RunLogger
 from .losses import discriminator_loss, generator_adversarial_loss, mask_l1_penalty, real_probability
-from .media import write_json
+from .media import atomic_path, grid, write_json, write_png
 from .metrics.evaluate import TrainingEvaluator
-from .models import Discriminator, build_generator
+from .models import Discriminator, OnFixedImages, build_generator
+from .models.conditional import first_frame_l1
+from .runtime import as_layout, autocast, check_options, configure_backends, prepare_networks
 from .sample import generate_from_noise, noise, save_progress_grid
 
 
 class TrainingError(RuntimeError):
     """A run that cannot start or resume; one line for the user."""
+
+
+# The conditional model's fixed inputs: the first frames of the run's first clips (RUN/conditioning.safetensors,
+# kept so that a resumed run uses the same ones). The first num_samples are animated in the progress grids; all
+# of them re-estimate the EMA generator's BatchNorm statistics, which, unlike the noise-only generators', depend on data.
+CONDITIONING_FILE = "conditioning.safetensors"
+CALIBRATION_IMAGES = 64
 
 
 @dataclass
@@ -56,31 +69,79 @@ def training_noise(seed: int, rank: int, step: int, batch_size: int, z_dim: int)
     return torch.randn(batch_size, z_dim, generator=gen)
 
 
-def train_step(G, D, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor, mask_l1_weight: float, ctx) -> dict:
-    """One iteration of the paper's algorithm; returns the step's losses as 0-dim tensors."""
-    fake = G(z)
+def train_step(G, D, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor, tc: TrainConfig, ctx,
+               conditional: bool = False) -> dict:
+    """One iteration of the paper's algorithm on this rank's batch; returns the step's mean losses (0-dim tensors).
 
-    # Discriminator step: real and fake in separate passes.
-    real_logits = D(real)
-    fake_logits = D(fake.video.detach())
-    d_loss = discriminator_loss(real_logits, fake_logits)
+    real [B, 3, T, H, W] in [-1, 1], z [B, Z]. The conditional model (the original's main_conditional.lua)
+    animates the first frame of each real clip, and its G loss adds train.first_frame_l1_weight * mean |first
+    generated frame - input|. With train.grad_accumulation K > 1 the batch runs as K micro-batches whose
+    gradients add up before each optimiser step (BatchNorm then normalises each micro-batch on its own); G runs
+    forward twice per micro-batch (without gradients for D's step, with them for its own), since keeping K
+    graphs alive would cost the memory accumulation is meant to save.
+    """
+    K = tc.grad_accumulation
+    micro = list(zip(real.chunk(K), z.chunk(K), strict=True))
+    assert len(micro) == K and all(len(r) == len(micro[0][0]) for r, _ in micro), "batch not divisible into micro-batches"
+    precision = autocast(tc, real.device)
+    totals: dict[str, torch.Tensor] = {}
+
+    def record(values: dict) -> None:
+        for name, value in values.items():
+            totals[name] = totals.get(name, 0) + value.detach().float() / K
+
+    def generate(clips: torch.Tensor, noise: torch.Tensor):
+        return G(clips[:, :, 0], noise) if conditional else G(noise)  # conditional input: the first frame [B, 3, H, W]
+
+    # Discriminator step: real and fake in separate passes (each with its own BatchNorm statistics, as in the paper).
     opt_d.zero_grad(set_to_none=True)
-    d_loss.backward()
+    kept = None  # with one micro-batch, G's forward pass is kept for its own step
+    for i, (r, zi) in enumerate(micro):
+        with precision, (torch.no_grad() if K > 1 else nullcontext()):
+            fake = generate(r, zi)
+        kept = fake if K == 1 else None
+        with ctx.sync_if(D, i == K - 1):  # all-reduce D's gradients once, after the last micro-batch
+            with precision:
+                real_logits, fake_logits = D(r), D(fake.video.detach())
+                d_loss = discriminator_loss(real_logits, fake_logits)
+            (d_loss / K).backward()
+        record({"d_loss": d_loss, "d_real": real_probability(real_logits).mean(), "d_fake": real_probability(fake_logits).mean()})
     opt_d.step()
 
-    # Generator step: non-saturating loss on the updated D, plus the L1 prior on the mask.
-    with ctx.no_sync(D):  # D's gradients from this pass are discarded: no need to all-reduce them
-        g_adv = generator_adversarial_loss(D(fake.video))
-    mask_l1 = mask_l1_penalty(fake.mask) if fake.mask is not None else torch.zeros((), device=real.device)
-    g_loss = g_adv + mask_l1_weight * mask_l1
+    # Generator step: the non-saturating loss on the just-updated D, plus the weighted penalties.
     opt_g.zero_grad(set_to_none=True)
-    g_loss.backward()
+    for i, (r, zi) in enumerate(micro):
+        with ctx.sync_if(G, i == K - 1):
+            with precision:
+                fake = kept if kept is not None else generate(r, zi)
+                # G's step needs D's gradient with respect to the clips only: no gradients for D's weights, and so
+                # nothing of D's to all-reduce.
+                with ctx.no_sync(D), frozen(D):
+                    g_adv = generator_adversarial_loss(D(fake.video))
+                penalties = {"mask_l1": (tc.mask_l1_weight, mask_l1_penalty(fake.mask) if fake.mask is not None
+                                         else torch.zeros((), device=real.device))}
+                if conditional:
+                    penalties["first_frame_l1"] = (tc.first_frame_l1_weight, first_frame_l1(fake.video, r[:, :, 0]))
+                g_loss = g_adv + sum(weight * value for weight, value in penalties.values())
+            (g_loss / K).backward()
+        record({"g_loss": g_loss, "g_adv": g_adv, **{name: value for name, (_, value) in penalties.items()}})
     opt_g.step()
+    return totals
 
-    return {
-        "d_loss": d_loss, "g_loss": g_loss, "g_adv": g_adv, "mask_l1": mask_l1,
-        "d_real": real_probability(real_logits).mean(), "d_fake": real_probability(fake_logits).mean(),
-    }
+
+@contextmanager
+def frozen(module: torch.nn.Module) -> Iterator[None]:
+    """Forward passes inside record no gradients for `module`'s parameters (~8% of the paper's step: D's weight
+    gradients during G's step, which the original computed and threw away). Under DDP this also means the pass
+    needs no gradient all-reduce."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
@@ -91,8 +152,13 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     if tc.batch_size % ctx.world_size:
         raise TrainingError(f"train.batch_size {tc.batch_size} must be divisible by the {ctx.world_size} processes")
     local_batch = tc.batch_size // ctx.world_size
+    check_options(tc, ctx)
+    configure_backends(tc, ctx.device)
     torch.manual_seed(tc.seed + ctx.rank)
 
+    conditional = cfg.model.kind == "conditional"
+    if conditional and tc.eval_every:
+        raise TrainingError("train.eval_every: FVD during training is not available for the conditional model")
     generator = build_generator(cfg.model).to(ctx.device)
     discriminator = Discriminator(cfg.model).to(ctx.device)
     state = TrainingState(
@@ -111,23 +177,39 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
 
     # The first batch is drawn before anything is written: unusable data fails without leaving a run behind.
     stream = make_source(cfg).batches(state.step, local_batch, ctx.rank, ctx.world_size, ctx.device)
-    batches = itertools.chain([next(stream)], stream)
+    drawn = [next(stream)]
+    if conditional and ctx.is_main:
+        fixed_images = read_conditioning(run_dir) if resume else None
+        if fixed_images is None:  # the first frames of the first clips; the batches drawn for them are still trained on
+            while sum(len(b) for b in drawn) < max(tc.num_samples, CALIBRATION_IMAGES):
+                drawn.append(next(stream))
+            fixed_images = torch.cat([b[:, :, 0].cpu() for b in drawn])[: max(tc.num_samples, CALIBRATION_IMAGES)]
+    batches = itertools.chain(drawn, stream)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", cfg.to_dict(), sort_keys=True)
-    G, D = ctx.wrap(generator), ctx.wrap(discriminator)
+        if conditional:
+            write_conditioning(run_dir, fixed_images, tc.num_samples)
+            fixed_inputs = to_model_range(fixed_images[:, :, None], ctx.device)[:, :, 0]  # [N, 3, H, W] in [-1, 1]
+
+    def as_noise_generator(g: torch.nn.Module, count: int | None = None) -> torch.nn.Module:
+        """What the noise-driven tools (progress grids, BatchNorm re-estimation) call: G itself, or the conditional
+        G on the first `count` fixed images (all of them by default)."""
+        return OnFixedImages(g, fixed_inputs[:count]) if conditional else g
+
+    G, D = prepare_networks(generator, discriminator, tc, ctx)  # DDP, layout, compilation: see runtime.py
     logger = RunLogger(run_dir, enabled=ctx.is_main, start_step=state.step)
     meter = IntervalMeter(tc.batch_size, elapsed=state.elapsed_seconds)
-    fixed_z = noise(tc.num_samples, cfg.model.z_dim, tc.seed)  # the same clips in every progress grid
+    fixed_z = noise(tc.num_samples, generator.z_dim, tc.seed)  # the same clips in every progress grid
     evaluator = TrainingEvaluator(cfg, ctx.device) if tc.eval_every and ctx.is_main else None
     best = read_best(run_dir) if resume else {}
     last_metrics, checkpoint_path = {}, (existing[-1] if existing else None)
     bar = tqdm(total=tc.steps, initial=state.step, disable=not (progress and ctx.is_main), unit="step", dynamic_ncols=True)
 
     for step in range(state.step, tc.steps):
-        real = to_model_range(next(batches), ctx.device)
-        z = training_noise(tc.seed, ctx.rank, step, local_batch, cfg.model.z_dim).to(ctx.device)
-        meter.add(train_step(G, D, state.opt_g, state.opt_d, real, z, tc.mask_l1_weight, ctx))
+        real = as_layout(to_model_range(next(batches), ctx.device), tc)
+        z = training_noise(tc.seed, ctx.rank, step, local_batch, generator.z_dim).to(ctx.device)
+        meter.add(train_step(G, D, state.opt_g, state.opt_d, real, z, tc, ctx, conditional=conditional))
         if state.generator_ema is not None:
             update_ema(state.generator_ema, generator, ema_decay_at(step, tc.ema_decay))
         state.step = done = step + 1
@@ -143,10 +225,11 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         eval_due = bool(tc.eval_every) and done % tc.eval_every == 0  # every evaluation is also a checkpoint
         checkpoint_due = (tc.checkpoint_every and done % tc.checkpoint_every == 0) or done == tc.steps or eval_due
         if ctx.is_main and state.generator_ema is not None and (grid_due or checkpoint_due):
-            recalibrate_batchnorm(state.generator_ema, seed=tc.seed)  # once, for the grid and the checkpoint
+            recalibrate_batchnorm(as_noise_generator(state.generator_ema), seed=tc.seed)  # once, for the grid and the checkpoint
         shown = state.generator_ema if state.generator_ema is not None else generator
         if grid_due:
-            save_progress_grid(generate_from_noise(shown, fixed_z), run_dir / "progress" / f"step_{done:08d}")
+            save_progress_grid(generate_from_noise(as_noise_generator(shown, tc.num_samples), fixed_z),
+                               run_dir / "progress" / f"step_{done:08d}")
         scores = evaluator(shown) if eval_due and evaluator is not None else {}  # rank 0; the others wait below
         if scores:
             logger.log(done, scores)
@@ -166,3 +249,22 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     logger.close()
     ctx.close()
     return TrainResult(run_dir, max(state.step, tc.steps), checkpoint_path, last_metrics, ctx.is_main)
+
+
+def write_conditioning(run_dir: Path, images: torch.Tensor, num_shown: int) -> None:
+    """RUN/conditioning.safetensors (uint8 [N, 3, H, W], the conditional model's fixed inputs) and, for people,
+    RUN/progress/inputs.png: the grid's inputs, in the order of the progress grids' clips."""
+    with atomic_path(run_dir / CONDITIONING_FILE) as tmp:
+        save_file({"images": images.contiguous()}, tmp)
+    write_png(run_dir / "progress" / "inputs.png", grid(images[:num_shown, :, None])[:, 0])
+
+
+def read_conditioning(run_dir: Path) -> torch.Tensor | None:
+    """The fixed inputs a run saved (None if it has none: they are then drawn again from the stream)."""
+    path = run_dir / CONDITIONING_FILE
+    if not path.is_file():
+        return None
+    try:
+        return load_file(path)["images"]
+    except (SafetensorError, OSError, KeyError) as e:
+        raise TrainingError(f"{path}: unreadable ({str(e).splitlines()[0]})") from None

@@ -100,3 +100,20 @@ def test_mask_bias_init_sets_the_starting_share_of_foreground():
     with torch.no_grad():
         m = g(torch.randn(8, 100)).mask.mean().item()
     assert abs(m - torch.sigmoid(torch.tensor(-3.0)).item()) < 0.02  # small init weights: m ~ sigmoid(bias)
+
+
+def test_heads_as_one_convolution_equal_the_two_heads():
+    """video_and_mask runs both heads as one 3 + 1 channel transposed convolution: same values, same gradients."""
+    from videogan.models.generator import video_and_mask
+
+    torch.manual_seed(0)
+    g = TwoStreamGenerator(ModelConfig(frames=8, size=16, g_width=16, mask_bias_init=-2.0)).double()
+    features = torch.randn(2, g.widths[-1], 4, 8, 8, dtype=torch.float64, requires_grad=True)
+    f, m = video_and_mask(g.video_head, g.mask_head, features)
+    f_ref, m_ref = g.video_head(features), g.mask_head(features)
+    assert torch.allclose(f, f_ref) and torch.allclose(m, m_ref)
+    weights = [g.video_head[0].weight, g.mask_head[0].weight, g.mask_head[0].bias, features]
+    seed_f, seed_m = torch.randn_like(f), torch.randn_like(m)
+    grads = torch.autograd.grad((f * seed_f).sum() + (m * seed_m).sum(), weights)
+    grads_ref = torch.autograd.grad((f_ref * seed_f).sum() + (m_ref * seed_m).sum(), weights)
+    assert all(torch.allclose(a, b) for a, b in zip(grads, grads_ref, strict=True))

@@ -65,10 +65,7 @@ class SyntheticScenes:
         B, T, S, K, cfg = batch_size, self.frames, self.size, self.cfg.max_objects, self.cfg
         rand = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
         # --- draw every random parameter first, on the CPU ---------------------------------------
-        colour_field = rand(B, 3, 3, 3)  # smooth colour field: a 3x3 lattice, upsampled
-        texture = rand(B, 1, max(4, S // 4), max(4, S // 4))  # finer, low-contrast texture
-        shapes = [(rand(B, 2, 1, 1), 0.08 + 0.25 * rand(B, 1, 1), rand(B, 1, 1) < 0.5, 0.15 + 0.7 * rand(B, 3, 1, 1))
-                  for _ in range(cfg.background_shapes)]  # (centre, radius, square?, shade) of static shapes
+        background = draw_background(gen, B, S, cfg.background_shapes)
         active = torch.arange(K)[None, :] < torch.randint(1, K + 1, (B, 1), generator=gen)  # [B, K]: 1..K objects
         radius = cfg.min_radius + (cfg.max_radius - cfg.min_radius) * rand(B, K)
         start = radius[..., None] + (1 - 2 * radius[..., None]) * rand(B, K, 2)
@@ -76,39 +73,89 @@ class SyntheticScenes:
         speed = cfg.max_speed * (0.4 + 0.6 * rand(B, K))
         velocity = torch.stack([angle.cos(), angle.sin()], -1) * speed[..., None]  # [B, K, 2]
         square = rand(B, K) < 0.5
-        colour = rand(B, K, 3)
-        colour = ((colour - colour.mean(-1, keepdim=True)) * 1.6 + 0.5).clamp(0.02, 0.98)  # saturated
+        colour = saturate(rand(B, K, 3))
         # --- render on the device -------------------------------------------------------------------
-        to = lambda x: x.to(device)  # noqa: E731
-        up = lambda x: F.interpolate(to(x), size=(S, S), mode="bicubic", align_corners=True)  # noqa: E731
-        background = 0.15 + 0.7 * up(colour_field) + 0.12 * (up(texture) - 0.5)  # [B, 3, S, S]
-        axis = (torch.arange(S, device=device) + 0.5) / S
-        ys, xs = torch.meshgrid(axis, axis, indexing="ij")
-        for centre, r, sq, shade in map(lambda p: map(to, p), shapes):
-            cover = _coverage(xs - centre[:, 0], ys - centre[:, 1], r, sq, S)[:, None]
-            background = background * (1 - 0.8 * cover) + shade * 0.8 * cover  # muted: not fully opaque
-        background = background.clamp(0, 1)
-
         t = torch.arange(T, dtype=torch.float32, device=device)[None, None, :]  # [1, 1, T]
-        radius, start, velocity = to(radius), to(start), to(velocity)
+        radius, start, velocity = radius.to(device), start.to(device), velocity.to(device)
         cx = _bounce(start[..., 0:1], velocity[..., 0:1], radius[..., None], t)  # [B, K, T]
         cy = _bounce(start[..., 1:2], velocity[..., 1:2], radius[..., None], t)
-        dx = xs - cx[..., None, None]  # [B, K, T, S, S]
-        dy = ys - cy[..., None, None]
-        r5, sq5 = radius[..., None, None, None], to(square)[..., None, None, None]
-        cover = _coverage(dx, dy, r5, sq5, S) * to(active)[..., None, None, None]
-        # A soft highlight towards the top-left gives the objects some texture.
-        highlight = (1 - ((dx + 0.35 * r5).square() + (dy + 0.35 * r5).square()).sqrt() / (1.5 * r5)).clamp(0, 1)
-
-        colour = to(colour)
-        video = background[:, :, None].expand(B, 3, T, S, S)  # [B, 3, T, S, S]
-        union = torch.zeros(B, 1, T, S, S, device=device)
-        for k in range(K):  # painter's order: later objects pass in front of earlier ones
-            a = cover[:, k, None]  # [B, 1, T, S, S]
-            shade = (colour[:, k, :, None, None, None] * (0.75 + 0.35 * highlight[:, k, None])).clamp(0, 1)
-            video = video * (1 - a) + shade * a
-            union = union + a * (1 - union)
+        video, union = render_objects(render_background(background, S, device), cx, cy, radius, square, colour, active)
         return SyntheticBatch(video=_to_uint8(video), mask=_to_uint8(union))
+
+
+# ----------------------------------------------------------------------------- drawing, shared with actions.py
+
+@dataclass
+class BackgroundParams:
+    colour_field: torch.Tensor  # [B, 3, 3, 3]: a smooth colour field on a 3x3 lattice, upsampled
+    texture: torch.Tensor  # [B, 1, S/4, S/4]: finer, low-contrast texture
+    shapes: list[tuple[torch.Tensor, ...]]  # (centre [B, 2, 1, 1], radius, square?, shade [B, 3, 1, 1]) of static shapes
+
+
+def draw_background(gen: torch.Generator, batch_size: int, size: int, num_shapes: int) -> BackgroundParams:
+    """The random parameters of `batch_size` static backgrounds, drawn from `gen` on the CPU."""
+    B, S = batch_size, size
+    rand = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
+    colour_field = rand(B, 3, 3, 3)
+    texture = rand(B, 1, max(4, S // 4), max(4, S // 4))
+    shapes = [(rand(B, 2, 1, 1), 0.08 + 0.25 * rand(B, 1, 1), rand(B, 1, 1) < 0.5, 0.15 + 0.7 * rand(B, 3, 1, 1))
+              for _ in range(num_shapes)]
+    return BackgroundParams(colour_field, texture, shapes)
+
+
+def saturate(colour: torch.Tensor) -> torch.Tensor:
+    """Uniform random colours [..., 3] -> saturated ones, so objects stand out from the muted backgrounds."""
+    return ((colour - colour.mean(-1, keepdim=True)) * 1.6 + 0.5).clamp(0.02, 0.98)
+
+
+def _pixel_grid(size: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ys, xs) [S, S]: pixel centres in frame units (0 = top/left edge, 1 = bottom/right edge)."""
+    axis = (torch.arange(size, device=device) + 0.5) / size
+    return torch.meshgrid(axis, axis, indexing="ij")
+
+
+def render_background(p: BackgroundParams, size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Backgrounds float [B, 3, S, S] in [0, 1]: colour field + texture + muted static shapes."""
+    S = size
+    to = lambda x: x.to(device)  # noqa: E731
+    up = lambda x: F.interpolate(to(x), size=(S, S), mode="bicubic", align_corners=True)  # noqa: E731
+    background = 0.15 + 0.7 * up(p.colour_field) + 0.12 * (up(p.texture) - 0.5)  # [B, 3, S, S]
+    ys, xs = _pixel_grid(S, device)
+    for centre, r, sq, shade in map(lambda q: map(to, q), p.shapes):
+        cover = _coverage(xs - centre[:, 0], ys - centre[:, 1], r, sq, S)[:, None]
+        background = background * (1 - 0.8 * cover) + shade * 0.8 * cover  # muted: not fully opaque
+    return background.clamp(0, 1)
+
+
+def render_objects(background: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, radius: torch.Tensor,
+                   square: torch.Tensor, colour: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paint K objects over static backgrounds [B, 3, S, S] -> (video float [B, 3, T, S, S], union mask [B, 1, T, S, S]).
+
+    cx, cy: centres [B, K, T] (frame units); radius [B, K] or, for objects that change size, [B, K, T];
+    square, active: bool [B, K]; colour [B, K, 3] in [0, 1]."""
+    B, _, S, _ = background.shape
+    K, T = cx.shape[1], cx.shape[2]
+    device = background.device
+    to = lambda x: x.to(device)  # noqa: E731
+    ys, xs = _pixel_grid(S, device)
+    dx = xs - to(cx)[..., None, None]  # [B, K, T, S, S]
+    dy = ys - to(cy)[..., None, None]
+    radius = to(radius)
+    r5 = radius.reshape(*radius.shape, *(1,) * (5 - radius.ndim))  # [B, K, 1, 1, 1] or [B, K, T, 1, 1]
+    sq5 = to(square)[..., None, None, None]
+    cover = _coverage(dx, dy, r5, sq5, S) * to(active)[..., None, None, None]
+    # A soft highlight towards the top-left gives the objects some texture.
+    highlight = (1 - ((dx + 0.35 * r5).square() + (dy + 0.35 * r5).square()).sqrt() / (1.5 * r5)).clamp(0, 1)
+
+    colour = to(colour)
+    video = background[:, :, None].expand(B, 3, T, S, S)  # [B, 3, T, S, S]
+    union = torch.zeros(B, 1, T, S, S, device=device)
+    for k in range(K):  # painter's order: later objects pass in front of earlier ones
+        a = cover[:, k, None]  # [B, 1, T, S, S]
+        shade = (colour[:, k, :, None, None, None] * (0.75 + 0.35 * highlight[:, k, None])).clamp(0, 1)
+        video = video * (1 - a) + shade * a
+        union = union + a * (1 - union)
+    return video, union
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:

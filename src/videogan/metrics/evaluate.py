@@ -75,6 +75,9 @@ def to_i3d_input(clips: torch.Tensor, frames: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- where clips come from
 
 def is_run_dir(spec: str) -> bool:
+    """A generator to sample: a run directory, a checkpoint folder, or "pretrained:NAME" (videogan.pretrained)."""
+    if spec.startswith("pretrained:"):
+        return True
     path = Path(spec)
     return path.is_dir() and ((path / "checkpoints").is_dir() or (path / "checkpoint.json").is_file())
 
@@ -88,13 +91,42 @@ def generator_clips(generator: torch.nn.Module, z_dim: int, protocol: Protocol, 
         yield to_uint8(generate_from_noise(generator, z[start : start + batch_size]).video)
 
 
-def run_clips(spec: str, protocol: Protocol, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
-    """uint8 clips sampled from a run's latest checkpoint (EMA weights where kept)."""
+@torch.no_grad()
+def animated_clips(generator: torch.nn.Module, images: str, protocol: Protocol, batch_size: int,
+                   synthetic: SyntheticConfig | None = None) -> Iterator[torch.Tensor]:
+    """uint8 clips from an image-to-video model: it animates the first frames of clips of `images` (a data source)
+    drawn with seed + 1, so not the very clips the real side (seed) holds; noise z (stochastic models) seeded by
+    the protocol, one row per clip."""
+    from ..sample import noise
+
+    draw = replace(protocol, seed=protocol.seed + 1, size=generator.image_shape[-1])  # images at the model's size
+    z = noise(protocol.num, generator.z_dim, protocol.seed)
+    device = next(generator.parameters()).device
+    done = 0
+    for clips in data_clips(images, draw, synthetic):
+        for first in clips[:, :, 0].split(batch_size):  # [b, 3, S, S] uint8: the conditioning images
+            first = first[: protocol.num - done]
+            x = first.to(device).float().div(127.5).sub(1.0)
+            yield to_uint8(generator(x, z[done : done + len(first)].to(device)).video)  # in eval mode (load_generator)
+            done += len(first)
+            if done >= protocol.num:
+                return
+
+
+def run_clips(spec: str, protocol: Protocol, batch_size: int, device: torch.device, images: str | None = None,
+              synthetic: SyntheticConfig | None = None) -> Iterator[torch.Tensor]:
+    """uint8 clips sampled from a run's latest checkpoint (EMA weights where kept). An image-to-video model animates
+    first frames of `images` (default: its training data; see animated_clips)."""
+    from ..models import ImageToVideoGenerator
     from ..sample import load_generator
 
     loaded = load_generator(spec, device=device)
     if loaded.config.model.frames < protocol.frames:
         raise DataError(f"{spec}: the generator makes {loaded.config.model.frames} frames, fewer than --frames {protocol.frames}")
+    if isinstance(loaded.generator, ImageToVideoGenerator):
+        yield from animated_clips(loaded.generator, images or loaded.config.data.source, protocol, batch_size,
+                                  synthetic or loaded.config.synthetic)
+        return
     yield from generator_clips(loaded.generator, loaded.config.model.z_dim, protocol, batch_size)
 
 
@@ -120,7 +152,10 @@ def data_clips(spec: str, protocol: Protocol, synthetic: SyntheticConfig | None 
 def run_config(spec: str) -> Config | None:
     """The config of a run's latest checkpoint (no weights read), or None when `spec` is not a run directory."""
     from ..checkpoint import checkpoint_config
+    from ..pretrained import config as pretrained_config, strip_prefix
 
+    if (name := strip_prefix(spec)) is not None:
+        return pretrained_config(name)
     return checkpoint_config(spec) if is_run_dir(spec) else None
 
 
@@ -204,8 +239,11 @@ def evaluate(real: str, fake: str, protocol: Protocol = Protocol(), batch_size: 
     synthetic = fake_config.synthetic if fake_config is not None else None
     real_feats, cached = real_features(real, network, protocol, device, batch_size, weights, progress, cache, synthetic)
     fake_protocol = protocol if is_run_dir(fake) else replace(protocol, seed=protocol.seed + 1)
-    fake_feats = i3d_features(clip_source(fake, fake_protocol, batch_size, device, synthetic), network, protocol, device,
-                              batch_size, "fake", progress)
+    if is_run_dir(fake):  # an image-to-video model animates first frames of `real` (animated_clips)
+        fake_clips = run_clips(fake, fake_protocol, batch_size, device, images=real, synthetic=synthetic)
+    else:
+        fake_clips = clip_source(fake, fake_protocol, batch_size, device, synthetic)
+    fake_feats = i3d_features(fake_clips, network, protocol, device, batch_size, "fake", progress)
     return {
         "fvd": fvd_from_features(real_feats, fake_feats),
         "kvd": kernel_distance(real_feats, fake_feats),

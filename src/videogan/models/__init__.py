@@ -1,19 +1,33 @@
 """Networks only: no I/O here."""
+from torch import nn
+
+from ..config import ModelConfig
+from .conditional import ImageToVideoGenerator, OnFixedImages
 from .discriminator import Discriminator
 from .generator import (
     GeneratorOutput,
     OneStreamGenerator,
     TwoStreamGenerator,
-    build_generator,
     compose,
 )
+from .generator import build_generator as build_unconditional_generator
 from .geometry import ArchitectureError, geometry
 from .init import init_weights
+
+
+def build_generator(cfg: ModelConfig) -> nn.Module:
+    """The generator model.kind names: two-stream, one-stream (noise -> video) or conditional (image -> video)."""
+    if cfg.stochastic and cfg.kind != "conditional":
+        raise ArchitectureError(f"model.stochastic applies to the conditional model only, not to {cfg.kind}")
+    return ImageToVideoGenerator(cfg) if cfg.kind == "conditional" else build_unconditional_generator(cfg)
+
 
 __all__ = [
     "ArchitectureError",
     "Discriminator",
     "GeneratorOutput",
+    "ImageToVideoGenerator",
+    "OnFixedImages",
     "OneStreamGenerator",
     "TwoStreamGenerator",
     "build_generator",

@@ -12,6 +12,7 @@ from torch import nn
 from ..config import ModelConfig
 from .geometry import Geometry, check_width, geometry
 from .init import init_weights
+from .upsample import FastConvTranspose3d
 
 
 @dataclass
@@ -26,8 +27,18 @@ class GeneratorOutput:
 
 def _up3d(cin: int, cout: int, time_stride: int) -> nn.ConvTranspose3d:
     # Paper: kernel 4, stride 2, padding 1 doubles T, H, W. Where time must stay, kernel 3 / stride 1 / pad 1.
+    # FastConvTranspose3d: the same layer (parameters, maths), with a faster CPU kernel where measured faster.
     kt = 4 if time_stride == 2 else 3
-    return nn.ConvTranspose3d(cin, cout, (kt, 4, 4), stride=(time_stride, 2, 2), padding=1)
+    return FastConvTranspose3d(cin, cout, (kt, 4, 4), stride=(time_stride, 2, 2), padding=1)
+
+
+def upsampling_stack(first: nn.Module, widths: list[int], geo: Geometry) -> nn.Sequential:
+    """`first` (-> widths[0] x core_frames x 4 x 4), then BatchNorm + ReLU, then per later width one `_up3d` stage
+    with BatchNorm + ReLU: the 3-D half of the generator, shared by the unconditional and conditional models."""
+    layers: list[nn.Module] = [first, nn.BatchNorm3d(widths[0]), nn.ReLU(inplace=True)]
+    for i in range(1, len(widths)):
+        layers += [_up3d(widths[i - 1], widths[i], geo.time_strides[i - 1]), nn.BatchNorm3d(widths[i]), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
 
 
 class ForegroundStream(nn.Module):
@@ -35,22 +46,20 @@ class ForegroundStream(nn.Module):
 
     def __init__(self, z_dim: int, widths: list[int], geo: Geometry):
         super().__init__()
-        layers: list[nn.Module] = [
-            # Paper: ConvTranspose3d 100 -> 512, kernel (2, 4, 4) -> 512 x 2 x 4 x 4.
-            nn.ConvTranspose3d(z_dim, widths[0], (geo.core_frames, 4, 4)),
-            nn.BatchNorm3d(widths[0]),
-            nn.ReLU(inplace=True),
-        ]
-        for i in range(1, len(widths)):
-            layers += [
-                _up3d(widths[i - 1], widths[i], geo.time_strides[i - 1]),
-                nn.BatchNorm3d(widths[i]),
-                nn.ReLU(inplace=True),
-            ]
-        self.net = nn.Sequential(*layers)
+        # Paper: ConvTranspose3d 100 -> 512, kernel (2, 4, 4) -> 512 x 2 x 4 x 4.
+        self.net = upsampling_stack(nn.ConvTranspose3d(z_dim, widths[0], (geo.core_frames, 4, 4)), widths, geo)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z[:, :, None, None, None])
+
+
+def image_upsampling_layers(widths: list[int], channels: int) -> list[nn.Module]:
+    """[B, widths[0], 4, 4] -> [B, channels, H, W] in [-1, 1]: per later width a stride-2 ConvTranspose2d +
+    BatchNorm + ReLU, then one more to `channels` and tanh (the background of both generator kinds)."""
+    layers: list[nn.Module] = []
+    for i in range(1, len(widths)):
+        layers += [nn.ConvTranspose2d(widths[i - 1], widths[i], 4, stride=2, padding=1), nn.BatchNorm2d(widths[i]), nn.ReLU(inplace=True)]
+    return layers + [nn.ConvTranspose2d(widths[-1], channels, 4, stride=2, padding=1), nn.Tanh()]
 
 
 class BackgroundStream(nn.Module):
@@ -58,15 +67,8 @@ class BackgroundStream(nn.Module):
 
     def __init__(self, z_dim: int, widths: list[int], channels: int):
         super().__init__()
-        layers: list[nn.Module] = [nn.ConvTranspose2d(z_dim, widths[0], 4), nn.BatchNorm2d(widths[0]), nn.ReLU(True)]
-        for i in range(1, len(widths)):
-            layers += [
-                nn.ConvTranspose2d(widths[i - 1], widths[i], 4, stride=2, padding=1),
-                nn.BatchNorm2d(widths[i]),
-                nn.ReLU(inplace=True),
-            ]
-        layers += [nn.ConvTranspose2d(widths[-1], channels, 4, stride=2, padding=1), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
+        first = [nn.ConvTranspose2d(z_dim, widths[0], 4), nn.BatchNorm2d(widths[0]), nn.ReLU(True)]  # -> 4 x 4
+        self.net = nn.Sequential(*first, *image_upsampling_layers(widths, channels))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z[:, :, None, None])
@@ -109,8 +111,7 @@ class TwoStreamGenerator(_VideoGenerator):
     def forward(self, z: torch.Tensor) -> GeneratorOutput:
         self._check_noise(z)
         features = self.foreground_stream(z)
-        foreground = self.video_head(features)  # [B, 3, T, H, W]
-        mask = self.mask_head(features)  # [B, 1, T, H, W]
+        foreground, mask = video_and_mask(self.video_head, self.mask_head, features)  # [B, 3, T, H, W], [B, 1, T, H, W]
         background = self.background_stream(z)  # [B, 3, H, W]
         video = compose(foreground, mask, background)
         self._check_video(video)
@@ -129,6 +130,20 @@ class OneStreamGenerator(_VideoGenerator):
         video = self.video_head(self.foreground_stream(z))
         self._check_video(video)
         return GeneratorOutput(video=video, foreground=video, mask=None, background=None)
+
+
+def video_and_mask(video_head: nn.Sequential, mask_head: nn.Sequential, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """f = tanh(video_head's conv(features)), m = sigmoid(mask_head's conv(features)), computed as one transposed
+    convolution with 3 + 1 output channels: the same maths and parameters (the two heads stay separate modules,
+    as in the paper and in checkpoints), one pass over the widest, largest activation instead of two; on CPU
+    oneDNN takes about as long for 4 output channels as for 1 or 3 (benchmarks/RESULTS.md)."""
+    video_conv, mask_conv = video_head[0], mask_head[0]
+    assert video_conv.stride == mask_conv.stride and video_conv.padding == mask_conv.padding
+    weight = torch.cat([video_conv.weight, mask_conv.weight], dim=1)  # ConvTranspose3d weights are [in, out, kT, kH, kW]
+    bias = torch.cat([video_conv.bias, mask_conv.bias])
+    out = nn.functional.conv_transpose3d(features, weight, bias, stride=video_conv.stride, padding=video_conv.padding)
+    channels = video_conv.out_channels
+    return video_head[1](out[:, :channels]), mask_head[1](out[:, channels:])
 
 
 def compose(foreground: torch.Tensor, mask: torch.Tensor, background: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,104 @@
+"""Image to video: does the first frame match the input, do the frames move, and does the noise matter?
+
+    nice -n 5 python benchmarks/image_to_video.py --deterministic runs/i2v-det --stochastic runs/i2v-sto --steps 600
+
+Trains (or resumes, or reuses when already at --steps) the tiny conditional preset on the built-in synthetic
+scenes, once deterministic (the paper's model) and once stochastic, then animates NUM held-out scenes' first
+frames (another seed than training's) with each trained model and with untrained models of the same architecture
+and seed. All numbers on the 0-255 pixel scale, means over the images:
+- first_frame_mae: mean |first generated frame - input image|;
+- motion: mean |frame t - frame 0| over t >= 1 (0 for a frozen copy of the input); the real clips' own motion
+  is printed for scale;
+- motion_spread (K futures per image from K noise vectors): mean over the K(K-1)/2 pairs of mean |d_i - d_j|,
+  d_k = frame t - frame 0 of future k (models.conditional.motion_spread); exactly 0 for the deterministic model.
+Prints one JSON line per model. Results go into benchmarks/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from videogan.animate import animate, measures
+from videogan.benchmarks import cpu_name
+from videogan.checkpoint import list_checkpoints
+from videogan.config import preset
+from videogan.data import SyntheticScenes
+from videogan.media import upscale, write_png
+from videogan.models import GeneratorOutput, build_generator
+from videogan.models.conditional import motion
+from videogan.sample import load_generator
+from videogan.train import train
+
+
+def trained(run_dir: str, stochastic: bool, steps: int, threads: int) -> float:
+    """Train the tiny conditional preset into run_dir up to `steps` (resuming a shorter run); seconds spent."""
+    cfg = preset("tiny", "conditional")
+    cfg.model.stochastic = stochastic
+    cfg.train.steps, cfg.train.num_threads, cfg.train.device, cfg.data.workers = steps, threads, "cpu", 0
+    found = list_checkpoints(run_dir)
+    if found and int(found[-1].name.split("_")[1]) >= steps:
+        return 0.0
+    started = time.perf_counter()
+    train(cfg, run_dir, resume=bool(found), progress=True)
+    return time.perf_counter() - started
+
+
+def summary(generator: torch.nn.Module, images: torch.Tensor, samples: int) -> dict:
+    """Mean measures over the images of `samples` futures each (seed 0). The deterministic model takes no noise:
+    its two "futures" are two calls with different seeds, whose spread is then exactly 0."""
+    if generator.z_dim:
+        out = animate(generator, images, samples, seed=0)
+    else:
+        samples = 2
+        runs = [animate(generator, images, 1, seed=seed) for seed in range(samples)]
+        out = GeneratorOutput(*(torch.cat([getattr(r, f) for r in runs]) for f in ("video", "foreground", "mask", "background")))
+    rows = measures(out, images, samples)
+    return {key: round(statistics.mean(r[key] for r in rows), 3) for key in rows[0]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--deterministic", required=True, help="run directory of the deterministic model (trained if needed)")
+    ap.add_argument("--stochastic", required=True, help="run directory of the stochastic model (trained if needed)")
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--num", type=int, default=64, help="held-out images")
+    ap.add_argument("--samples", type=int, default=4, help="futures per image for the spread (K)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--example", help="also write one held-out input here as a 128x128 PNG (the README's example)")
+    ap.add_argument("--train-only", choices=["deterministic", "stochastic"],
+                    help="train that model and stop (to train both at once)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.train_only:
+        run = args.deterministic if args.train_only == "deterministic" else args.stochastic
+        print(json.dumps({"trained": run, "seconds": trained(run, args.train_only == "stochastic", args.steps, args.threads)}))
+        return
+
+    seconds = {"deterministic": trained(args.deterministic, False, args.steps, args.threads),
+               "stochastic": trained(args.stochastic, True, args.steps, args.threads)}
+    cfg = preset("tiny", "conditional")
+    held_out = SyntheticScenes(cfg.model.frames, cfg.model.size, seed=cfg.train.seed + 1000, cfg=cfg.synthetic).clips(0, args.num)
+    images = held_out[:, :, 0]  # [N, 3, S, S] uint8
+    if args.example:
+        write_png(Path(args.example), upscale(images[0], 4))  # nearest x4: area-resized back to 32x32 it is the same image
+    real_motion = 127.5 * motion(held_out.float().div(127.5).sub(1.0)).mean().item()
+    print(json.dumps({"machine": cpu_name(), "torch": torch.__version__, "steps": args.steps, "train_seconds": seconds,
+                      "num": args.num, "samples": args.samples, "real_clips_motion": round(real_motion, 3)}), flush=True)
+
+    for name, run in (("deterministic", args.deterministic), ("stochastic", args.stochastic)):
+        loaded = load_generator(run)  # EMA weights (the default), BatchNorm statistics re-estimated on the run's fixed inputs
+        torch.manual_seed(loaded.config.train.seed)
+        untrained = build_generator(loaded.config.model).eval()
+        live = load_generator(run, weights="live").generator  # G as last trained (its running BatchNorm statistics)
+        for label, generator in ((f"{name}, untrained", untrained), (f"{name}, trained {loaded.step} steps", loaded.generator),
+                                 (f"{name}, trained {loaded.step} steps, live weights", live)):
+            print(json.dumps({"model": label, **summary(generator, images, args.samples)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,310 @@
+"""Train (optionally) and export a shipped pretrained model: one command per model.
+
+    python benchmarks/pretrained.py synthetic              # export runs/demo (make demo's run)
+    python benchmarks/pretrained.py pedestrians            # export runs/pretrained-pedestrians (latest checkpoint)
+    python benchmarks/pretrained.py synthetic-animate      # export runs/pretrained-animate
+    python benchmarks/pretrained.py NAME --train           # first run the training command (resumes a run)
+
+For NAME it (a) prints the exact training command (and, with --train, runs it: preparing the data first where
+needed, resuming where the run has checkpoints); (b) exports the run's latest EMA generator (live where none was
+kept) as float16 safetensors into src/videogan/pretrained/NAME/ (atomically), with uint8 reference clips of the
+float32 weights and the float16 weights' largest deviation from them; (c) measures FVD/KVD of the exported model
+with `videogan evaluate`'s code at the quality ladder's protocol (N = 96, 16 frames, seed 0) against the model's
+data, and once more at a small N for tests/test_pretrained.py; (d) writes the README's sample GIFs under docs/.
+model.json is written before (c), without FVD, so that "pretrained:NAME" names the exported weights, and again
+with FVD/KVD at the end; an export that stops in (c) leaves a model without FVD, which `videogan pretrained` says.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from videogan import media, pretrained
+from videogan.benchmarks import cpu_name
+from videogan.checkpoint import load_checkpoint, resolve
+from videogan.config import Config, preset
+from videogan.metrics.evaluate import Protocol, evaluate
+from videogan.metrics.i3d import load_i3d, weights_sha256
+from videogan.models import ImageToVideoGenerator, build_generator
+from videogan.sample import sample
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs"  # where the README's images live
+# OpenCV's sample video (samples/data/vtest.avi), found as the tests find it: $VIDEOGAN_SAMPLE_VIDEOS or ../shared/data/videos.
+VTEST = str(Path(os.environ.get("VIDEOGAN_SAMPLE_VIDEOS", REPO.parent / "shared/data/videos")) / "vtest.avi")
+LADDER_NUM = 96  # the quality ladder's N (benchmarks/RESULTS.md)
+CHECK_NUM = 8  # the small N tests/test_pretrained.py recomputes
+REFERENCE_CLIPS = 2  # float32 reference clips kept for the float16 test
+
+
+@dataclass(frozen=True)
+class Recipe:
+    kind: str  # model.kind: two-stream or conditional
+    run: str  # the run directory it is exported from
+    data: str  # what `train --data` got (and the real side of FVD, unless `real` says otherwise)
+    data_description: str
+    description: str
+    can: str
+    cannot: str
+    real: str = ""  # FVD's real data (default: data)
+    prepare: tuple[str, ...] = ()  # the command that makes `data`, where it is not built in
+
+    @property
+    def fvd_real(self) -> str:
+        return self.real or self.data
+
+
+PREPARE_VTEST = ("videogan", "prepare", VTEST, "--out", "runs/data-vtest-32", "--size", "32", "--frames", "16", "--stride", "4",
+                 "--quality", "95", "--clips-per-shard", "98")
+
+RECIPES = {
+    "synthetic": Recipe(
+        kind="two-stream", run="runs/demo", data="synthetic",
+        data_description="the built-in synthetic scenes (1-2 moving coloured objects over 2 static shapes; tiny preset's settings)",
+        description="two-stream video GAN: noise -> 16 frames of 32x32, a moving foreground over a static background",
+        can="draws the scenes' static backgrounds cleanly and puts compact, saturated foreground blobs in a learned mask",
+        cannot="keep every object's shape and path coherent: some blobs glide, others fade or wobble; checkerboard texture"),
+    "pedestrians": Recipe(
+        kind="two-stream", run="runs/pretrained-pedestrians", data="runs/data-vtest-32", real="runs/data-vtest-32/clips-000000.tar",
+        prepare=PREPARE_VTEST,
+        data_description="195 stabilised 16-frame 32x32 clips of OpenCV's vtest.avi (static camera above a walkway beside "
+                         "a lawn, people walking)",
+        description="two-stream video GAN: noise -> 16 frames of 32x32 of the vtest.avi walkway with people walking",
+        can="draws the scene (lawn, walkway, building) sharply and puts a few dark, walker-sized figures in the mask "
+            "that drift along the walkway",
+        cannot="draw people: the figures are smudges of a few pixels that drift or flicker rather than walk; the mask "
+               "also claims a band of the walkway, not only the walkers"),
+    "synthetic-animate": Recipe(
+        kind="conditional", run="runs/pretrained-animate", data="synthetic",
+        data_description="the built-in synthetic scenes (tiny preset's settings); input = a clip's first frame",
+        description="image to video (the paper's conditional model): one 32x32 image -> its 16-frame future",
+        can="keeps the input's coarse colour layout (its first frame is a blurred copy of the input: mean error ~21 of "
+            "255 levels on held-out scenes) and moves it about as much as the real scenes move",
+        cannot="keep the input's objects: their shapes and colours smear into moving blobs within a few frames; one "
+               "future per image (deterministic); images unlike the synthetic scenes"),
+}
+
+
+# ----------------------------------------------------------------------------- (a) the training command
+
+def _flag_value(value) -> str:
+    return json.dumps(value) if isinstance(value, (bool, list, dict)) else str(value)
+
+
+def train_command(cfg: Config, out: str, steps: int, preset_name: str = "tiny") -> list[str]:
+    """`videogan train` arguments that rebuild `cfg` from the preset: every field that differs becomes a flag."""
+    base = preset(preset_name, cfg.model.kind)
+    cmd = ["videogan", "train", "--preset", preset_name]
+    if cfg.model.kind != "two-stream":
+        cmd += ["--model", cfg.model.kind]
+    if cfg.data.source != "synthetic":
+        cmd += ["--data", cfg.data.source]
+    cmd += ["--out", out, "--steps", str(steps)]
+    ours, theirs = cfg.to_dict(), base.to_dict()
+    skip = {"train.steps", "data.source", "model.kind", "train.device"}  # flags above; the device changes no maths
+    for section, fields in ours.items():
+        for key, value in fields.items():
+            if f"{section}.{key}" not in skip and theirs[section][key] != value:
+                cmd += ["--set", f"{section}.{key}={_flag_value(value)}"]
+    return cmd
+
+
+def run_train(recipe: Recipe, cfg_command: list[str]) -> None:
+    if recipe.prepare and not Path(recipe.data).exists():
+        print("+", shlex.join(recipe.prepare), flush=True)
+        subprocess.run([sys.executable, "-m", "videogan", *recipe.prepare[1:]], check=True, cwd=REPO)
+    args = cfg_command[2:]
+    if (REPO / recipe.run / "checkpoints").is_dir():  # continue (and extend) the run with its own config
+        args = ["--out", recipe.run, "--resume", "--steps", args[args.index("--steps") + 1]]
+    print("+ videogan train", shlex.join(args), flush=True)
+    subprocess.run([sys.executable, "-m", "videogan", "train", *args], check=True, cwd=REPO)
+
+
+# ----------------------------------------------------------------------------- (b) export
+
+def to_half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """float tensors -> float16 (BatchNorm's int64 counters stay), contiguous, on the CPU."""
+    return {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous() for k, v in state.items()}
+
+
+def example_images(cfg: Config, num: int = 4, seed: int = 1234) -> torch.Tensor:
+    """First frames of `num` clips of the model's training data, drawn with a seed training never used first:
+    uint8 [num, 3, S, S]."""
+    from videogan.metrics.evaluate import data_clips
+
+    protocol = Protocol(num=num, frames=cfg.model.frames, size=cfg.model.size, seed=seed)
+    clips = next(iter(data_clips(cfg.data.source, protocol, cfg.synthetic)))
+    return clips[:num, :, 0].contiguous()
+
+
+@torch.no_grad()
+def reference_clips(generator: torch.nn.Module, images: torch.Tensor | None) -> torch.Tensor:
+    """uint8 clips [REFERENCE_CLIPS, 3, T, H, W]: seed 0's noise, or the example images animated."""
+    if isinstance(generator, ImageToVideoGenerator):
+        from videogan.animate import animate
+
+        return media.to_uint8(animate(generator, images[:REFERENCE_CLIPS], samples=1, seed=0).video)
+    return media.to_uint8(sample(generator, num=REFERENCE_CLIPS, seed=0).video)
+
+
+def export(name: str, recipe: Recipe) -> dict:
+    """Write generator.safetensors (float16), reference.safetensors, examples/; returns model.json's export fields."""
+    ckpt = load_checkpoint(REPO / recipe.run, generator_only=True)
+    weights = "ema" if ckpt.generator_ema is not None else "live"
+    fp32 = build_generator(ckpt.config.model)
+    fp32.load_state_dict(ckpt.generator_ema if weights == "ema" else ckpt.generator)
+    fp32.eval()
+    half = to_half(fp32.state_dict())
+    roundtrip = build_generator(ckpt.config.model)
+    roundtrip.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in half.items()})
+    roundtrip.eval()
+
+    folder = pretrained.ROOT / name
+    folder.mkdir(exist_ok=True)
+    images = None
+    if isinstance(fp32, ImageToVideoGenerator):
+        images = example_images(ckpt.config)
+        for i, image in enumerate(images):
+            media.write_png(folder / pretrained.EXAMPLES_DIR / f"scene_{i}.png", image)  # [3, S, S]
+    ref32, ref16 = reference_clips(fp32, images), reference_clips(roundtrip, images)
+    with media.atomic_path(folder / pretrained.WEIGHTS_FILE) as tmp:
+        save_file(half, str(tmp), metadata={"format": "pt", "model": name, "step": str(ckpt.step)})
+    with media.atomic_path(folder / pretrained.REFERENCE_FILE) as tmp:
+        save_file({"video": ref32.contiguous()}, str(tmp), metadata={"what": "uint8 clips of the float32 weights"})
+    levels = (ref32.int() - ref16.int()).abs()
+    meta = ckpt.meta
+    return {
+        "step": ckpt.step, "config": ckpt.config, "weights": weights, "checkpoint": str(ckpt.path.relative_to(REPO)),
+        "training_seconds": round(float(meta.get("elapsed_seconds", 0.0)), 1),
+        "date": datetime.date.fromtimestamp((ckpt.path / "checkpoint.json").stat().st_mtime).isoformat(),
+        "storage": {"dtype": "float16 (BatchNorm counters int64); upcast to float32 when loaded",
+                    "reference": {"clips": REFERENCE_CLIPS, "seed": 0,
+                                  "input": "examples/*.png, in order" if images is not None else "noise seed 0",
+                                  "float16_vs_float32_max_levels": int(levels.max()),
+                                  "float16_vs_float32_mean_levels": round(levels.float().mean().item(), 4)}},
+    }
+
+
+# ----------------------------------------------------------------------------- (c) FVD / KVD, (d) README GIFs
+
+def measure(spec: str, real: str, size: int, num: int, i3d) -> dict:
+    protocol = Protocol(num=num, frames=16, size=size, seed=0)
+    r = evaluate(real, spec, protocol, batch_size=8, device="cpu", progress=True, i3d=i3d)
+    return {"fvd": round(r["fvd"], 2), "kvd": round(r["kvd"], 2), "metric": r["metric"], "num": num, "frames": 16,
+            "seed": 0, "real": real, "protocol": r["protocol"], "seconds": r["seconds"]}
+
+
+def readme_gifs(name: str, upscale: int = 3) -> list[str]:
+    """docs/pretrained_NAME*.gif: 8 clips (seed 0) and their masks, or each example image beside its future."""
+    loaded = pretrained.load(name)
+    out = []
+    if isinstance(loaded.generator, ImageToVideoGenerator):
+        from videogan.animate import animate
+
+        from videogan.animate import load_image
+
+        stills = torch.stack([load_image(p, loaded.config.model.size) for p in pretrained.examples(name)])
+        video = media.to_uint8(animate(loaded.generator, stills, samples=1, seed=0).video)  # [N, 3, T, S, S]
+        held = stills[:, :, None].expand_as(video)
+        pairs = torch.stack([held, video], dim=1).reshape(-1, *video.shape[1:])  # input, future, input, future...
+        path = DOCS / f"pretrained_{name}.gif"
+        media.write_gif(path, media.upscale(media.grid(pairs, columns=4), upscale), 8)
+        out.append(path)
+    else:
+        s = sample(loaded.generator, num=8, seed=0)
+        for suffix, clips in (("", media.to_uint8(s.video)), ("_mask", media.to_uint8(s.mask, 0.0, 1.0))):
+            path = DOCS / f"pretrained_{name}{suffix}.gif"
+            media.write_gif(path, media.upscale(media.grid(clips, columns=4), upscale), 8)
+            out.append(path)
+    return [str(p.relative_to(REPO)) for p in out]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("name", choices=sorted(RECIPES))
+    ap.add_argument("--run", help="export this run directory instead of the recipe's")
+    ap.add_argument("--train", action="store_true", help="first run the training command (resumes the run)")
+    ap.add_argument("--steps", type=int, help="with --train: train to this step (default: the recipe's run config)")
+    ap.add_argument("--num", type=int, default=LADDER_NUM, help="clips a side for the recorded FVD (default 96)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    recipe = RECIPES[args.name]
+    if args.run:
+        recipe = Recipe(**{**recipe.__dict__, "run": args.run})
+    os.chdir(REPO)  # the recipes' paths are relative to the repository
+
+    if recipe.prepare:
+        print("data:", shlex.join(recipe.prepare), flush=True)
+    if args.train:
+        run_train(recipe, training_command(args.name, recipe, args.steps))
+    resolve(recipe.run)  # a one-line error when the run has no checkpoint
+    started = time.perf_counter()
+    fields = export(args.name, recipe)
+    cfg: Config = fields.pop("config")
+    command = shlex.join(train_command(cfg, recipe.run, fields["step"]))
+    print("train:", command, flush=True)
+
+    folder = pretrained.ROOT / args.name
+    card = {
+        "name": args.name, "kind": cfg.model.kind, "description": recipe.description, "can": recipe.can,
+        "cannot": recipe.cannot, "preset": "tiny", "clip_shape": cfg.clip_shape, "steps": fields["step"],
+        "training_seconds": fields["training_seconds"], "machine": f"{os.cpu_count()} cores {cpu_name()}, torch {torch.__version__}",
+        "date": fields["date"], "weights": fields["weights"], "exported_from": fields["checkpoint"],
+        "data": {"source": recipe.data, "description": recipe.data_description, "prepare": shlex.join(recipe.prepare) or None},
+        "command": command, "export_command": f"python benchmarks/pretrained.py {args.name}",
+        "fvd": None, "fvd_check": None,
+        "bytes": (folder / pretrained.WEIGHTS_FILE).stat().st_size, "storage": fields["storage"],
+        "config": cfg.to_dict(),
+    }
+    media.write_json(folder / pretrained.CARD_FILE, card)  # now "pretrained:NAME" loads the exported weights
+
+    i3d = (load_i3d(torch.device("cpu")), weights_sha256())
+    spec = pretrained.PREFIX + args.name
+    fvd = card["fvd"] = measure(spec, recipe.fvd_real, cfg.model.size, args.num, i3d)
+    check = card["fvd_check"] = measure(spec, recipe.fvd_real, cfg.model.size, CHECK_NUM, i3d)
+    card["readme_gifs"] = readme_gifs(args.name)
+    media.write_json(folder / pretrained.CARD_FILE, card)
+    print(json.dumps({k: card[k] for k in ("name", "steps", "bytes", "command")} | {"fvd": fvd["fvd"], "kvd": fvd["kvd"],
+                      "fvd_check": check["fvd"], "storage": card["storage"], "gifs": card["readme_gifs"],
+                      "seconds": round(time.perf_counter() - started, 1)}))
+
+
+def training_command(name: str, recipe: Recipe, steps: int | None) -> list[str]:
+    """What --train runs: for a new run, the shipped model's recorded command (model.json); for a run with
+    checkpoints, its own config (run_train turns it into --resume)."""
+    if not (REPO / recipe.run / "checkpoints").is_dir() and name in pretrained.names():
+        cmd = shlex.split(pretrained.card(name)["command"])
+        cmd[cmd.index("--out") + 1] = recipe.run
+        if steps:
+            cmd[cmd.index("--steps") + 1] = str(steps)
+        return cmd
+    cfg = pretrained_config_of(recipe)
+    return train_command(cfg, recipe.run, steps or cfg.train.steps)
+
+
+def pretrained_config_of(recipe: Recipe) -> Config:
+    """The config the recipe trains with: the run's own where it exists, else the preset's."""
+    from videogan.checkpoint import checkpoint_config
+
+    if (REPO / recipe.run / "checkpoints").is_dir():
+        return checkpoint_config(REPO / recipe.run)
+    cfg = preset("tiny", recipe.kind)
+    cfg.data.source = recipe.data
+    return cfg
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Image to video: the paper's future generation (Sec. 4.3; the original's main_conditional.lua).
+
+An encoder turns the input image into a 4x4 code. A 2-D decoder draws the static background b from the code and
+a 3-D decoder the foreground f and the mask m over time; the clip is m*f + (1-m)*b, as in the two-stream
+generator. Training (train.py, `conditional_train_step`) adds an L1 term that makes the first generated frame the
+input image. Layout is PyTorch's: video tensors are [B, C, T, H, W], images [B, C, H, W].
+
+Beyond the paper (model.stochastic): the paper's model gives exactly one future per image. The stochastic
+variant also takes noise z: z is projected to a code of the image code's shape ([B, W, 4, 4], as the
+unconditional background stream's first layer does) and concatenated to it, doubling the video decoder's input
+channels. Only the video decoder sees z: the background is the image's static part, the motion is what is
+uncertain. Because the projected noise enters with as many channels as the image, G cannot start out ignoring
+it; benchmarks/image_to_video.py measures that different z still give different motion after training.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .generator import GeneratorOutput, _up3d, compose, image_upsampling_layers, upsampling_stack, video_and_mask
+from .geometry import Geometry, check_width, geometry
+from .init import init_weights
+
+ENCODER_BN_EPS = 1e-3  # main_conditional.lua: SpatialBatchNormalization(.., 1e-3) in the encoder; the decoders use 1e-5
+
+
+class ImageEncoder(nn.Module):
+    """image [B, 3, H, W] -> code [B, widths[0], 4, 4].
+
+    Paper: Conv2d 3->128 (kernel 4, stride 2, padding 1, ReLU, no BatchNorm), then 256, 512, 1024 with
+    BatchNorm + ReLU: the generator's widths read from the clip inwards.
+    """
+
+    def __init__(self, channels: int, widths: list[int]):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = channels
+        for i, width in enumerate(reversed(widths)):
+            layers.append(nn.Conv2d(cin, width, 4, stride=2, padding=1))
+            if i > 0:
+                layers.append(nn.BatchNorm2d(width, eps=ENCODER_BN_EPS))
+            layers.append(nn.ReLU(inplace=True))
+            cin = width
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net(image)
+
+
+class BackgroundDecoder(nn.Module):
+    """code [B, widths[0], 4, 4] -> b [B, 3, H, W] in [-1, 1].
+
+    Paper: ConvTranspose2d 1024->512->256->128 (kernel 4, stride 2, padding 1, BatchNorm + ReLU), then ->3, tanh.
+    """
+
+    def __init__(self, widths: list[int], channels: int):
+        super().__init__()
+        self.net = nn.Sequential(*image_upsampling_layers(widths, channels))
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        return self.net(code)
+
+
+class VideoDecoder(nn.Module):
+    """code [B, code_width, 4, 4] -> features [B, widths[-1], T/2, H/2, W/2] for the f and m heads.
+
+    Paper: the code as 1024 x 1 x 4 x 4, ConvTranspose3d 1024->1024 with kernel (2, 1, 1) -> 1024 x 2 x 4 x 4,
+    BatchNorm + ReLU, then 512, 256, 128 (kernel 4, stride 2, padding 1, BatchNorm + ReLU).
+    """
+
+    def __init__(self, code_width: int, widths: list[int], geo: Geometry):
+        super().__init__()
+        # 1 frame -> core_frames, then the upsampling stages
+        self.net = upsampling_stack(nn.ConvTranspose3d(code_width, widths[0], (geo.core_frames, 1, 1)), widths, geo)
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        return self.net(code[:, :, None])  # [B, C, 4, 4] -> [B, C, 1, 4, 4]
+
+
+class NoiseProjection(nn.Module):
+    """z [B, Z] -> [B, width, 4, 4], a code of the image code's shape (stochastic variant; not in the paper)."""
+
+    def __init__(self, z_dim: int, width: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.ConvTranspose2d(z_dim, width, 4), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z[:, :, None, None])
+
+
+class ImageToVideoGenerator(nn.Module):
+    """(image [B, 3, H, W] in [-1, 1], z [B, z_dim]) -> GeneratorOutput of a clip [B, 3, T, H, W].
+
+    z_dim is model.z_dim for the stochastic variant and 0 for the paper's deterministic model, whose z is an
+    empty [B, 0] tensor (or None): every caller can draw z the same way for both.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        geo = geometry(cfg.frames, cfg.size)
+        check_width("model.g_width", cfg.g_width, geo, "halve")
+        widths = geo.widths(cfg.g_width, "halve")  # core outwards, paper: [1024, 512, 256, 128]
+        self.z_dim = cfg.z_dim if cfg.stochastic else 0
+        self.image_shape = (cfg.channels, cfg.size, cfg.size)
+        self.clip_shape = (cfg.channels, cfg.frames, cfg.size, cfg.size)
+        self.encoder = ImageEncoder(cfg.channels, widths)
+        self.background_decoder = BackgroundDecoder(widths, cfg.channels)
+        self.noise_projection = NoiseProjection(cfg.z_dim, widths[0]) if cfg.stochastic else None
+        self.video_decoder = VideoDecoder(widths[0] * (2 if cfg.stochastic else 1), widths, geo)
+        self.video_head = nn.Sequential(_up3d(widths[-1], cfg.channels, geo.time_strides[-1]), nn.Tanh())
+        self.mask_head = nn.Sequential(_up3d(widths[-1], 1, geo.time_strides[-1]), nn.Sigmoid())
+        init_weights(self)  # main_conditional.lua applies the same weights_init as main.lua
+        nn.init.constant_(self.mask_head[0].bias, cfg.mask_bias_init)
+
+    def forward(self, image: torch.Tensor, z: torch.Tensor | None = None) -> GeneratorOutput:
+        assert image.shape[1:] == self.image_shape, f"image must be [B, {self.image_shape}], got {list(image.shape)}"
+        if self.noise_projection is None:
+            assert z is None or z.shape == (len(image), 0), f"deterministic model: z must be None or [B, 0], got {list(z.shape)}"
+        else:
+            assert z is not None and z.shape == (len(image), self.z_dim), \
+                f"stochastic model: z must be [{len(image)}, {self.z_dim}], got {None if z is None else list(z.shape)}"
+        code = self.encoder(image)  # [B, W, 4, 4]
+        background = self.background_decoder(code)  # [B, 3, H, W]
+        if self.noise_projection is not None:
+            code = torch.cat([code, self.noise_projection(z)], dim=1)  # [B, 2W, 4, 4]
+        features = self.video_decoder(code)
+        foreground, mask = video_and_mask(self.video_head, self.mask_head, features)  # [B, 3, T, H, W], [B, 1, T, H, W]
+        video = compose(foreground, mask, background)
+        assert video.shape[1:] == self.clip_shape, f"generated {list(video.shape[1:])}, expected {self.clip_shape}"
+        return GeneratorOutput(video=video, foreground=foreground, mask=mask, background=background)
+
+
+class OnFixedImages(nn.Module):
+    """An image-to-video G seen as a noise-only generator z -> G(image, z) over fixed images, so that the tools
+    written for noise generators apply unchanged (ema.recalibrate_batchnorm, sample.generate_from_noise).
+
+    Call k with z [B, Z] animates the next B images, cycling: a fresh wrapper starts again at image 0.
+    """
+
+    def __init__(self, generator: ImageToVideoGenerator, images: torch.Tensor):
+        super().__init__()
+        assert images.ndim == 4 and images.is_floating_point(), \
+            f"images must be float [N, 3, H, W], got {images.dtype} {list(images.shape)}"
+        self.generator = generator
+        self.images = images  # [N, 3, H, W] in [-1, 1]
+        self.z_dim = generator.z_dim
+        self._next = 0
+
+    def forward(self, z: torch.Tensor) -> GeneratorOutput:
+        index = (self._next + torch.arange(len(z))) % len(self.images)
+        self._next += len(z)
+        return self.generator(self.images[index].to(z.device), z)
+
+
+# ----------------------------------------------------------------------------- loss and measures (pure maths)
+
+def first_frame_l1(video: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """mean |video[:, :, 0] - image|: video [B, 3, T, H, W], image [B, 3, H, W], in model units ([-1, 1]).
+
+    The original's reconstruction term (main_conditional.lua: AbsCriterion on the first frame, times lambda).
+    """
+    assert video.ndim == 5 and image.shape == video[:, :, 0].shape, f"video {list(video.shape)} vs image {list(image.shape)}"
+    return (video[:, :, 0] - image).abs().mean()
+
+
+def motion(video: torch.Tensor) -> torch.Tensor:
+    """Per clip, mean |frame t - frame 0| over t >= 1 and all pixels: [B, 3, T, H, W] -> [B]; 0 for a frozen frame."""
+    return (video[:, :, 1:] - video[:, :, :1]).abs().mean(dim=(1, 2, 3, 4))
+
+
+def motion_spread(videos: torch.Tensor) -> torch.Tensor:
+    """How much the motion of one image's K futures differs: [K, B, 3, T, H, W] -> [B].
+
+    Each future's motion is its frame-difference field d_k = video_k[t] - video_k[0] (t >= 1); the spread is the
+    mean over the K(K-1)/2 pairs of mean |d_i - d_j|. Exactly 0 when all K futures move the same way (the
+    deterministic model), whatever their first frames.
+    """
+    k = videos.shape[0]
+    assert videos.ndim == 6 and k >= 2, f"expected [K >= 2, B, C, T, H, W], got {list(videos.shape)}"
+    fields = videos[:, :, :, 1:] - videos[:, :, :, :1]  # [K, B, C, T-1, H, W]
+    pairs = [(fields[i] - fields[j]).abs().mean(dim=(1, 2, 3, 4)) for i in range(k) for j in range(i + 1, k)]
+    return torch.stack(pairs).mean(0)

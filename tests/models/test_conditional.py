@@ -1,0 +1,151 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from videogan import cli
+from videogan.config import ConfigError, preset
+from videogan.models import ArchitectureError, Discriminator, ImageToVideoGenerator, OnFixedImages, build_generator
+from videogan.models.conditional import first_frame_l1, motion, motion_spread
+from videogan.sample import generate_from_noise
+from videogan.train import train
+
+
+@pytest.fixture
+def conditional_config(small_config):
+    small_config.model.kind = "conditional"
+    small_config.train.mask_l1_weight = 0.0
+    small_config.data.workers = 0
+    return small_config
+
+
+def _images(n: int, size: int = 8, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def _layers(module: nn.Module, kind: type) -> list[nn.Module]:
+    return [m for m in module.modules() if type(m) is kind]
+
+
+def test_paper_preset_is_the_original_architecture():
+    """main_conditional.lua: encoder 3->128->256->512->1024, decoders back to 128, D 128..1024, batch 32, lambda 10."""
+    cfg = preset("paper", "conditional")
+    assert (cfg.train.batch_size, cfg.train.first_frame_l1_weight, cfg.train.mask_l1_weight) == (32, 10.0, 0.0)
+    with torch.device("meta"):  # shapes only: no memory, no time for 112M random weights
+        g, d = ImageToVideoGenerator(cfg.model), Discriminator(cfg.model)
+    assert [(c.in_channels, c.out_channels) for c in _layers(g.encoder, nn.Conv2d)] == \
+           [(3, 128), (128, 256), (256, 512), (512, 1024)]
+    assert [b.eps for b in _layers(g.encoder, nn.BatchNorm2d)] == [1e-3] * 3  # none after the first conv
+    assert isinstance(g.encoder.net[1], nn.ReLU)
+    assert [(c.in_channels, c.out_channels) for c in _layers(g.background_decoder, nn.ConvTranspose2d)] == \
+           [(1024, 512), (512, 256), (256, 128), (128, 3)]
+    first = g.video_decoder.net[0]
+    assert (first.in_channels, first.out_channels, first.kernel_size) == (1024, 1024, (2, 1, 1))
+    widths = [m.num_features for m in _layers(g.video_decoder, nn.BatchNorm3d)]
+    assert widths == [1024, 512, 256, 128] and g.noise_projection is None and g.z_dim == 0
+    assert [c.out_channels for c in _layers(d, nn.Conv3d)] == [128, 256, 512, 1024, 2]
+    conv = lambda cin, cout, k: cin * cout * k + cout  # noqa: E731  (weights + biases)
+    bn = lambda c: 2 * c  # noqa: E731
+    encoder = conv(3, 128, 16) + conv(128, 256, 16) + bn(256) + conv(256, 512, 16) + bn(512) + conv(512, 1024, 16) + bn(1024)
+    background = conv(1024, 512, 16) + bn(512) + conv(512, 256, 16) + bn(256) + conv(256, 128, 16) + bn(128) + conv(128, 3, 16)
+    video = (conv(1024, 1024, 2) + bn(1024) + conv(1024, 512, 64) + bn(512) + conv(512, 256, 64) + bn(256)
+             + conv(256, 128, 64) + bn(128) + conv(128, 3, 64) + conv(128, 1, 64))
+    assert sum(p.numel() for p in g.parameters()) == encoder + background + video == 68_216_455  # the issue's layer list
+
+
+def test_shapes_layers_and_composite():
+    cfg = preset("tiny", "conditional").model
+    cfg.frames, cfg.size, cfg.g_width = 4, 16, 16
+    g = build_generator(cfg).eval()
+    out = g(_images(2, 16), None)
+    assert out.video.shape == (2, 3, 4, 16, 16) and out.mask.shape == (2, 1, 4, 16, 16) and out.background.shape == (2, 3, 16, 16)
+    assert torch.allclose(out.video, out.mask * out.foreground + (1 - out.mask) * out.background[:, :, None])
+    assert torch.equal(out.video, g(_images(2, 16), torch.zeros(2, 0)).video)  # z None and [B, 0] are the same
+    with pytest.raises(AssertionError, match="image must be"):
+        g(_images(2, 8), None)
+
+
+def test_stochastic_noise_changes_the_motion_not_the_background():
+    cfg = preset("tiny", "conditional").model
+    cfg.frames, cfg.size, cfg.g_width, cfg.z_dim, cfg.stochastic = 4, 16, 16, 8, True
+    torch.manual_seed(0)
+    g = build_generator(cfg)  # in training mode: BatchNorm normalises, so the untrained net's output is not ~0
+    image = _images(1, 16).expand(3, -1, -1, -1)  # one image, three noise vectors
+    out = g(image, torch.randn(3, 8, generator=torch.Generator().manual_seed(1)))
+    assert torch.equal(out.background[0], out.background[1])  # z only reaches the video decoder
+    futures = out.video[:, None]  # [K=3, B=1, ...]
+    assert motion_spread(futures).item() > 0.2 * motion(out.video).mean().item() > 0  # the futures differ as much as they move
+    with pytest.raises(AssertionError, match="stochastic model: z must be"):
+        g(image, None)
+    grads = torch.autograd.grad(g.train()(image, torch.randn(3, 8)).video.sum(), g.noise_projection.net[0].weight)
+    assert grads[0].abs().sum() > 0
+
+
+def test_stochastic_applies_to_the_conditional_model_only(small_config):
+    small_config.model.stochastic = True
+    with pytest.raises(ArchitectureError, match="conditional model only"):
+        build_generator(small_config.model)
+
+
+def test_measures_on_known_videos():
+    image = _images(2)
+    frozen = image[:, :, None].expand(-1, -1, 4, -1, -1)  # the input repeated: [2, 3, 4, 8, 8]
+    assert first_frame_l1(frozen, image).item() == 0 and torch.equal(motion(frozen), torch.zeros(2))
+    shifted = frozen.clone()
+    shifted[:, :, 1:] += 0.5
+    assert motion(shifted).tolist() == pytest.approx([0.5, 0.5])
+    assert first_frame_l1(frozen + 0.25, image).item() == pytest.approx(0.25)
+    futures = torch.stack([frozen, shifted, shifted + 1.0])  # [K=3, B=2, ...]: differences 0.5, 0.5 and 0
+    assert motion_spread(futures).tolist() == pytest.approx([1 / 3, 1 / 3])
+    assert motion_spread(torch.stack([shifted, shifted + 1.0])).tolist() == pytest.approx([0, 0], abs=1e-6)  # same motion
+
+
+def test_on_fixed_images_cycles_through_them():
+    cfg = preset("tiny", "conditional").model
+    cfg.frames, cfg.size, cfg.g_width = 4, 8, 8
+    g = build_generator(cfg).eval()
+    images = _images(3)
+    wrapped = OnFixedImages(g, images)
+    first, second = wrapped(torch.zeros(2, 0)), wrapped(torch.zeros(2, 0))
+    expected = g(images[[0, 1, 2, 0]], None).video
+    assert torch.allclose(torch.cat([first.video, second.video]), expected)
+    with pytest.raises(ConfigError, match="videogan animate"):
+        generate_from_noise(g, torch.zeros(2, 0))
+
+
+def test_conditional_training_loss_files_and_resume(tmp_path, conditional_config):
+    cfg = conditional_config
+    cfg.model.stochastic = True
+    cfg.train.steps = 4
+    train(cfg, tmp_path / "full", progress=False)
+    run = tmp_path / "full"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:  # no mask prior (main_conditional.lua), lambda 10 on the first frame
+        assert r["g_loss"] == pytest.approx(r["g_adv"] + 10 * r["first_frame_l1"], rel=1e-5)
+    fixed = load_file(run / "conditioning.safetensors")["images"]
+    assert fixed.dtype == torch.uint8 and fixed.shape == (64, 3, 8, 8)
+    for name in ("progress/inputs.png", "progress/step_00000004.gif", "progress/step_00000004_mask.gif"):
+        assert (run / name).is_file()
+
+    cfg.train.steps = 2
+    train(cfg, tmp_path / "split", progress=False)
+    cfg.train.steps = 4
+    train(cfg, tmp_path / "split", resume=True, progress=False)
+    for name in ("generator", "generator_ema", "discriminator"):  # EMA BatchNorm statistics come from the fixed inputs
+        a = load_file(run / "checkpoints" / "step_00000004" / f"{name}.safetensors")
+        b = load_file(tmp_path / "split" / "checkpoints" / "step_00000004" / f"{name}.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_model_conditional_selects_the_conditional_preset(capsys):
+    """`--model conditional` picks the preset's conditional variant (the paper one is checked above; tiny is cheap)."""
+    assert cli.main(["info", "--preset", "tiny", "--model", "conditional", "--stochastic"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["generator"] == "ImageToVideoGenerator" and info["config"]["model"]["stochastic"] is True
+    assert info["config"]["train"]["mask_l1_weight"] == 0.0
+    cfg = preset("tiny", "conditional")
+    cfg.model.stochastic = True
+    assert info["generator_params"] == sum(p.numel() for p in ImageToVideoGenerator(cfg.model).parameters())
+    assert info["config"] == cfg.to_dict()

@@ -1,0 +1,77 @@
+"""`videogan bench train`: the JSON's fields are consistent, and the FLOPs are the ones the step does."""
+import json
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from videogan.benchmarks import matmul_peak_gflops, train_step_speed
+from videogan.cli import main
+from videogan.models import Discriminator, build_generator
+
+
+def _forward_flops(module: torch.nn.Module, x: torch.Tensor) -> int:
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(x)
+    return counter.get_total_flops()
+
+
+def test_flops_are_both_nets_forward_and_backward_as_the_step_does_them(small_config):
+    result = train_step_speed(small_config, steps=2, warmup=0, peak_size=64, progress=False)
+    m, b = small_config.model, small_config.train.batch_size
+    torch.manual_seed(0)
+    G, D = build_generator(m), Discriminator(m)
+    z, clip = torch.zeros(b, m.z_dim), torch.zeros(b, *small_config.clip_shape)
+    fg, fd = _forward_flops(G, z), _forward_flops(D, clip)
+    fg0 = _forward_flops(G.foreground_stream.net[0], z[:, :, None, None, None]) + _forward_flops(
+        G.background_stream.net[0], z[:, :, None, None])  # the layers that see z, which needs no gradient
+    fd0 = _forward_flops(D.features[0], clip)  # D's first layer: no input gradient in D's step (real, detached fake)
+    assert fg > 0 and fd > 0
+    # Every conv's backward costs its forward once per gradient it computes (input, weight):
+    # G forward; D forward on real and fake, backward (weights, and inputs below the first layer);
+    # the G step: D forward and backward to its input only (its weights are frozen there), then G's backward
+    # (weights, and inputs above the z layers).
+    expected = fg + 2 * fd + 2 * (2 * fd - fd0) + 2 * fd + (2 * fg - fg0)
+    assert result["flops_per_step"] == expected
+
+
+def test_json_fields_are_consistent(small_config):
+    r = train_step_speed(small_config, steps=3, warmup=1, peak_size=64, progress=False)
+    assert r["flops_per_step"] > 0 and r["step_seconds"] > 0 and r["matmul_peak_gflops"] > 0
+    assert r["step_seconds_min"] <= r["step_seconds"]  # (fields rounded to 4 significant digits)
+    assert r["achieved_gflops"] == pytest.approx(r["flops_per_step"] / r["step_seconds"] / 1e9, rel=2e-3)
+    assert r["fraction_of_peak"] == pytest.approx(r["achieved_gflops"] / r["matmul_peak_gflops"], rel=2e-3)
+    assert r["hours_per_100k_steps"] == pytest.approx(r["step_seconds"] * 100_000 / 3600, rel=2e-3)
+    assert r["clips_per_second"] == pytest.approx(small_config.train.batch_size / r["step_seconds"], rel=2e-3)
+    assert (r["batch_size"], r["steps_timed"], r["warmup"]) == (small_config.train.batch_size, 3, 1)
+    assert r["device"] == "cpu" and r["threads"] == torch.get_num_threads() and r["torch"] == torch.__version__
+    assert r["cpu"]
+
+
+def test_matmul_peak_is_measured():
+    assert 0 < matmul_peak_gflops("cpu", n=64, repeats=1) < 1e5
+
+
+def test_cli_prints_the_json(capsys):
+    sets = ["model.frames=4", "model.size=8", "model.g_width=8", "model.d_width=4", "model.z_dim=8", "train.num_threads=1"]
+    code = main(["bench", "train", "--preset", "tiny", "--batch-size", "2", "--steps", "1", "--warmup", "0",
+                 "--peak-size", "64", "--device", "cpu", "--quiet", *[a for s in sets for a in ("--set", s)]])
+    assert code == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["preset"] == "tiny" and r["overrides"] == sets and r["batch_size"] == 2 and r["flops_per_step"] > 0
+    assert r["upsample"] == "auto"
+
+
+def test_upsample_kernel_changes_the_time_not_the_flops(small_config):
+    # The GEMM path and PyTorch's kernel do the same multiply-adds: the counted FLOPs agree.
+    gemm = train_step_speed(small_config, steps=1, warmup=0, peak_size=64, upsample="gemm", progress=False)
+    stock = train_step_speed(small_config, steps=1, warmup=0, peak_size=64, upsample="stock", progress=False)
+    assert (gemm["upsample"], stock["upsample"]) == ("gemm", "stock")
+    assert gemm["flops_per_step"] == stock["flops_per_step"]
+    small_config.train.channels_last = True  # the training options apply as in train(): a layout, same FLOPs
+    assert train_step_speed(small_config, steps=1, warmup=0, peak_size=64, progress=False)["flops_per_step"] == stock["flops_per_step"]
+
+
+def test_cli_rejects_a_bad_key(capsys):
+    assert main(["bench", "train", "--preset", "tiny", "--set", "model.nope=1", "--quiet"]) == 2
+    assert "model.nope" in capsys.readouterr().err
