@@ -68,7 +68,7 @@ def animate(generator: ImageToVideoGenerator, images: torch.Tensor, samples: int
         raise ConfigError("the model is deterministic (one future per image): --samples > 1 needs one trained with --stochastic")
     device = next(generator.parameters()).device
     n = len(images)
-    x = images.to(device).float().div(127.5).sub(1.0)  # [N, 3, S, S] in [-1, 1]
+    x = media.from_uint8(images.to(device))  # [N, 3, S, S] in [-1, 1]
     z = noise(samples, generator.z_dim, seed).repeat_interleave(n, dim=0).to(device)  # [K * N, Z]
     was_training = generator.training
     generator.eval()
@@ -84,7 +84,7 @@ def measures(out: GeneratorOutput, images: torch.Tensor, samples: int) -> list[d
     """Per input image: first_frame_mae (mean |first frame - input|, 0-255 pixel scale), motion (mean |frame t -
     frame 0|, 0-255, over its futures) and motion_spread (models.conditional.motion_spread, 0-255; None for K = 1)."""
     n = len(images)
-    x = images.float().div(127.5).sub(1.0)
+    x = media.from_uint8(images)
     video = out.video.reshape(samples, n, *out.video.shape[1:])  # [K, N, 3, T, H, W]
     to_pixels = 127.5  # model units ([-1, 1]) -> 0-255 levels
     rows = []

@@ -134,7 +134,7 @@ def train_step_speed(cfg: Config, steps: int = 5, warmup: int = 1, peak_size: in
     from .data import make_source
     from .models import Discriminator, build_generator
     from .models.upsample import FastConvTranspose3d
-    from .runtime import as_layout, check_options, configure_backends, prepare_networks
+    from .runtime import check_options, clip_layout, configure_backends, prepare_networks
     from .train import to_model_range, train_step
 
     tc = cfg.train
@@ -154,7 +154,7 @@ def train_step_speed(cfg: Config, steps: int = 5, warmup: int = 1, peak_size: in
     opt_g = torch.optim.Adam(generator.parameters(), lr=tc.lr_g, betas=(tc.beta1, tc.beta2))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=tc.lr_d, betas=(tc.beta1, tc.beta2))
     stream = make_source(cfg).batches(0, local_batch, ctx.rank, ctx.world_size, ctx.device)
-    real = as_layout(to_model_range(next(stream), ctx.device), tc)
+    real = to_model_range(next(stream), ctx.device, clip_layout(tc))
     stream.close()
     conditional = cfg.model.kind == "conditional"
 

@@ -32,6 +32,7 @@ from .data.streaming import warn
 from .media import atomic_path
 from .models import Discriminator
 from .models.geometry import geometry
+from .train import to_model_range
 
 BatchNormStats = Literal["data", "checkpoint"]
 
@@ -64,12 +65,6 @@ def feature_shape(model: ModelConfig) -> tuple[int, int, int, int]:
     """(C, t, 4, 4) of D's last hidden stage: C = d_width * 2^(stages - 1), t = the core frames (paper: 512, 2)."""
     geo = geometry(model.frames, model.size)
     return (model.d_width << (geo.stages - 1), geo.core_frames, 4, 4)
-
-
-def to_model_range(clips: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """uint8 [B, 3, T, H, W] -> float in [-1, 1] on the device (as in training)."""
-    assert clips.dtype == torch.uint8 and clips.ndim == 5, f"expected uint8 [B, 3, T, H, W], got {clips.dtype} {list(clips.shape)}"
-    return clips.to(device).float().div_(127.5).sub_(1.0)
 
 
 # ----------------------------------------------------------------------------- labeled clips in memory

@@ -36,9 +36,10 @@ from .config import ConfigError, ModelConfig
 from .data.actions import ActionsConfig
 from .data.labeled import label_subset, open_labeled
 from .features import (BatchNormStats, ClipSplit, extract, feature_shape, load_discriminator, load_split,
-                       recalibrate_batchnorm, to_model_range)
+                       recalibrate_batchnorm)
 from .media import atomic_path, write_json
 from .models.init import init_weights
+from .train import to_model_range
 
 Mode = Literal["linear", "finetune"]
 MAX_TRAIN_SCORED = 200  # training clips scored at the end (to show over-fitting; costs a forward pass each)

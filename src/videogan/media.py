@@ -26,6 +26,12 @@ def to_uint8(x: torch.Tensor, low: float = -1.0, high: float = 1.0) -> torch.Ten
     return scaled.round().clamp(0, 255).to(torch.uint8)
 
 
+def from_uint8(x: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float in [-1, 1] (the inverse of to_uint8's default range), on x's device."""
+    assert x.dtype == torch.uint8, f"expected uint8, got {x.dtype}"
+    return x.float().div_(127.5).sub_(1.0)
+
+
 def grid(clips: torch.Tensor, columns: int | None = None, padding: int = 1, pad_value: int = 255) -> torch.Tensor:
     """Tile uint8 clips [N, C, T, H, W] into one clip [C, T, rows*(H+p)+p, cols*(W+p)+p]."""
     assert clips.ndim == 5 and clips.dtype == torch.uint8, f"expected uint8 [N, C, T, H, W], got {clips.dtype} {list(clips.shape)}"

@@ -4,7 +4,7 @@
 calls; checkpoints always save the raw modules (plain parameter names, contiguous tensors), so a run can
 switch options when it resumes. Order matters and follows PyTorch's guidance: SyncBatchNorm conversion
 before DistributedDataParallel wraps the module, torch.compile on the wrapped module (so DDP's hooks see
-compiled buckets), channels_last on the raw module's parameters before any optimiser state exists.
+compiled buckets). channels_last relays the raw module's parameters in place.
 """
 from __future__ import annotations
 
@@ -56,15 +56,16 @@ def to_channels_last(module: nn.Module) -> nn.Module:
     return module
 
 
-def as_layout(video: torch.Tensor, tc: TrainConfig) -> torch.Tensor:
-    """A batch of clips [B, C, T, H, W] in the layout the networks expect."""
-    return video.contiguous(memory_format=torch.channels_last_3d) if tc.channels_last else video.contiguous()
+def clip_layout(tc: TrainConfig) -> torch.memory_format:
+    """The memory layout the networks expect their clips [B, C, T, H, W] in."""
+    return torch.channels_last_3d if tc.channels_last else torch.contiguous_format
 
 
 def prepare_networks(generator: nn.Module, discriminator: nn.Module, tc: TrainConfig,
                      ctx: DistributedContext) -> tuple[nn.Module, nn.Module]:
-    """(G, D) as the training step calls them. Call before building the optimisers: channels_last replaces the
-    parameters' storage (the nn.Parameter objects, and so the optimisers' references, stay the same)."""
+    """(G, D) as the training step calls them. May be called after the optimisers are built and a checkpoint is
+    restored: channels_last replaces the parameters' storage, but the nn.Parameter objects (the optimisers'
+    references) stay the same, and SyncBatchNorm takes over the BatchNorm layers' own parameters and buffers."""
     nets = []
     for module in (generator, discriminator):
         if tc.channels_last:

@@ -26,11 +26,11 @@ from .data import make_source
 from .ema import ema_decay_at, recalibrate_batchnorm, update_ema
 from .logger import IntervalMeter, RunLogger
 from .losses import discriminator_loss, generator_adversarial_loss, mask_l1_penalty, real_probability
-from .media import atomic_path, grid, write_json, write_png
+from .media import atomic_path, from_uint8, grid, write_json, write_png
 from .metrics.evaluate import TrainingEvaluator
 from .models import Discriminator, OnFixedImages, build_generator
 from .models.conditional import first_frame_l1
-from .runtime import as_layout, autocast, check_options, configure_backends, prepare_networks
+from .runtime import autocast, check_options, clip_layout, configure_backends, prepare_networks
 from .sample import generate_from_noise, noise, save_progress_grid
 
 
@@ -54,12 +54,14 @@ class TrainResult:
     is_main: bool  # False on torchrun ranks other than 0, which write nothing
 
 
-def to_model_range(clips: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 [B, C, T, H, W] -> float in [-1, 1] on the device (normalisation happens here, not in the data)."""
+def to_model_range(clips: torch.Tensor, device: torch.device | str,
+                   memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """uint8 [B, C, T, H, W] -> float in [-1, 1] on the device (normalisation happens here, not in the data), in
+    `memory_format` (runtime.clip_layout: what the networks expect)."""
     assert clips.dtype == torch.uint8 and clips.ndim == 5, f"expected uint8 [B, C, T, H, W], got {clips.dtype} {list(clips.shape)}"
     # Shard batches arrive channels-last ([B, T, H, W, C] memory, as decoded); the layout is fixed here, on the
     # device, in uint8 (a quarter of the float copy's bytes).
-    return clips.to(device, non_blocking=True).contiguous().float().div_(127.5).sub_(1.0)
+    return from_uint8(clips.to(device, non_blocking=True).contiguous(memory_format=memory_format))
 
 
 def training_noise(seed: int, rank: int, step: int, batch_size: int, z_dim: int) -> torch.Tensor:
@@ -207,7 +209,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     bar = tqdm(total=tc.steps, initial=state.step, disable=not (progress and ctx.is_main), unit="step", dynamic_ncols=True)
 
     for step in range(state.step, tc.steps):
-        real = as_layout(to_model_range(next(batches), ctx.device), tc)
+        real = to_model_range(next(batches), ctx.device, clip_layout(tc))
         z = training_noise(tc.seed, ctx.rank, step, local_batch, generator.z_dim).to(ctx.device)
         meter.add(train_step(G, D, state.opt_g, state.opt_d, real, z, tc, ctx, conditional=conditional))
         if state.generator_ema is not None:

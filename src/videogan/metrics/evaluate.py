@@ -25,7 +25,7 @@ from .. import __version__
 from ..config import Config, DataConfig, SyntheticConfig
 from ..data import make_source
 from ..data.decode import DataError
-from ..media import atomic_path, to_uint8
+from ..media import atomic_path, from_uint8, to_uint8
 from .distances import fvd_from_features, kernel_distance
 from .i3d import cache_dir
 
@@ -106,7 +106,7 @@ def animated_clips(generator: torch.nn.Module, images: str, protocol: Protocol, 
     for clips in data_clips(images, draw, synthetic):
         for first in clips[:, :, 0].split(batch_size):  # [b, 3, S, S] uint8: the conditioning images
             first = first[: protocol.num - done]
-            x = first.to(device).float().div(127.5).sub(1.0)
+            x = from_uint8(first.to(device))
             yield to_uint8(generator(x, z[done : done + len(first)].to(device)).video)  # in eval mode (load_generator)
             done += len(first)
             if done >= protocol.num:
