@@ -30,9 +30,8 @@ import torch
 from videogan.benchmarks import cpu_name
 from videogan.checkpoint import checkpoint_config, list_checkpoints
 from videogan.data.actions import ActionsConfig
-from videogan.data.labeled import open_labeled
-from videogan.features import extract, load_discriminator, load_split, pooled, recalibrate_batchnorm
-from videogan.finetune import FinetuneSettings, Splits, finetune
+from videogan.features import load_discriminator, pooled
+from videogan.finetune import FinetuneSettings, Splits, finetune, frozen_features, load_splits
 from videogan.media import write_json
 
 def run(settings: FinetuneSettings, out: Path, splits: Splits, tag: str) -> dict:
@@ -52,11 +51,10 @@ def run(settings: FinetuneSettings, out: Path, splits: Splits, tag: str) -> dict
 
 def pooled_probe(init: str, model, splits: Splits, seed: int = 0, steps: int = 1000) -> dict:
     """The "which features" check: a linear classifier (softmax regression, full batch, Adam 1e-3) on D's map
-    averaged over time and space ([N, C]) instead of the whole flattened map the original head reads."""
+    averaged over time and space ([N, C]) instead of the whole flattened map the original head reads. D's map is
+    the one the linear grid computed (BatchNorm statistics from the training clips), reused from `splits` if there."""
     loaded = load_discriminator(init, model, seed=seed)
-    d = loaded.discriminator
-    recalibrate_batchnorm(d, splits.train.clips)
-    train, test = (pooled(extract(d, split.clips)) for split in (splits.train, splits.test))
+    train, test = (pooled(f) for f in frozen_features(loaded, splits, seed, "data"))
     mean, std = train.mean(0), train.std(0) + 1e-6  # standardised: the pooled channels differ in scale
     train, test = (train - mean) / std, (test - mean) / std
     torch.manual_seed(seed)
@@ -109,10 +107,9 @@ def main() -> None:
     model = checkpoint_config(args.init).model  # random init: the same architecture as the pretrained D
     started = time.perf_counter()
 
-    base = FinetuneSettings(init=args.init, data="synthetic-actions", model=model, device="cpu", workers=0)
-    data = open_labeled("synthetic-actions", model.frames, model.size,
-                        actions=ActionsConfig(train_per_class=args.train_per_class, test_per_class=args.test_per_class))
-    splits = Splits(data.classes, load_split(data, "train", progress=False), load_split(data, "test", progress=False), data.name)
+    actions = ActionsConfig(train_per_class=args.train_per_class, test_per_class=args.test_per_class)
+    base = FinetuneSettings(init=args.init, data="synthetic-actions", model=model, actions=actions, device="cpu", workers=0)
+    splits = load_splits(base, model, progress=False)
     print(f"{time.strftime('%H:%M:%S')} synthetic-actions: {len(splits.train.ids)} train, {len(splits.test.ids)} test clips of "
           f"{model.frames}x{model.size}x{model.size}; init {args.init}; {cpu_name()}, {torch.get_num_threads()} threads", flush=True)
 

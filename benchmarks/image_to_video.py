@@ -28,7 +28,7 @@ from videogan.benchmarks import cpu_name
 from videogan.checkpoint import list_checkpoints
 from videogan.config import preset
 from videogan.data import SyntheticScenes
-from videogan.media import upscale, write_png
+from videogan.media import from_uint8, upscale, write_png
 from videogan.models import GeneratorOutput, build_generator
 from videogan.models.conditional import motion
 from videogan.sample import load_generator
@@ -86,7 +86,7 @@ def main() -> None:
     images = held_out[:, :, 0]  # [N, 3, S, S] uint8
     if args.example:
         write_png(Path(args.example), upscale(images[0], 4))  # nearest x4: area-resized back to 32x32 it is the same image
-    real_motion = 127.5 * motion(held_out.float().div(127.5).sub(1.0)).mean().item()
+    real_motion = 127.5 * motion(from_uint8(held_out)).mean().item()
     print(json.dumps({"machine": cpu_name(), "torch": torch.__version__, "steps": args.steps, "train_seconds": seconds,
                       "num": args.num, "samples": args.samples, "real_clips_motion": round(real_motion, 3)}), flush=True)
 

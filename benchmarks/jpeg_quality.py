@@ -14,16 +14,16 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
+from videogan.benchmarks import sample_videos_dir
 from videogan.data.prepare import PrepareConfig, VideoStats, video_clips
 from videogan.data.shards import decode_image, encode_clip
 
-DEFAULT_VIDEOS = Path(os.environ.get("VIDEOGAN_SAMPLE_VIDEOS", Path(__file__).resolve().parents[2] / "shared/data/videos"))
+DEFAULT_VIDEOS = sample_videos_dir()
 
 
 def source_clips(videos: list[Path], per_video: int, cfg: PrepareConfig) -> list[np.ndarray]:

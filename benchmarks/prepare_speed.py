@@ -14,19 +14,14 @@ import os
 import tempfile
 from pathlib import Path
 
-from videogan.benchmarks import cpu_name
+from videogan.benchmarks import cpu_name, sample_videos_dir
 from videogan.data.prepare import PrepareConfig, prepare
 from videogan.data.stabilize import StabilizeSettings
 
 
-def default_videos() -> Path:
-    env = os.environ.get("VIDEOGAN_SAMPLE_VIDEOS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared/data/videos"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("videos", nargs="?", type=Path, default=default_videos())
+    parser.add_argument("videos", nargs="?", type=Path, default=sample_videos_dir())
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--features", nargs="+", default=["sift"], choices=["sift", "orb"],
                         help="stabilisation features to time (each is one more run)")

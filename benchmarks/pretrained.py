@@ -24,15 +24,15 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
 from videogan import media, pretrained
-from videogan.benchmarks import cpu_name
-from videogan.checkpoint import load_checkpoint, resolve
+from videogan.benchmarks import cpu_name, sample_videos_dir
+from videogan.checkpoint import load_checkpoint, load_state_dict, resolve
 from videogan.config import Config, preset
 from videogan.metrics.evaluate import Protocol, evaluate
 from videogan.metrics.i3d import load_i3d, weights_sha256
@@ -42,7 +42,7 @@ from videogan.sample import sample
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"  # where the README's images live
 # OpenCV's sample video (samples/data/vtest.avi), found as the tests find it: $VIDEOGAN_SAMPLE_VIDEOS or ../shared/data/videos.
-VTEST = str(Path(os.environ.get("VIDEOGAN_SAMPLE_VIDEOS", REPO.parent / "shared/data/videos")) / "vtest.avi")
+VTEST = str(sample_videos_dir() / "vtest.avi")
 LADDER_NUM = 96  # the quality ladder's N (benchmarks/RESULTS.md)
 CHECK_NUM = 8  # the small N tests/test_pretrained.py recomputes
 REFERENCE_CLIPS = 2  # float32 reference clips kept for the float16 test
@@ -162,12 +162,13 @@ def export(name: str, recipe: Recipe) -> dict:
     """Write generator.safetensors (float16), reference.safetensors, examples/; returns model.json's export fields."""
     ckpt = load_checkpoint(REPO / recipe.run, generator_only=True)
     weights = "ema" if ckpt.generator_ema is not None else "live"
+    source = ckpt.path / ("generator_ema.safetensors" if weights == "ema" else "generator.safetensors")
     fp32 = build_generator(ckpt.config.model)
-    fp32.load_state_dict(ckpt.generator_ema if weights == "ema" else ckpt.generator)
+    load_state_dict(fp32, ckpt.generator_ema if weights == "ema" else ckpt.generator, source)
     fp32.eval()
     half = to_half(fp32.state_dict())
     roundtrip = build_generator(ckpt.config.model)
-    roundtrip.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in half.items()})
+    load_state_dict(roundtrip, pretrained.upcast(half), source)  # what pretrained.load makes of the float16 file
     roundtrip.eval()
 
     folder = pretrained.ROOT / name
@@ -210,9 +211,7 @@ def readme_gifs(name: str, upscale: int = 3) -> list[str]:
     loaded = pretrained.load(name)
     out = []
     if isinstance(loaded.generator, ImageToVideoGenerator):
-        from videogan.animate import animate
-
-        from videogan.animate import load_image
+        from videogan.animate import animate, load_image
 
         stills = torch.stack([load_image(p, loaded.config.model.size) for p in pretrained.examples(name)])
         video = media.to_uint8(animate(loaded.generator, stills, samples=1, seed=0).video)  # [N, 3, T, S, S]
@@ -243,7 +242,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     recipe = RECIPES[args.name]
     if args.run:
-        recipe = Recipe(**{**recipe.__dict__, "run": args.run})
+        recipe = replace(recipe, run=args.run)
     os.chdir(REPO)  # the recipes' paths are relative to the repository
 
     if recipe.prepare:

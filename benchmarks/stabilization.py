@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from videogan.benchmarks import cpu_name
+from videogan.benchmarks import cpu_name, sample_videos_dir
 from videogan.data.decode import iter_frames
 from videogan.data.shots import CutDetector
 from videogan.data.stabilize import (
@@ -47,9 +47,9 @@ METHODS = [(f"{m}_{n}", StabilizeSettings(method=m, max_features=n)) for m in ("
 
 
 def videos_dir() -> Path:
-    for c in [os.environ.get("VIDEOGAN_SAMPLE_VIDEOS"), Path(__file__).resolve().parents[2] / "shared/data/videos"]:
-        if c and (Path(c) / "vtest.avi").is_file():
-            return Path(c)
+    root = sample_videos_dir()
+    if (root / "vtest.avi").is_file():
+        return root
     raise SystemExit("sample videos not found: set VIDEOGAN_SAMPLE_VIDEOS or provide ../shared/data/videos")
 
 

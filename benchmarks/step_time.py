@@ -20,19 +20,11 @@ import time
 
 import torch
 
-from videogan.benchmarks import train_step_speed
-from videogan.config import Config, override, parse_assignment, preset
+from videogan.benchmarks import set_upsample_impl, train_step_speed
+from videogan.cli import build_config
+from videogan.config import Config
 from videogan.models import build_generator
-from videogan.models.upsample import FastConvTranspose3d, use_gemm
-
-
-def config(name: str, batch_size: int, device: str, sets: list[str]) -> Config:
-    cfg = preset(name)
-    for text in sets:
-        override(cfg, *parse_assignment(text))
-    override(cfg, "train.batch_size", batch_size)
-    override(cfg, "train.device", device)
-    return cfg
+from videogan.models.upsample import use_gemm
 
 
 CLOCK = time.perf_counter  # --cpu-time: time.thread_time, the CPU time of this thread (one thread, busy machine)
@@ -55,13 +47,6 @@ def _forward_backward_seconds(layer: torch.nn.Module, x: torch.Tensor, repeats: 
     return forward, both - forward
 
 
-def _set_impl(G: torch.nn.Module, impl: str) -> list[tuple[str, FastConvTranspose3d]]:
-    layers = [(name, m) for name, m in G.named_modules() if isinstance(m, FastConvTranspose3d)]
-    for _, m in layers:
-        m.impl = impl
-    return layers
-
-
 def layer_times(cfg: Config, repeats: int) -> list[dict]:
     """Each FastConvTranspose3d of the generator, at the input shape and memory layout it gets inside the generator
     with each kernel choice (with "auto", upstream layers hand on channels-last activations): ms forward / backward."""
@@ -73,16 +58,20 @@ def layer_times(cfg: Config, repeats: int) -> list[dict]:
     inputs: dict[tuple[str, str], torch.Tensor] = {}  # (layer, impl) -> an input like the one it sees
     for impl in ("stock", "auto"):
         hooks = []
-        for name, m in _set_impl(G, impl):
-            def hook(module, args, out, key=(name, impl)) -> None:  # a hook returning something would replace the output
-                inputs[key] = torch.randn_like(args[0]).requires_grad_()  # same shape and strides
-            hooks.append(m.register_forward_hook(hook))
+        for name, m in set_upsample_impl(G, impl):
+            # The video and mask heads run as one convolution (generator.video_and_mask), not through their own
+            # modules: their input is the output of the 3-D stream.
+            heads = name.endswith("_head.0")
+
+            def hook(module, args, out, key=(name, impl), heads=heads) -> None:  # returning something would replace out
+                inputs[key] = torch.randn_like(out if heads else args[0]).requires_grad_()  # same shape and strides
+            hooks.append((G.foreground_stream if heads else m).register_forward_hook(hook))
         with torch.no_grad():
             G(z)
         for h in hooks:
             h.remove()
     rows = []
-    for name, layer in _set_impl(G, "stock"):
+    for name, layer in set_upsample_impl(G, "stock"):
         x = inputs[(name, "auto")]
         flops = 2 * x[:, 0].numel() * layer.weight.numel()  # per input voxel: Cin * Cout * kT * kH * kW multiply-adds
         row = {"layer": name, "input": list(x.shape[1:]), "out_channels": layer.out_channels,
@@ -117,7 +106,7 @@ def main() -> None:
         args.set.append("train.num_threads=1")
     defaults = {"paper": 8, "tiny": 32}
     for name in args.preset or ["paper", "tiny"]:
-        cfg = config(name, args.batch_size or defaults.get(name, 32), args.device, args.set)
+        cfg = build_config(name, args.set, **{"train.batch_size": args.batch_size or defaults.get(name, 32), "train.device": args.device})
         if args.layers:
             for row in layer_times(cfg, args.repeats):
                 print(json.dumps({"preset": name, "batch_size": cfg.train.batch_size, "threads": torch.get_num_threads(), **row}), flush=True)

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from videogan import cli
-from videogan.animate import animate, load_image, measures
+from videogan.animate import _output_names, animate, load_image, measures
 from videogan.config import Config, ConfigError, ModelConfig, TrainConfig
 from videogan.data import SyntheticScenes
 from videogan.data.decode import DataError
@@ -127,3 +127,12 @@ def test_animate_refuses_a_noise_only_run(tmp_path, small_config, capsys):
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     assert cli.main(["animate", str(tmp_path / "run"), str(tmp_path / "a.png"), "--out", str(tmp_path / "o")]) == 2
     assert "not an image-to-video model" in capsys.readouterr().err
+
+
+def test_output_folder_names_never_collide():
+    assert _output_names(["a.png", "b/a.jpg", "c/a.gif"]) == ["a", "a_2", "a_3"]
+    # another input's own stem takes the bumped name: bump again until free
+    assert _output_names(["a.png", "b/a.jpg", "a_2.png"]) == ["a", "a_2", "a_2_2"]
+    assert _output_names(["a_2.png", "a.png", "b/a.jpg"]) == ["a_2", "a", "a_3"]
+    names = _output_names(["x.png", "x_2.png", "y/x.png", "z/x.png", "x_3.png", ".png"])
+    assert len(set(names)) == len(names)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from videogan.benchmarks import matmul_peak_gflops, train_step_speed
+from videogan.benchmarks import matmul_peak_gflops, set_upsample_impl, train_step_speed
 from videogan.cli import main
 from videogan.models import Discriminator, build_generator
 
@@ -75,3 +75,14 @@ def test_upsample_kernel_changes_the_time_not_the_flops(small_config):
 def test_cli_rejects_a_bad_key(capsys):
     assert main(["bench", "train", "--preset", "tiny", "--set", "model.nope=1", "--quiet"]) == 2
     assert "model.nope" in capsys.readouterr().err
+
+
+def test_set_upsample_impl_sets_every_transposed_convolution(small_config):
+    from videogan.models.upsample import FastConvTranspose3d
+
+    G = build_generator(small_config.model)
+    layers = set_upsample_impl(G, "stock")
+    expected = [name for name, m in G.named_modules() if isinstance(m, FastConvTranspose3d)]
+    assert layers and [name for name, _ in layers] == expected
+    assert all(m.impl == "stock" for _, m in layers)
+    assert all(m.impl == "gemm" for _, m in set_upsample_impl(G, "gemm"))

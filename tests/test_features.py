@@ -8,6 +8,7 @@ import torch
 from videogan.checkpoint import save_checkpoint
 from videogan.cli import main
 from videogan.config import Config, ModelConfig
+from videogan.ema import cumulative_batchnorm
 from videogan.features import extract, feature_shape, load_discriminator, pooled, recalibrate_batchnorm
 from videogan.models import Discriminator, build_generator
 
@@ -66,6 +67,20 @@ def test_recalibrated_batchnorm_statistics_are_those_of_the_clips():
     assert torch.allclose(norm.running_mean, before.mean((0, 2, 3, 4)), atol=1e-5)
     assert torch.allclose(norm.running_var, before.var((0, 2, 3, 4), unbiased=True), rtol=1e-3)
     assert norm.momentum == 0.1 and not d.training
+
+
+def test_cumulative_batchnorm_restores_momenta_and_mode():
+    d = Discriminator(ModelConfig(frames=4, size=16, d_width=4)).eval()
+    norm = d.features[3]
+    norm.momentum = 0.3
+    norm.running_mean.fill_(5.0)
+    with pytest.raises(RuntimeError), cumulative_batchnorm(d) as norms:
+        assert norms == [norm] and norm.momentum is None and d.training
+        assert torch.equal(norm.running_mean, torch.zeros_like(norm.running_mean))  # fresh statistics
+        raise RuntimeError
+    assert norm.momentum == 0.3 and not d.training  # restored, even after an error
+    with cumulative_batchnorm(torch.nn.Linear(2, 2)) as norms:
+        assert norms == []
 
 
 def test_features_command_writes_ids_labels_and_both_versions(tmp_path, capsys):

@@ -3,14 +3,15 @@ import json
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from videogan.cli import main
 from videogan.checkpoint import save_checkpoint
 from videogan.config import Config, ModelConfig
 from videogan.data.actions import ActionsConfig
-from videogan.features import ClipSplit, feature_shape
+from videogan.features import ClipSplit, extract, feature_shape, load_discriminator
 from videogan.finetune import (ActionClassifier, FinetuneSettings, Splits, accuracy_report, confusion_matrix, draw_confusion,
-                               finetune, make_head)
+                               finetune, frozen_features, make_head)
 from videogan.models import Discriminator, build_generator
 
 SMALL = ModelConfig(frames=4, size=8, d_width=4, g_width=8, z_dim=8)
@@ -41,10 +42,10 @@ def test_confusion_and_accuracy_report():
     assert image.size[0] > 4 * 6 and image.mode == "RGB"
 
 
-def _bright_dark(n: int, flipped: bool) -> ClipSplit:
+def _bright_dark(n: int, flipped: bool, size: int = 8) -> ClipSplit:
     """Class 1 = bright clips, class 0 = dark ones; `flipped`: the same clips with the labels the other way round."""
     brightness = torch.arange(n) % 2
-    clips = (brightness * 200 + 20).to(torch.uint8)[:, None, None, None, None].expand(n, 3, 4, 8, 8).contiguous()
+    clips = (brightness * 200 + 20).to(torch.uint8)[:, None, None, None, None].expand(n, 3, 4, size, size).contiguous()
     labels = (1 - brightness) if flipped else brightness
     return ClipSplit(clips, labels.long(), [f"{'test' if flipped else 'train'}/{i}" for i in range(n)], [])
 
@@ -63,6 +64,27 @@ def test_accuracy_is_measured_on_the_test_split(tmp_path, mode):
     assert saved["test_accuracy"] == 0.0 and saved["confusion"] == [[0, 5], [5, 0]]
     assert Image.open(tmp_path / "confusion.png").size[0] > 20
     assert len((tmp_path / "predictions.csv").read_text().splitlines()) == 11
+
+
+def test_runs_sharing_cached_features_save_the_batchnorm_statistics_of_those_features(tmp_path):
+    # The second linear run with the same key reuses the first one's features: its D must also get the BatchNorm
+    # statistics they were computed with (re-estimated on the training clips), not the fresh D's mean 0 / variance 1.
+    model = ModelConfig(frames=4, size=16, d_width=4, g_width=8, z_dim=8)  # two stages: D has a BatchNorm
+    splits = Splits(["dark", "bright"], _bright_dark(16, False, 16), _bright_dark(10, True, 16), "bright-dark")
+    saved = []
+    for i, fraction in enumerate((1.0, 0.5)):
+        s = FinetuneSettings(init="random", mode="linear", steps=2, batch_size=8, model=model, label_fraction=fraction)
+        finetune(s, tmp_path / str(i), splits=splits, progress=False)
+        saved.append({k: v for k, v in load_file(tmp_path / str(i) / "classifier.safetensors").items() if "running" in k})
+    assert len(splits.features) == 1 and saved[0]
+    assert not any(torch.equal(v, torch.ones_like(v)) for k, v in saved[0].items() if k.endswith("running_var"))
+    for k, v in saved[0].items():
+        assert torch.equal(saved[1][k], v), k
+    # and the cached features are those of D with these statistics
+    loaded = load_discriminator("random", model, seed=0)
+    train, test = frozen_features(loaded, splits, 0, "data")
+    assert torch.equal(train, extract(loaded.discriminator, splits.train.clips))
+    assert torch.equal(test, extract(loaded.discriminator, splits.test.clips))
 
 
 def test_label_fraction_and_seed_reach_the_run(tmp_path):

@@ -112,6 +112,23 @@ def test_float16_storage_gives_the_float32_clips(name):
     assert levels.max() <= MAX_LEVELS and levels.float().mean() <= MEAN_LEVELS
 
 
+def test_upcast_makes_float16_float32_and_keeps_the_counters():
+    stored = {"w": torch.ones(2, dtype=torch.float16), "n": torch.tensor(7, dtype=torch.int64)}
+    up = pretrained.upcast(stored)
+    assert up["w"].dtype == torch.float32 and torch.equal(up["w"], torch.ones(2))
+    assert up["n"].dtype == torch.int64 and up["n"].item() == 7
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_load_and_summary_read_the_card_once(name, monkeypatch):
+    reads = []
+    card = pretrained.card
+    monkeypatch.setattr(pretrained, "card", lambda n: reads.append(n) or card(n))
+    loaded = pretrained.load(name)
+    assert reads == [name] and loaded.path == pretrained.folder(name)
+    assert loaded.config.clip_shape == pretrained.summary(name)["clip_shape"] and reads == [name, name]
+
+
 def test_unknown_name_and_missing_weights_are_one_line_errors():
     with pytest.raises(ConfigError, match="unknown pretrained model 'nope'; shipped: "):
         pretrained.load("nope")

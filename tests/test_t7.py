@@ -539,3 +539,15 @@ def test_cli_without_discriminator_and_errors(tmp_path, capsys):
     assert err.startswith("videogan: error:") and "not a Torch7 file" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "r2").exists()
 
+
+
+def test_file_sha256_reads_files_larger_than_one_block(tmp_path):
+    """media.file_sha256 (the sources' digests here, and the I3D weights'): the whole file, across 1 MiB blocks."""
+    from videogan.media import file_sha256
+
+    data = bytes(range(256)) * ((1 << 20) // 256 * 2 + 3)  # 2 MiB + 768 bytes: three blocks, the last short
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    assert file_sha256(path) == file_sha256(str(path)) == hashlib.sha256(data).hexdigest()
+    (tmp_path / "empty").write_bytes(b"")
+    assert file_sha256(tmp_path / "empty") == hashlib.sha256(b"").hexdigest()

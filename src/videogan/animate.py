@@ -28,7 +28,7 @@ from .data.decode import DataError
 from .data.prepare import crop_resize
 from .models import GeneratorOutput, ImageToVideoGenerator
 from .models.conditional import first_frame_l1, motion, motion_spread
-from .sample import load_generator, noise
+from .sample import eval_mode, load_generator, noise
 
 STRIP_FRAMES = 5  # frames of each future shown in side_by_side.png: 0, T/4, T/2, 3T/4, T-1
 
@@ -70,12 +70,8 @@ def animate(generator: ImageToVideoGenerator, images: torch.Tensor, samples: int
     n = len(images)
     x = media.from_uint8(images.to(device))  # [N, 3, S, S] in [-1, 1]
     z = noise(samples, generator.z_dim, seed).repeat_interleave(n, dim=0).to(device)  # [K * N, Z]
-    was_training = generator.training
-    generator.eval()
-    try:
+    with eval_mode(generator):
         out = generator(x.repeat(samples, 1, 1, 1), z)
-    finally:
-        generator.train(was_training)
     cpu = lambda t: t.float().cpu()  # noqa: E731
     return GeneratorOutput(cpu(out.video), cpu(out.foreground), cpu(out.mask), cpu(out.background))
 
@@ -104,8 +100,9 @@ def save_animation(out: GeneratorOutput, image: torch.Tensor, out_dir: Path, fps
     k, _, t, _, _ = out.video.shape
     row = lambda clips: media.upscale(media.grid(clips, columns=k), upscale)  # noqa: E731
     video = media.to_uint8(out.video)  # [K, 3, T, H, W]
-    media.write_gif(out_dir / "video.gif", row(video), fps)
-    media.write_mp4(out_dir / "video.mp4", row(video), fps)
+    futures = row(video)
+    media.write_gif(out_dir / "video.gif", futures, fps)
+    media.write_mp4(out_dir / "video.mp4", futures, fps)
     media.write_gif(out_dir / "foreground.gif", row(media.to_uint8(out.foreground)), fps)
     media.write_gif(out_dir / "mask.gif", row(media.to_uint8(out.mask, 0.0, 1.0)), fps)
     background = media.to_uint8(out.background)[:1, :, None]  # [1, 3, 1, H, W]: z does not reach b, the K are equal
@@ -130,13 +127,18 @@ class AnimateSummary:
 
 
 def _output_names(inputs: list[str]) -> list[str]:
-    """A folder name per input: its file stem, with _2, _3, ... where stems repeat."""
-    seen: dict[str, int] = {}
+    """A distinct folder name per input: its file stem, with _2, _3, ... where the name is taken (by a repeated
+    stem, or by another input's own stem: a.png, b/a.jpg, a_2.png -> a, a_2, a_2_2)."""
+    used: set[str] = set()
     names = []
     for path in inputs:
         stem = Path(path).stem or "image"
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+        name, n = stem, 1
+        while name in used:
+            n += 1
+            name = f"{stem}_{n}"
+        used.add(name)
+        names.append(name)
     return names
 
 

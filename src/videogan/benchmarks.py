@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -27,6 +28,15 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def sample_videos_dir() -> Path:
+    """The project's shared sample videos (vtest.avi, box.mp4, ...; never copied into the repository):
+    $VIDEOGAN_SAMPLE_VIDEOS, or ../shared/data/videos beside the repository; the first that holds vtest.avi
+    (as the tests look), else the first of them (whose files the caller then finds missing)."""
+    candidates = [Path(c) for c in (os.environ.get("VIDEOGAN_SAMPLE_VIDEOS"),) if c]
+    candidates.append(Path(__file__).resolve().parents[3] / "shared/data/videos")
+    return next((c for c in candidates if (c / "vtest.avi").is_file()), candidates[0])
 
 
 def data_throughput(source: str, frames: int, size: int, batch_size: int = 64, workers: int = 2,
@@ -117,6 +127,17 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def set_upsample_impl(module: torch.nn.Module, impl: str) -> list[tuple[str, torch.nn.Module]]:
+    """Set the kernel choice (auto, gemm, stock: see models/upsample.py) of every FastConvTranspose3d in `module`;
+    returns those layers as (name, layer)."""
+    from .models.upsample import FastConvTranspose3d
+
+    layers = [(name, m) for name, m in module.named_modules() if isinstance(m, FastConvTranspose3d)]
+    for _, m in layers:
+        m.impl = impl
+    return layers
+
+
 def train_step_speed(cfg: Config, steps: int = 5, warmup: int = 1, peak_size: int = 4096, upsample: str = "auto",
                      progress: bool = True) -> dict:
     """Seconds per training step of `cfg` (its model, train.batch_size, device, threads and speed options), and how
@@ -133,7 +154,6 @@ def train_step_speed(cfg: Config, steps: int = 5, warmup: int = 1, peak_size: in
     from . import distributed
     from .data import make_source
     from .models import Discriminator, build_generator
-    from .models.upsample import FastConvTranspose3d
     from .runtime import check_options, clip_layout, configure_backends, prepare_networks
     from .train import to_model_range, train_step
 
@@ -147,9 +167,7 @@ def train_step_speed(cfg: Config, steps: int = 5, warmup: int = 1, peak_size: in
     local_batch = tc.batch_size // ctx.world_size
     generator = build_generator(cfg.model).to(ctx.device)
     discriminator = Discriminator(cfg.model).to(ctx.device)
-    for m in generator.modules():
-        if isinstance(m, FastConvTranspose3d):
-            m.impl = upsample
+    set_upsample_impl(generator, upsample)
     G, D = prepare_networks(generator, discriminator, tc, ctx)  # before the optimisers, as in train()
     opt_g = torch.optim.Adam(generator.parameters(), lr=tc.lr_g, betas=(tc.beta1, tc.beta2))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=tc.lr_d, betas=(tc.beta1, tc.beta2))

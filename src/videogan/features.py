@@ -29,6 +29,7 @@ from .data.actions import ActionsConfig
 from .data.decode import DataError
 from .data.labeled import Example, LabeledData
 from .data.streaming import warn
+from .ema import cumulative_batchnorm
 from .media import atomic_path
 from .models import Discriminator
 from .models.geometry import geometry
@@ -145,18 +146,11 @@ def recalibrate_batchnorm(d: Discriminator, clips: torch.Tensor, batch_size: int
     A GAN's D ends training with running statistics of a mix of real and generated batches (it sees them in
     separate passes), and a random D has none (mean 0, variance 1); both would scale the features arbitrarily
     in eval mode. Re-estimating them on the data to be classified is the fix the EMA generator also gets here."""
-    norms = [m for m in d.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over all batches
-    d.train()
-    for start in range(0, len(clips), batch_size):
-        d.features(to_model_range(clips[start : start + batch_size], device))
-    for m, momentum in zip(norms, saved, strict=True):
-        m.momentum = momentum
+    with cumulative_batchnorm(d) as norms:
+        if not norms:
+            return
+        for start in range(0, len(clips), batch_size):
+            d.features(to_model_range(clips[start : start + batch_size], device))
     d.eval()
 
 

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from .config import ConfigError, ModelConfig
 from .data.actions import ActionsConfig
 from .data.labeled import label_subset, open_labeled
-from .features import (BatchNormStats, ClipSplit, extract, feature_shape, load_discriminator, load_split,
+from .features import (BatchNormStats, ClipSplit, LoadedD, extract, feature_shape, load_discriminator, load_split,
                        recalibrate_batchnorm)
 from .media import atomic_path, write_json
 from .models.init import init_weights
@@ -83,12 +83,37 @@ class Splits:
     train: ClipSplit
     test: ClipSplit
     name: str
-    features: dict = field(default_factory=dict)  # linear mode: (init, seed, bn_stats) -> frozen features, reused
+    # linear mode: (init, seed, bn_stats) -> (train features, test features, D's buffers), reused (frozen_features)
+    features: dict = field(default_factory=dict)
 
 
 def load_splits(s: FinetuneSettings, model: ModelConfig, progress: bool = True) -> Splits:
     data = open_labeled(s.data, model.frames, model.size, split=s.split, root=s.root, test_list=s.test_list, actions=s.actions)
     return Splits(data.classes, load_split(data, "train", s.workers, progress), load_split(data, "test", s.workers, progress), data.name)
+
+
+def frozen_features(loaded: LoadedD, splits: Splits, seed: int, bn_stats: BatchNormStats, device: torch.device | str = "cpu",
+                    progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen D's features of every train and test clip (float32 [N, C, t, 4, 4], on the CPU), computed once per
+    (init, seed of a random init, bn_stats) for all runs sharing `splits`. With bn_stats "data", D's BatchNorm
+    statistics are first re-estimated on every training clip (no labels are used, so a label fraction is kept).
+    D's buffers (the BatchNorm statistics) are cached with the features and loaded back into `loaded.discriminator`
+    on a cache hit, so that D always holds the statistics its features were computed with.
+    `loaded` must come from load_discriminator(init, model, seed) and be on `device`."""
+    d = loaded.discriminator
+    key = (loaded.source, seed if loaded.source == "random" else None, bn_stats)
+    if key in splits.features:
+        train, test, buffers = splits.features[key]
+        with torch.no_grad():
+            for name, buffer in d.named_buffers():
+                buffer.copy_(buffers[name])
+        return train, test
+    if bn_stats == "data":
+        recalibrate_batchnorm(d, splits.train.clips, device=device)
+    train = extract(d, splits.train.clips, device=device, progress=progress)
+    test = extract(d, splits.test.clips, device=device, progress=progress)
+    splits.features[key] = (train, test, {name: buffer.detach().cpu().clone() for name, buffer in d.named_buffers()})
+    return train, test
 
 
 # ----------------------------------------------------------------------------- the model
@@ -185,24 +210,19 @@ def finetune(s: FinetuneSettings, out: str | os.PathLike, splits: Splits | None 
         f"clips {list(splits.train.clips.shape[1:])} do not fit the discriminator's [3, {m.frames}, {m.size}, {m.size}]"
     keep = label_subset([_Item(i, int(y)) for i, y in enumerate(splits.train.labels)], s.label_fraction, s.seed)
     train_index = torch.tensor([e.id for e in keep])
-    train_clips, train_labels = splits.train.clips[train_index], splits.train.labels[train_index]
+    train_labels = splits.train.labels[train_index]
 
     width, core_frames, _, _ = feature_shape(m)
     torch.manual_seed(s.seed + 1)  # head init and dropout; the random D (if any) was seeded by load_discriminator
     d = loaded.discriminator.to(device)
     model = ActionClassifier(d.features, make_head(width, core_frames, k, s.dropout)).to(device)
     if s.mode == "linear":  # frozen D: its features once (for all runs sharing `splits`), then only the head trains
-        key = (loaded.source, s.seed if s.init == "random" else None, s.bn_stats)
-        if key not in splits.features:
-            if s.bn_stats == "data":  # on every training clip: no labels are used, so the label fraction is kept
-                recalibrate_batchnorm(d, splits.train.clips, device=device)
-            splits.features[key] = (extract(d, splits.train.clips, device=device, progress=progress),
-                                    extract(d, splits.test.clips, device=device, progress=progress))
-        train_inputs, test_inputs = splits.features[key][0][train_index], splits.features[key][1]
+        train_features, test_inputs = frozen_features(loaded, splits, s.seed, s.bn_stats, device, progress)
+        train_inputs = train_features[train_index]
         net, params, prepare = model.head, model.head.parameters(), lambda x: x.to(device)
         forward = lambda x: net(x).flatten(1)  # noqa: E731
     else:
-        train_inputs, test_inputs = train_clips, splits.test.clips
+        train_inputs, test_inputs = splits.train.clips[train_index], splits.test.clips
         net, params, prepare = model, model.parameters(), lambda x: to_model_range(x, device)
         forward = net
     opt = torch.optim.Adam(params, lr=s.lr, betas=(s.beta1, 0.999))

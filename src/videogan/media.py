@@ -6,6 +6,7 @@ All writes are atomic (temporary file + rename), so an interrupted run never lea
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -77,6 +78,15 @@ def atomic_path(path: str | os.PathLike):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes, read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(path: str | os.PathLike, data: Any, sort_keys: bool = False) -> None:

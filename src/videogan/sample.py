@@ -72,6 +72,17 @@ def batch_statistics(module: nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Run the module in eval mode (BatchNorm from running statistics), restoring its training flag after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
 def noise(num: int, z_dim: int, seed: int) -> torch.Tensor:
     """z ~ N(0, 1), [num, z_dim], reproducible from the seed alone (drawn on the CPU, whatever the device)."""
     return torch.randn(num, z_dim, generator=torch.Generator().manual_seed(seed))
@@ -86,12 +97,8 @@ def generate_from_noise(generator: nn.Module, z: torch.Tensor, batchnorm: BatchN
     if batchnorm == "batch":
         with batch_statistics(generator):
             return generator(z.to(device))
-    was_training = generator.training
-    generator.eval()
-    try:
+    with eval_mode(generator):
         return generator(z.to(device))
-    finally:
-        generator.train(was_training)
 
 
 def sample(generator: nn.Module, num: int, seed: int, batchnorm: BatchNormMode = "running") -> GeneratorOutput:

@@ -25,7 +25,6 @@ version): its first two axes are swapped here.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import struct
@@ -41,7 +40,7 @@ from tqdm import tqdm
 
 from .checkpoint import CheckpointError, list_checkpoints, save_checkpoint
 from .config import Config, paper
-from .media import write_json
+from .media import file_sha256, write_json
 from .models import ArchitectureError, Discriminator, TwoStreamGenerator
 
 
@@ -594,11 +593,7 @@ class ImportResult:
 
 
 def _source(path: Path) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"path": str(path.resolve()), "name": path.name, "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return {"path": str(path.resolve()), "name": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def iteration(path: Path) -> int:

@@ -92,6 +92,19 @@ def test_labeled_shards(tmp_path):
         open_labeled(str(tmp_path / "unlabeled"), 4, 8)
 
 
+def test_labeled_shards_by_url_and_joined_sources(tmp_path):
+    # Every shard source training accepts (is_shard_source) is labeled-shard data too: file: URLs, pipe:, "a::b".
+    clip = np.zeros((4, 8, 8, 3), np.uint8)
+    for part in range(2):
+        samples = [encode_clip(f"p{part}k{i}", clip + i, {"label": ["walk", "run"][i % 2]}) for i in range(10)]
+        write_shard(tmp_path / f"clips-{part:06d}.tar", samples)
+    for spec in (f"file:{tmp_path}/clips-000000.tar", f"pipe:cat {tmp_path}/clips-000000.tar"):
+        data = open_labeled(spec, frames=4, size=8)
+        assert data.classes == ["run", "walk"] and len(data.train) + len(data.test) == 10
+    joined = open_labeled(f"{tmp_path}/clips-000000.tar::{tmp_path}/clips-000001.tar", frames=4, size=8)
+    assert len(joined.train) + len(joined.test) == 20
+
+
 def test_not_labeled_data(tmp_path):
     with pytest.raises(DataError, match="not labeled data"):
         open_labeled(str(tmp_path / "nothing"), 4, 8)

@@ -205,6 +205,7 @@ def test_rotation_grayscale_gif_and_fps(make_video, tmp_path):
     clips = list(video_clips(video, PrepareConfig(**{**FAST, "fps": 5.0}), stats))
     assert stats.frames == 20 and len(clips) == 2
     assert clips[1].meta["start_time"] == pytest.approx(1.6) and clips[1].meta["fps"] == 5.0
+    assert next(video_clips(video, PrepareConfig(**FAST), VideoStats())).meta["fps"] == 10.0  # the stream's own rate
 
 
 def test_cli_prepare_then_train(make_video, tmp_path, capsys):

@@ -40,6 +40,30 @@ def test_no_usable_video(tmp_path):
         VideoClips([tmp_path / "empty"], frames=8, size=16)
 
 
+def test_a_reader_whose_own_videos_are_broken_reads_the_others(make_video, tmp_path):
+    # Two videos, two ranks: each rank decodes one video in the first pass, so one of them starts with the broken
+    # file; it must go on to the good one in later passes instead of declaring the whole source unusable.
+    make_video("good.mp4", count=24)
+    (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
+    cfg = DataConfig(workers=0, shuffle_buffer=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        for rank in range(2):
+            batch = next(VideoClips([tmp_path], frames=8, size=16, seed=0, cfg=cfg).batches(0, 4, rank=rank, world_size=2))
+            assert batch.shape == (4, 3, 8, 16, 16)
+    with pytest.raises(DataError, match="no clip of 8 frames"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        (tmp_path / "good.mp4").write_bytes(b"junk too")  # every video broken: still an error, on every rank
+        next(VideoClips([tmp_path], frames=8, size=16, seed=0, cfg=cfg).batches(0, 2, rank=1, world_size=2))
+
+
+def test_frames_carry_the_stream_rate(make_video):
+    video = make_video("ten.mp4", count=12, fps=10)
+    frames = list(iter_timed_frames(video))
+    assert {f.stream_fps for f in frames} == {10.0}
+    assert {f.stream_fps for f in resample(iter(frames), fps=5)} == {10.0}  # the source's, kept through resampling
+
+
 def test_broken_video_error_names_the_file(tmp_path):
     bad = tmp_path / "bad.avi"
     bad.write_bytes(b"\x00" * 100)

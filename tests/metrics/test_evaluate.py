@@ -64,6 +64,23 @@ def test_result_records_the_protocol_and_real_features_are_cached(stand_in):
     assert not other["real_from_cache"]  # another protocol, another cache entry
 
 
+def test_evaluate_fingerprints_the_real_data_and_classifies_the_fake_once(stand_in, monkeypatch):
+    calls = {"data_fingerprint": 0, "is_run_dir": 0}
+    for name in calls:
+        original = getattr(ev, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(ev, name, counted)
+    result = evaluate("synthetic", "synthetic", Protocol(num=4, frames=4, size=16), batch_size=4, progress=False,
+                      i3d=stand_in, cache=False)
+    # is_run_dir: evaluate's own check of the fake, then clip_source's dispatch of each side (real, fake)
+    assert calls == {"data_fingerprint": 1, "is_run_dir": 3}
+    assert result["real"] == ev.data_fingerprint("synthetic")
+
+
 def test_a_source_is_closer_to_itself_than_to_a_broken_copy(stand_in, monkeypatch):
     """Real vs disjoint real (the floor) against real vs darkened real (what the stand-in surely sees;
     the real I3D's sensitivity to motion is the quality ladder's job, benchmarks/RESULTS.md)."""

@@ -62,9 +62,9 @@ def test_output_size_and_tap_ranges():
     assert output_size((2, 4, 4), (4, 4, 4), (2, 2, 2), (1, 1, 1)) == (4, 8, 8)
     assert output_size((5, 4, 4), (3, 4, 4), (1, 2, 2), (1, 1, 1)) == (5, 8, 8)
     # kernel 4, stride 2, padding 1, 3 inputs -> 6 outputs: tap 0 lands at 2i - 1 (i >= 1), tap 3 at 2i + 2 (i <= 1)
-    assert tap_ranges(3, 6, 4, 2, 1, 0) == (slice(1, 3), slice(1, 4, 2))
-    assert tap_ranges(3, 6, 4, 2, 1, 3) == (slice(0, 2), slice(2, 5, 2))
-    assert tap_ranges(1, 1, 3, 1, 1, 0) == (slice(0, 0), slice(0, 0))  # lands at -1: misses
+    assert tap_ranges(3, 6, 2, 1, 0) == (slice(1, 3), slice(1, 4, 2))
+    assert tap_ranges(3, 6, 2, 1, 3) == (slice(0, 2), slice(2, 5, 2))
+    assert tap_ranges(1, 1, 1, 1, 0) == (slice(0, 0), slice(0, 0))  # lands at -1: misses
 
 
 def test_overlap_add_backward_is_its_adjoint():

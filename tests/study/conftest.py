@@ -1,11 +1,13 @@
 """Tiny studies, made once per session (a few seconds): clips of 4 frames of 8x8, shown at 16x16 or 32x32."""
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
 
 from videogan.config import Config, ModelConfig, TrainConfig
 from videogan.study.create import CreateSettings, create
+from videogan.study.server import StudyServer
 from videogan.train import train
 
 
@@ -41,3 +43,20 @@ def run_study(tmp_path_factory, tiny_run) -> Path:
 def fresh_study(data_study, tmp_path) -> Path:
     """A private copy of data_study, to write answers into."""
     return Path(shutil.copytree(data_study, tmp_path / "study"))
+
+
+@pytest.fixture
+def serving():
+    """serving(study_dir): a StudyServer on a free local port, serving in a thread; all stopped at teardown."""
+    started = []
+
+    def serve(study_dir: Path) -> StudyServer:
+        srv = StudyServer(study_dir, "127.0.0.1", 0)
+        started.append(srv)
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        return srv
+
+    yield serve
+    for srv in started:
+        srv.shutdown()
+        srv.server_close()

@@ -1,7 +1,6 @@
 """The page end to end in a real browser: Debian's chromium (/usr/bin/chromium) driven by Playwright's Python
 package, kept off the network by its flags; `make test` installs chromium with apt-get where it is missing."""
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
@@ -9,7 +8,6 @@ from playwright.sync_api import sync_playwright
 
 from videogan.study.manifest import load_study
 from videogan.study.report import report
-from videogan.study.server import StudyServer
 from videogan.study.store import read_answers
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -26,13 +24,8 @@ CLIPS_PLAYING = """() => ['left', 'right'].every(id => {
 
 
 @pytest.fixture
-def server(run_study, tmp_path):
-    study = Path(shutil.copytree(run_study, tmp_path / "study"))
-    srv = StudyServer(study, "127.0.0.1", 0)
-    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+def server(serving, run_study, tmp_path):
+    return serving(Path(shutil.copytree(run_study, tmp_path / "study")))
 
 
 def test_a_rater_answers_a_dozen_pairs_by_click_and_key_with_a_reload(server, tmp_path):

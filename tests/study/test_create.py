@@ -92,6 +92,18 @@ def test_webm_pads_odd_sizes(tmp_path):
     assert _decode(tmp_path / "odd.webm").shape == (2, 8, 10, 3)
 
 
+def test_study_from_a_pretrained_model(tmp_path):
+    """"pretrained:NAME" is a run side: its step comes from the model card, its shape from the card's config."""
+    from videogan import pretrained
+
+    study = create("pretrained:synthetic", "synthetic", tmp_path / "s", CreateSettings(pairs=2, catch=1, frames=4, upscale=2),
+                   progress=False)
+    assert (study.a.kind, study.a.label, study.a.step) == ("run", "pretrained:synthetic", pretrained.card("synthetic")["steps"])
+    assert (study.b.kind, study.real.source) == ("data", "synthetic")
+    assert (study.frames, study.size) == (4, pretrained.config("synthetic").model.size)
+    assert load_study(tmp_path / "s").a.step == study.a.step
+
+
 def test_refusals(tmp_path, data_study, tiny_run):
     with pytest.raises(DataError, match="already holds a study"):
         create("synthetic", "synthetic", data_study, CreateSettings(pairs=1, frames=4, size=8), progress=False)

@@ -1,6 +1,5 @@
 import http.client
 import json
-import threading
 
 import pytest
 
@@ -12,13 +11,8 @@ from videogan.study.store import read_answers
 
 
 @pytest.fixture
-def server(fresh_study):
-    srv = StudyServer(fresh_study, "127.0.0.1", 0)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+def server(serving, fresh_study):
+    return serving(fresh_study)
 
 
 def request(srv, method, path, body=None, headers=None, content_type="application/json"):

@@ -8,7 +8,7 @@ import torch
 
 from ..config import Config
 from .decode import DataError
-from .shards import URL_PATTERN, ShardClips
+from .shards import ShardClips, is_shard_source
 from .stacked import StackedList
 from .synthetic import SyntheticBatch, SyntheticScenes
 from .videos import VideoClips
@@ -20,13 +20,6 @@ class ClipSource(Protocol):
         """One uint8 batch [B, 3, T, H, W] per training step from `start_step` on, endlessly: this rank's
         share (ranks see different clips). Streams may yield CPU tensors; the caller moves them to `device`."""
         ...
-
-
-def is_shard_source(source: str) -> bool:
-    """Prepared shards: a URL or pipe: command, a brace pattern, a .tar file, or a folder of .tar files."""
-    path = Path(source)
-    return (URL_PATTERN.match(source) is not None or "{" in source or "::" in source or source.endswith(".tar")
-            or (path.is_dir() and any(path.glob("*.tar"))))
 
 
 def make_source(cfg: Config) -> ClipSource:

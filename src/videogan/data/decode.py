@@ -1,6 +1,7 @@
 """Decoding video files with PyAV into uint8 frames."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ class VideoDecodeError(DataError):
 class TimedFrame:
     image: np.ndarray  # uint8 [H, W, 3] RGB, upright (rotation metadata applied)
     time: float  # seconds from the stream's start
+    stream_fps: float | None = None  # the source stream's average frame rate (None: the container does not say)
 
 
 def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
@@ -32,16 +34,6 @@ def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
     are stored sideways with this flag, and ffmpeg's players rotate them the same way."""
     quarter_turns = round(rotation / 90) % 4
     return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
-
-
-def stream_fps(path: str | os.PathLike) -> float | None:
-    """The first video stream's average frame rate, or None when the container does not say."""
-    try:
-        with av.open(str(path)) as container:
-            rate = container.streams.video[0].average_rate if container.streams.video else None
-            return float(rate) if rate else None
-    except (av.FFmpegError, OSError, ValueError):
-        return None
 
 
 def shrink(image: np.ndarray, short_side: int | None) -> np.ndarray:
@@ -71,7 +63,8 @@ def _rgb(frame: av.VideoFrame) -> np.ndarray:
 
 
 def iter_timed_frames(path: str | os.PathLike, short_side: int | None = None) -> Iterator[TimedFrame]:
-    """Frames of the first video stream, one at a time (memory stays flat), upright, with times.
+    """Frames of the first video stream, one at a time (memory stays flat), upright, with times (and the
+    stream's average frame rate, so callers need not open the file again for it).
 
     `short_side`: shrink each frame so its short side is at most this (see `shrink`).
 
@@ -86,13 +79,14 @@ def iter_timed_frames(path: str | os.PathLike, short_side: int | None = None) ->
                 raise VideoDecodeError(f"{path}: no video stream")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            rate = float(stream.average_rate) if stream.average_rate else 25.0
+            fps = float(stream.average_rate) if stream.average_rate else None
+            rate = fps or 25.0
             for frame in container.decode(stream):
                 # Frames without a timestamp (some AVI/GIF muxers) follow the previous one at the average rate.
                 time = float(frame.time) if frame.time is not None else last_time + 1.0 / rate
                 last_time = time
                 count += 1
-                yield TimedFrame(_upright(shrink(_rgb(frame), short_side), frame.rotation), time)
+                yield TimedFrame(_upright(shrink(_rgb(frame), short_side), frame.rotation), time, fps)
     except VideoDecodeError:
         raise
     except (av.FFmpegError, OSError, ValueError) as e:
@@ -113,11 +107,11 @@ def resample(frames: Iterator[TimedFrame], fps: float) -> Iterator[TimedFrame]:
         if tick is None:
             tick = frame.time
         while previous is not None and tick < frame.time - 1e-6:
-            yield TimedFrame(previous.image, tick)
+            yield dataclasses.replace(previous, time=tick)
             tick += 1.0 / fps
         previous = frame
     if previous is not None and tick is not None and tick <= previous.time + 1e-6:
-        yield TimedFrame(previous.image, tick)
+        yield dataclasses.replace(previous, time=tick)
 
 
 def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
@@ -136,12 +130,17 @@ def read_frames(path: str | os.PathLike, max_frames: int | None = None) -> np.nd
     return np.stack(frames)
 
 
+def videos_in(folder: Path) -> list[Path]:
+    """The video files under `folder` (recursively, by suffix), sorted."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+
+
 def find_videos(inputs: list[str | os.PathLike]) -> list[Path]:
     """Video files among `inputs`: files as given, folders searched recursively by suffix."""
     found: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+            found += videos_in(item)
         elif item.is_file():
             found.append(item)
         else:

@@ -32,7 +32,7 @@ from .actions import ActionsConfig, SyntheticActions
 from .augment import resize_clip
 from .decode import VIDEO_SUFFIXES, DataError, iter_frames
 from .prepare import crop_resize
-from .shards import _image_and_meta, decode_clip, read_shard, resolve_shards
+from .shards import _image_and_meta, decode_clip, is_shard_source, read_shard, resolve_shards
 from .stacked import load_stacked_clip
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -307,7 +307,7 @@ def open_labeled(spec: str, frames: int, size: int, split: int = 1, root: str | 
         data = _ucf101(path, frames, size, split)
     elif path.suffix == ".txt" and path.is_file():
         data = _list_format(path, frames, size, root, test_list)
-    elif path.is_dir() and any(path.glob("*.tar")) or path.suffix == ".tar" or "{" in spec:
+    elif is_shard_source(spec):
         data = _shards(spec, frames, size)
     elif path.is_dir() and any(p.suffix.lower() in VIDEO_SUFFIXES for p in path.rglob("*")):
         raise DataError(f"{spec}: a folder of videos without classInd.txt and train/test lists; labeled data is "

@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..media import write_json
-from .decode import VIDEO_SUFFIXES, DataError, VideoDecodeError, iter_timed_frames, resample, stream_fps
+from .decode import DataError, VideoDecodeError, iter_timed_frames, resample, videos_in
 from .shards import encode_clip, write_shard
 from .shots import CutDetector
 from .stabilize import MotionEstimator, StabilizeSettings, stabilize_clip
@@ -91,7 +91,7 @@ def list_inputs(inputs: list[str | os.PathLike]) -> tuple[list[Path], list[dict]
     missing: list[dict] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            videos += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+            videos += videos_in(item)
         elif item.is_file() and item.suffix.lower() == ".txt":
             for line in item.read_text(errors="replace").splitlines():
                 line = line.strip()
@@ -160,7 +160,6 @@ def video_clips(path: Path, cfg: PrepareConfig, stats: VideoStats,
     frames = iter_timed_frames(path, short_side=max(cfg.work_size, cfg.size))
     if cfg.fps:
         frames = resample(frames, cfg.fps)
-    fps = cfg.fps or stream_fps(path) or 0.0
     estimator = MotionEstimator(cfg.stabilization) if cfg.stabilize else None
     cuts = CutDetector()
     window: deque = deque(maxlen=T)  # (working frame, time, index) of the current shot's last T frames
@@ -172,6 +171,7 @@ def video_clips(path: Path, cfg: PrepareConfig, stats: VideoStats,
         if on_frame is not None:
             on_frame()
         work = frame.image  # decoded at the working resolution
+        fps = cfg.fps or frame.stream_fps or 0.0
         if cuts.update(work) or (window and window[-1][0].shape != work.shape):
             window.clear()  # a clip never spans a cut
             motions.clear()
@@ -355,12 +355,13 @@ def prepare(inputs: list[str | os.PathLike], out: str | os.PathLike, cfg: Prepar
                                       "inputs": [str(p) for p in videos]}))
 
     manifest_path, state_path = out / "manifest.json", out / STATE_FILE
-    previous = _read_json(state_path) or _read_json(manifest_path)
+    manifest = _read_json(manifest_path)
+    previous = _read_json(state_path) or manifest
     if previous is not None:
         if {k: previous.get(k) for k in identity} != identity:
             raise DataError(f"{out}: holds clips prepared from other inputs or settings; choose another --out")
-        if manifest_path.is_file():
-            return _summary_from_manifest(out, _read_json(manifest_path))
+        if manifest is not None:
+            return _summary_from_manifest(out, manifest)
     state = {"shards": 0, "clips": 0, "resume_video": 0, "resume_clip": 0, "videos": [], "seconds": 0.0}
     resumed = previous is not None
     if resumed:

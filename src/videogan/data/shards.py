@@ -49,7 +49,7 @@ from ..config import DataConfig
 from ..media import atomic_path
 from .augment import coin, resize_clip, window_start
 from .decode import DataError
-from .streaming import DataWarning, loader_batches, new_batch, reader_of, seed_of, shuffled, units_for_reader, warn
+from .streaming import DataWarning, loader_batches, new_batch, reader_of, reader_samples, seed_of, shuffled, warn
 
 IMAGE_KEYS = ("jpg", "png", "jpeg")
 URL_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")  # http:, https:, pipe:, file:, s3:, gs:, ...
@@ -99,6 +99,13 @@ def write_shard(path: str | os.PathLike, samples: Iterable[dict]) -> int:
 
 
 # ----------------------------------------------------------------------------- reading
+
+
+def is_shard_source(source: str) -> bool:
+    """Prepared shards: a URL or pipe: command, a brace pattern, a .tar file, or a folder of .tar files."""
+    path = Path(source)
+    return (URL_PATTERN.match(source) is not None or "{" in source or "::" in source or source.endswith(".tar")
+            or (path.is_dir() and any(path.glob("*.tar"))))
 
 
 def resolve_shards(source: str) -> list[str]:
@@ -364,39 +371,27 @@ class _ShardStream(IterableDataset):
 
     def raw(self, reader: int, readers: int) -> Iterator[dict]:
         """This reader's share of the samples, pass after pass, header-checked (too short: skipped)."""
-        seen: set[str] = set()
-        counter = valid = offered = total = 0
-        epoch = 0
-        while True:
-            mine, by_shard = units_for_reader(self.urls, reader, readers, "shards", self.seed, self.start_step, epoch)
-            for url in mine:
-                seen.add(url)
-                for sample in read_shard(url):
-                    total += 1
-                    if not by_shard:
-                        counter += 1
-                        if (counter - 1) % readers != reader:
-                            continue
-                    offered += 1
-                    try:
-                        t, s = _inspect(sample)
-                    except DataError as e:
-                        warn(f"skipped: {e}")
-                        continue
-                    if t < self.frames:
-                        warn(f"skipped: {_where(sample)}: {t} frames, fewer than the {self.frames} wanted")
-                        continue
-                    valid += 1
-                    sample["__shape__"] = (t, s)
-                    yield sample
-            epoch += 1
-            if valid == 0 and len(seen) == len(set(self.urls)) and (offered > 0 or total == 0):
-                what = "no readable shard" if total == 0 else f"no usable clip of at least {self.frames} frames"
-                raise DataError(f"{self.source}: {what} (read all {len(seen)} shards; see the warnings above)")
 
-    def shuffled(self, reader: int, readers: int) -> Iterator[dict]:
-        """This reader's samples through the shuffle buffer (still encoded)."""
-        bufsize = max(1, self.cfg.shuffle_buffer)
+        def usable(sample: dict) -> bool:
+            try:
+                t, s = _inspect(sample)
+            except DataError as e:
+                warn(f"skipped: {e}")
+                return False
+            if t < self.frames:
+                warn(f"skipped: {_where(sample)}: {t} frames, fewer than the {self.frames} wanted")
+                return False
+            sample["__shape__"] = (t, s)
+            return True
+
+        def nothing(total: int, shards: int) -> DataError:
+            what = "no readable shard" if total == 0 else f"no usable clip of at least {self.frames} frames"
+            return DataError(f"{self.source}: {what} (read all {shards} shards; see the warnings above)")
+
+        return reader_samples(self.urls, reader, readers, ("shards", self.seed, self.start_step), read_shard, usable, nothing)
+
+    def shuffled(self, reader: int, readers: int, bufsize: int) -> Iterator[dict]:
+        """This reader's samples through a shuffle buffer of `bufsize` (still encoded)."""
         buf_rng = random.Random(seed_of("buffer", self.seed, self.start_step, reader, readers))
         return shuffled(self.raw(reader, readers), bufsize, buf_rng)
 
@@ -407,7 +402,7 @@ class _ShardStream(IterableDataset):
         reader, readers = reader_of(self.rank, self.world_size)
         cfg, frames, size, bufsize = self.cfg, self.frames, self.size, max(1, self.cfg.shuffle_buffer)
         gen = torch.Generator().manual_seed(seed_of("augment", self.seed, self.start_step, reader, readers))
-        samples = self.shuffled(reader, readers)
+        samples = self.shuffled(reader, readers, bufsize)
         good = failed = 0
         while True:
             batch = new_batch((self.batch_size, frames, size, size, 3), shared=get_worker_info() is not None)

@@ -45,8 +45,8 @@ def read_list(list_file: str | os.PathLike, root: str | os.PathLike = "") -> lis
     return paths
 
 
-def _read_stack(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
-    """The stacked JPEG as uint8 frames [count, W, W, 3] (a view of the decoded image) and count."""
+def _read_stack(path: str | os.PathLike) -> torch.Tensor:
+    """The stacked JPEG as uint8 frames [count, W, W, 3] (a view of the decoded image)."""
     try:
         data = Path(path).read_bytes()
     except OSError as e:
@@ -58,7 +58,7 @@ def _read_stack(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
     count = height // width
     if count < 1:
         raise DataError(f"{path}: image {width}x{height} is shorter than one {width}x{width} frame")
-    return torch.from_numpy(img[: count * width]).view(count, width, width, 3), count
+    return torch.from_numpy(img[: count * width]).view(count, width, width, 3)
 
 
 def _clip_from_stack(stack: torch.Tensor, frames: int, size: int, offset: int) -> torch.Tensor:
@@ -75,7 +75,7 @@ def load_stacked_clip(path: str | os.PathLike, frames: int, size: int, offset: i
     offset+1, ... (offset 0: the first ones), the last frame repeated past the end, each frame resized (area
     when shrinking, bilinear with aligned corners when enlarging: Torch7's image.scale). DataError if the file
     cannot be read or decoded or holds no full frame."""
-    stack, _ = _read_stack(path)
+    stack = _read_stack(path)
     return _clip_from_stack(stack, frames, size, offset)
 
 
@@ -122,7 +122,8 @@ class _StackedDataset(Dataset):
         raise DataError(f"{self.list_file}: none of the {len(self.paths)} listed videos could be read (see the warnings)")
 
     def _load(self, path: str, rng: random.Random) -> torch.Tensor:
-        stack, count = _read_stack(path)
+        stack = _read_stack(path)
+        count = stack.shape[0]
         # The original always took the first frames; data.random_offset picks a random window in longer videos.
         offset = window_start(count, self.frames, rng, self.cfg.random_offset) if count > self.frames else 0
         clip = _clip_from_stack(stack, self.frames, self.size, offset)

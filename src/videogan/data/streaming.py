@@ -3,9 +3,10 @@ running a dataset through a DataLoader with errors that stay one line."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 import warnings
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from .decode import DataError
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 class DataWarning(UserWarning):
@@ -49,6 +51,35 @@ def units_for_reader(units: list[T], reader: int, readers: int, *seed_parts: Any
     order = list(units)
     random.Random(seed_of(*seed_parts)).shuffle(order)
     return (order[reader::readers], True) if len(order) >= readers else (order, False)
+
+
+def reader_samples(units: list[T], reader: int, readers: int, seed_parts: tuple, read: Callable[[T], Iterable[S]],
+                   usable: Callable[[S], bool], nothing: Callable[[int, int], DataError]) -> Iterator[S]:
+    """This reader's share of the samples `read(unit)` yields, pass after pass over `units` (split as
+    `units_for_reader` does, with `seed_parts` and the pass number as seed; with fewer units than readers a
+    counter that runs on across passes keeps every `readers`-th sample, so every reader is fed eventually).
+    Samples `usable` rejects (it says why) are left out. Once this reader has been through every unit and none
+    of the samples it was given was usable, it raises `nothing(samples read, units)` instead of looping forever;
+    not before: other units, which other readers had so far, may still be fine."""
+    seen: set = set()
+    counter = valid = offered = total = 0
+    for epoch in itertools.count():
+        mine, own = units_for_reader(units, reader, readers, *seed_parts, epoch)
+        for unit in mine:
+            seen.add(unit)
+            for sample in read(unit):
+                total += 1
+                if not own:
+                    counter += 1
+                    if (counter - 1) % readers != reader:
+                        continue
+                offered += 1
+                if usable(sample):
+                    valid += 1
+                    yield sample
+        # offered == 0 < total: so far the counter gave this reader none of the few samples; later passes will
+        if valid == 0 and len(seen) == len(set(units)) and (offered > 0 or total == 0):
+            raise nothing(total, len(seen))
 
 
 def new_batch(shape: tuple[int, ...], shared: bool) -> torch.Tensor:

@@ -7,9 +7,9 @@ model sees the same kind of clip either way; for anything large, prepare shards 
 """
 from __future__ import annotations
 
-import itertools
 import os
 import random
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -20,7 +20,7 @@ from ..config import DataConfig
 from .augment import maybe_hflip, randint
 from .decode import DataError, VideoDecodeError, find_videos
 from .prepare import PrepareConfig, VideoStats, video_clips
-from .streaming import loader_batches, new_batch, reader_of, seed_of, shuffled, units_for_reader, warn
+from .streaming import loader_batches, new_batch, reader_of, reader_samples, seed_of, shuffled, warn
 
 # Decoded clips are large (393 KB at 32x64x64), so the shuffle buffer holds at most this many.
 MAX_DECODED_BUFFER = 256
@@ -37,27 +37,27 @@ class _VideoStream(IterableDataset):
         """This reader's clips uint8 [T, S, S, 3], pass after pass over the videos (shuffled per pass).
 
         With at least as many videos as readers each reader decodes its own videos; otherwise every
-        reader decodes all of them and keeps every `readers`-th clip."""
+        reader decodes all of them and keeps every `readers`-th clip. DataError only once this reader has
+        been through every video without a clip (see `reader_samples`)."""
         src = self.source
         cut = PrepareConfig(size=src.size, frames=src.frames, stabilize=False)
         rng = random.Random(seed_of("offsets", src.seed, self.start_step, reader, readers))
-        counter = produced = 0
-        for epoch in itertools.count():
-            mine, by_video = units_for_reader(src.videos, reader, readers, "videos", src.seed, self.start_step, epoch)
-            for video in mine:
-                # A random temporal offset per pass, so clips do not always start at the same frames.
-                offset = randint(rng, src.frames) if src.cfg.random_offset else 0
-                try:
-                    for clip in video_clips(video, cut, VideoStats(), offset=offset):
-                        counter += 1
-                        if by_video or (counter - 1) % readers == reader:
-                            produced += 1
-                            yield clip.frames
-                except VideoDecodeError as e:  # clips cut before a mid-file error were used
-                    warn(f"skipped: {e}")
-            if produced == 0:
-                raise DataError(f"{src.source}: no clip of {src.frames} frames could be cut from the videos "
-                                f"(see the warnings above)")
+
+        def read(video: Path) -> Iterator[np.ndarray]:
+            # A random temporal offset per pass, so clips do not always start at the same frames.
+            offset = randint(rng, src.frames) if src.cfg.random_offset else 0
+            try:
+                for clip in video_clips(video, cut, VideoStats(), offset=offset):
+                    yield clip.frames
+            except VideoDecodeError as e:  # clips cut before a mid-file error were used
+                warn(f"skipped: {e}")
+
+        def nothing(total: int, videos: int) -> DataError:
+            return DataError(f"{src.source}: no clip of {src.frames} frames could be cut from the videos "
+                             f"(see the warnings above)")
+
+        yield from reader_samples(src.videos, reader, readers, ("videos", src.seed, self.start_step), read,
+                                  lambda clip: True, nothing)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         reader, readers = reader_of(self.rank, self.world_size)

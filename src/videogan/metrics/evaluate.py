@@ -76,7 +76,9 @@ def to_i3d_input(clips: torch.Tensor, frames: int) -> torch.Tensor:
 
 def is_run_dir(spec: str) -> bool:
     """A generator to sample: a run directory, a checkpoint folder, or "pretrained:NAME" (videogan.pretrained)."""
-    if spec.startswith("pretrained:"):
+    from ..pretrained import strip_prefix
+
+    if strip_prefix(spec) is not None:
         return True
     path = Path(spec)
     return path.is_dir() and ((path / "checkpoints").is_dir() or (path / "checkpoint.json").is_file())
@@ -151,12 +153,17 @@ def data_clips(spec: str, protocol: Protocol, synthetic: SyntheticConfig | None 
 
 def run_config(spec: str) -> Config | None:
     """The config of a run's latest checkpoint (no weights read), or None when `spec` is not a run directory."""
+    return generator_config(spec) if is_run_dir(spec) else None
+
+
+def generator_config(spec: str) -> Config:
+    """run_config of a spec known to pass is_run_dir: a pretrained model's config or a checkpoint's."""
     from ..checkpoint import checkpoint_config
     from ..pretrained import config as pretrained_config, strip_prefix
 
     if (name := strip_prefix(spec)) is not None:
         return pretrained_config(name)
-    return checkpoint_config(spec) if is_run_dir(spec) else None
+    return checkpoint_config(spec)
 
 
 def clip_source(spec: str, protocol: Protocol, batch_size: int, device: torch.device,
@@ -204,9 +211,12 @@ def data_fingerprint(spec: str, synthetic: SyntheticConfig | None = None) -> dic
 
 
 def real_features(spec: str, i3d, protocol: Protocol, device, batch_size: int, weights: str, progress: bool = True,
-                  cache: bool = True, synthetic: SyntheticConfig | None = None) -> tuple[np.ndarray, bool]:
-    """(features, from_cache) of a real data source, cached under VIDEOGAN_CACHE/stats keyed by data + protocol."""
-    key_fields = {"data": data_fingerprint(spec, synthetic), "protocol": asdict(protocol), "weights": weights}
+                  cache: bool = True, synthetic: SyntheticConfig | None = None,
+                  fingerprint: dict | None = None) -> tuple[np.ndarray, bool]:
+    """(features, from_cache) of a real data source, cached under VIDEOGAN_CACHE/stats keyed by data + protocol.
+    `fingerprint`: data_fingerprint(spec, synthetic) where the caller already has it."""
+    fingerprint = fingerprint if fingerprint is not None else data_fingerprint(spec, synthetic)
+    key_fields = {"data": fingerprint, "protocol": asdict(protocol), "weights": weights}
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:24]
     path = cache_dir() / "stats" / f"real-{key}.npz"
     if cache and path.is_file():
@@ -235,20 +245,21 @@ def evaluate(real: str, fake: str, protocol: Protocol = Protocol(), batch_size: 
 
         i3d = (load_i3d(device), weights_sha256())
     network, weights = i3d
-    fake_config = run_config(fake)
-    synthetic = fake_config.synthetic if fake_config is not None else None
-    real_feats, cached = real_features(real, network, protocol, device, batch_size, weights, progress, cache, synthetic)
-    fake_protocol = protocol if is_run_dir(fake) else replace(protocol, seed=protocol.seed + 1)
-    if is_run_dir(fake):  # an image-to-video model animates first frames of `real` (animated_clips)
-        fake_clips = run_clips(fake, fake_protocol, batch_size, device, images=real, synthetic=synthetic)
-    else:
-        fake_clips = clip_source(fake, fake_protocol, batch_size, device, synthetic)
+    fake_is_run = is_run_dir(fake)
+    synthetic = generator_config(fake).synthetic if fake_is_run else None
+    fingerprint = data_fingerprint(real, synthetic)  # walks a folder of files: once
+    real_feats, cached = real_features(real, network, protocol, device, batch_size, weights, progress, cache, synthetic,
+                                       fingerprint)
+    if fake_is_run:  # an image-to-video model animates first frames of `real` (animated_clips)
+        fake_clips = run_clips(fake, protocol, batch_size, device, images=real, synthetic=synthetic)
+    else:  # a data source: drawn with seed + 1
+        fake_clips = clip_source(fake, replace(protocol, seed=protocol.seed + 1), batch_size, device, synthetic)
     fake_feats = i3d_features(fake_clips, network, protocol, device, batch_size, "fake", progress)
     return {
         "fvd": fvd_from_features(real_feats, fake_feats),
         "kvd": kernel_distance(real_feats, fake_feats),
         "metric": metric_name("fvd", protocol.num, protocol.frames),
-        "real": data_fingerprint(real, synthetic), "fake": fake, "real_from_cache": cached,
+        "real": fingerprint, "fake": fake, "real_from_cache": cached,
         "protocol": {**asdict(protocol), "i3d_weights_sha256": weights, "videogan_version": __version__},
         "seconds": round(time.perf_counter() - started, 2),
     }

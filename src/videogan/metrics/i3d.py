@@ -15,7 +15,6 @@ TensorFlow details the port must reproduce:
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.resources
 import importlib.util
 import math
@@ -28,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..media import atomic_path
+from ..media import atomic_path, file_sha256
 
 SIZE = 224
 NUM_CLASSES = 400
@@ -221,11 +220,7 @@ def checkpoint_path() -> Path:
 
 @functools.lru_cache(maxsize=4)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)  # size, mtime_ns: the cache key, so a changed file is hashed again
 
 
 def weights_sha256(path: str | os.PathLike | None = None) -> str:

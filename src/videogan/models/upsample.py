@@ -44,7 +44,7 @@ GEMM_MAX_INPUT_VOXELS = 64
 GEMM_MIN_WEIGHTS = 1 << 16  # Cin * Cout
 
 
-def tap_ranges(n_in: int, n_out: int, kernel: int, stride: int, padding: int, tap: int) -> tuple[slice, slice]:
+def tap_ranges(n_in: int, n_out: int, stride: int, padding: int, tap: int) -> tuple[slice, slice]:
     """Along one dimension: the input indices i whose output o = i*stride - padding + tap lands in [0, n_out),
     as (input slice, output slice with the stride). Empty slices when the tap misses the output entirely."""
     first = max(0, -((tap - padding) // stride))  # smallest i with i*stride - padding + tap >= 0
@@ -62,11 +62,11 @@ def output_size(n_in: Triple, kernel: Triple, stride: Triple, padding: Triple) -
 def _taps(n_in: Triple, n_out: Triple, kernel: Triple, stride: Triple, padding: Triple):
     """Every kernel tap (a, c, e) that reaches the output, with its input and output index slices per dim."""
     for a in range(kernel[0]):
-        it, ot = tap_ranges(n_in[0], n_out[0], kernel[0], stride[0], padding[0], a)
+        it, ot = tap_ranges(n_in[0], n_out[0], stride[0], padding[0], a)
         for c in range(kernel[1]):
-            ih, oh = tap_ranges(n_in[1], n_out[1], kernel[1], stride[1], padding[1], c)
+            ih, oh = tap_ranges(n_in[1], n_out[1], stride[1], padding[1], c)
             for e in range(kernel[2]):
-                iw, ow = tap_ranges(n_in[2], n_out[2], kernel[2], stride[2], padding[2], e)
+                iw, ow = tap_ranges(n_in[2], n_out[2], stride[2], padding[2], e)
                 if it.stop > it.start and ih.stop > ih.start and iw.stop > iw.start:
                     yield (a, c, e), (it, ih, iw), (ot, oh, ow)
 

@@ -73,10 +73,20 @@ def card(name: str) -> dict[str, Any]:
 
 def config(name: str) -> Config:
     """The resolved training config of model `name` (as a run's config.json)."""
+    return _config(name, card(name))
+
+
+def _config(name: str, info: dict[str, Any]) -> Config:
+    """config() from the card `info` of model `name`, already read (and its folder checked) by card()."""
     try:
-        return from_dict(card(name)["config"])
+        return from_dict(info["config"])
     except ConfigError as e:
-        raise ConfigError(f"{folder(name) / CARD_FILE}: bad config ({e})") from None
+        raise ConfigError(f"{ROOT / name / CARD_FILE}: bad config ({e})") from None
+
+
+def upcast(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The stored float16 tensors -> float32 (BatchNorm's int64 counters stay)."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
 
 
 def examples(name: str) -> list[Path]:
@@ -93,15 +103,14 @@ def load(name: str, device: str | torch.device = "cpu", weights: str | None = No
     from ..models import build_generator
     from ..sample import LoadedGenerator
 
-    info = card(name)
+    info = card(name)  # checks the name: ROOT / name is its folder
     if weights is not None and weights != info["weights"]:
         raise ConfigError(f"pretrained model {name!r} ships only its {info['weights']} weights, not {weights}")
-    cfg = config(name)
-    path = folder(name) / WEIGHTS_FILE
-    tensors = {k: v.float() if v.is_floating_point() else v for k, v in _load_tensors(path).items()}  # fp16 -> fp32
+    cfg = _config(name, info)
+    path = ROOT / name / WEIGHTS_FILE
     generator = build_generator(cfg.model)
-    load_state_dict(generator, tensors, path)
-    return LoadedGenerator(generator.to(device).eval(), cfg, int(info["steps"]), folder(name), info["weights"])
+    load_state_dict(generator, upcast(_load_tensors(path)), path)  # fp16 -> fp32
+    return LoadedGenerator(generator.to(device).eval(), cfg, int(info["steps"]), ROOT / name, info["weights"])
 
 
 def summary(name: str) -> dict[str, Any]:
@@ -110,7 +119,7 @@ def summary(name: str) -> dict[str, Any]:
     fvd = info["fvd"] or {"fvd": None, "kvd": None, "metric": None, "real": None}  # None: the export stopped before FVD
     return {
         "name": name, "kind": info["kind"], "description": info["description"], "data": info["data"]["description"],
-        "preset": info["preset"], "clip_shape": config(name).clip_shape, "steps": info["steps"],
+        "preset": info["preset"], "clip_shape": _config(name, info).clip_shape, "steps": info["steps"],
         "training_seconds": info["training_seconds"], "machine": info["machine"], "date": info["date"],
         "fvd": fvd["fvd"], "kvd": fvd["kvd"], "metric": fvd["metric"], "fvd_real": fvd["real"],
         "bytes": info["bytes"], "command": info["command"], "can": info["can"], "cannot": info["cannot"],

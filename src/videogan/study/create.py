@@ -17,18 +17,18 @@ Viewing size is nearest-neighbour upscaling by an even factor, so every source p
 from __future__ import annotations
 
 import hashlib
-import json
 import random
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from ..config import ConfigError
+from ..config import Config, ConfigError
 from ..data.decode import DataError
 from ..media import upscale, write_mp4, write_webm
-from ..metrics.evaluate import Protocol, clip_source, run_config
+from ..metrics.evaluate import Protocol, clip_source, is_run_dir
 from .manifest import MANIFEST, Pair, Side, Study, save_study
 
 VIEW_SIZE = 256  # the default upscale brings clips to about this many pixels across
@@ -78,19 +78,23 @@ def frozen_halfway(clip: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- sources
 
-def resolve_side(spec: str, label: str | None) -> Side:
-    config = run_config(spec)
-    if config is None:
-        return Side(source=spec, kind="data", label=label or spec)
-    from ..checkpoint import resolve
+def resolve_side(spec: str, label: str | None) -> tuple[Side, Config | None]:
+    """The side `spec` names and its generator's config (None for data), its metadata read once: a data source, a
+    run or checkpoint directory (step of its latest checkpoint), or "pretrained:NAME" (step from its model card)."""
+    from ..checkpoint import _read_meta, resolve
+    from ..pretrained import card, config as pretrained_config, strip_prefix
 
-    step = json.loads((resolve(spec) / "checkpoint.json").read_text())["step"]  # already checked by run_config
-    return Side(source=spec, kind="run", label=label or Path(spec).resolve().name, step=int(step))
+    if (name := strip_prefix(spec)) is not None:
+        return Side(source=spec, kind="run", label=label or spec, step=int(card(name)["steps"])), pretrained_config(name)
+    if not is_run_dir(spec):
+        return Side(source=spec, kind="data", label=label or spec), None
+    _, step, config = _read_meta(resolve(spec))
+    return Side(source=spec, kind="run", label=label or Path(spec).resolve().name, step=step), config
 
 
-def clip_shape(sides: list[Side], frames: int | None, size: int | None) -> tuple[int, int]:
+def clip_shape(sides: list[tuple[Side, Config | None]], frames: int | None, size: int | None) -> tuple[int, int]:
     """(frames, size) of the study: what the runs make (taking their first `frames` frames), else 32 x 64."""
-    configs = [(s, run_config(s.source)) for s in sides if s.kind == "run"]
+    configs = [(s, c) for s, c in sides if c is not None]
     frames = frames or min((c.model.frames for _, c in configs), default=32)
     sizes = {c.model.size for _, c in configs}
     size = size or (sizes.pop() if len(sizes) == 1 else None) or 64
@@ -107,16 +111,12 @@ def draw_clips(spec: str, num: int, frames: int, size: int, seed: int, device: t
     """`num` uint8 clips [num, 3, frames, size, size] from a data source or a run directory, drawn with `seed`."""
     protocol = Protocol(num=num, frames=frames, size=size, seed=seed)
     out, have = [], 0
-    stream = clip_source(spec, protocol, 16, device, synthetic)
-    try:
+    with closing(clip_source(spec, protocol, 16, device, synthetic)) as stream:
         for batch in stream:
             out.append(batch[:, :, :frames].cpu())
             have += len(batch)
             if have >= num:
                 break
-    finally:
-        if hasattr(stream, "close"):
-            stream.close()
     if have < num:
         raise DataError(f"{spec}: gave only {have} of the {num} clips asked for")
     clips = torch.cat(out)[:num]
@@ -158,18 +158,17 @@ def create(a: str, b: str, out: str | Path, settings: CreateSettings | None = No
     if s.pairs < 1 or (s.catch is not None and s.catch < 0):
         raise ConfigError(f"a study needs at least 1 pair and 0 or more catch trials, not {s.pairs} and {s.catch}")
     catch = s.catch if s.catch is not None else max(1, s.pairs // 10)
-    side_a, side_b = resolve_side(a, s.label_a), resolve_side(b, s.label_b)
-    frames, size = clip_shape([side_a, side_b], s.frames, s.size)
+    (side_a, config_a), (side_b, config_b) = resolve_side(a, s.label_a), resolve_side(b, s.label_b)
+    frames, size = clip_shape([(side_a, config_a), (side_b, config_b)], s.frames, s.size)
     if catch and frames < 2:
         raise DataError(f"catch trials need clips of 2 frames or more, the study has {frames} (use --catch 0)")
     factor = s.upscale or default_upscale(size)
     device = torch.device(device)
 
     # Real clips for catch trials: the data side, else the run's own training data (its scene settings too).
-    configs = {side.source: run_config(side.source) for side in (side_a, side_b) if side.kind == "run"}
-    first_run = next(iter(configs.values()), None)
+    first_run = config_a if config_a is not None else config_b
     real_spec = s.real or next((side.source for side in (side_a, side_b) if side.kind == "data"), None) or first_run.data.source
-    side_real = resolve_side(real_spec, None)
+    side_real, _ = resolve_side(real_spec, None)
     if side_real.kind == "run":
         raise DataError(f"--real {real_spec}: catch trials need real data, not a run directory")
     synthetic = first_run.synthetic if first_run is not None else None  # compare like with like, as evaluate does

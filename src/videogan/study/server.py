@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..config import ConfigError
 from .manifest import DATABASE, Pair, Study, load_study
-from .store import RATER_ID, Answer, AnswerStore, DuplicateAnswer
+from .store import BAD_RATER_ID, RATER_ID, Answer, AnswerStore, DuplicateAnswer
 
 MAX_BODY = 2048  # bytes: an answer is ~100
 MAX_MS = 24 * 3600 * 1000  # a day: longer "time taken" is not a real answer
@@ -67,7 +67,7 @@ def parse_answer(body: bytes, study: Study) -> tuple[str, Pair, str, int]:
         raise BadRequest(HTTPStatus.BAD_REQUEST, "expected exactly the fields rater, pair, choice, ms")
     rater, pair_id, choice, ms = d["rater"], d["pair"], d["choice"], d["ms"]
     if not isinstance(rater, str) or not RATER_ID.fullmatch(rater):
-        raise BadRequest(HTTPStatus.BAD_REQUEST, "bad rater id (1-64 letters, digits, _ . @ -)")
+        raise BadRequest(HTTPStatus.BAD_REQUEST, BAD_RATER_ID)
     pair = study.pair(pair_id) if isinstance(pair_id, str) else None
     if pair is None:
         raise BadRequest(HTTPStatus.BAD_REQUEST, "unknown pair")
@@ -161,7 +161,7 @@ class StudyHandler(BaseHTTPRequestHandler):
         elif url.path == "/api/next":
             rater = parse_qs(url.query).get("rater", [""])[0]
             if not RATER_ID.fullmatch(rater):
-                self.send_error_json(HTTPStatus.BAD_REQUEST, "bad rater id (1-64 letters, digits, _ . @ -)")
+                self.send_error_json(HTTPStatus.BAD_REQUEST, BAD_RATER_ID)
             else:
                 self.send_json(HTTPStatus.OK, self.server.progress(rater))
         elif url.path in self.server.files:

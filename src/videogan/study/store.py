@@ -10,12 +10,13 @@ import re
 import sqlite3
 import threading
 import time
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, dataclass, fields, replace
 from pathlib import Path
 
 from ..data.decode import DataError
 
 RATER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")  # what a rater id may be: no spaces, no markup
+BAD_RATER_ID = "bad rater id (1-64 letters, digits, _ . @ -)"  # the error for one that RATER_ID does not match
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -64,7 +65,7 @@ class AnswerStore:
 
     def add(self, answer: Answer) -> None:
         """Insert and commit; DuplicateAnswer (and nothing written) if the rater answered this pair already."""
-        answer = answer if answer.answered_at else Answer(*astuple(answer)[:-1], answered_at=now_utc())
+        answer = answer if answer.answered_at else replace(answer, answered_at=now_utc())
         with self.lock:
             try:
                 self.db.execute("BEGIN IMMEDIATE")
