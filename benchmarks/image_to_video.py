@@ -12,6 +12,10 @@ and seed. All numbers on the 0-255 pixel scale, means over the images:
 - motion_spread (K futures per image from K noise vectors): mean over the K(K-1)/2 pairs of mean |d_i - d_j|,
   d_k = frame t - frame 0 of future k (models.conditional.motion_spread); exactly 0 for the deterministic model.
 Prints one JSON line per model. Results go into benchmarks/RESULTS.md.
+
+    python benchmarks/image_to_video.py --evaluate runs/pretrained-animate runs/i2v-inbg   # trained runs only
+
+measures the given runs (EMA and live weights) on the same held-out images, without training anything.
 """
 from __future__ import annotations
 
@@ -63,8 +67,9 @@ def summary(generator: torch.nn.Module, images: torch.Tensor, samples: int) -> d
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--deterministic", required=True, help="run directory of the deterministic model (trained if needed)")
-    ap.add_argument("--stochastic", required=True, help="run directory of the stochastic model (trained if needed)")
+    ap.add_argument("--deterministic", help="run directory of the deterministic model (trained if needed)")
+    ap.add_argument("--stochastic", help="run directory of the stochastic model (trained if needed)")
+    ap.add_argument("--evaluate", nargs="+", metavar="RUN", help="only measure these trained runs (any conditional variant)")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--num", type=int, default=64, help="held-out images")
     ap.add_argument("--samples", type=int, default=4, help="futures per image for the spread (K)")
@@ -73,20 +78,32 @@ def main() -> None:
     ap.add_argument("--train-only", choices=["deterministic", "stochastic"],
                     help="train that model and stop (to train both at once)")
     args = ap.parse_args()
+    if not args.evaluate and not (args.deterministic and args.stochastic):
+        ap.error("give --deterministic and --stochastic, or --evaluate RUN...")
     torch.set_num_threads(args.threads)
     if args.train_only:
         run = args.deterministic if args.train_only == "deterministic" else args.stochastic
         print(json.dumps({"trained": run, "seconds": trained(run, args.train_only == "stochastic", args.steps, args.threads)}))
         return
 
-    seconds = {"deterministic": trained(args.deterministic, False, args.steps, args.threads),
-               "stochastic": trained(args.stochastic, True, args.steps, args.threads)}
     cfg = preset("tiny", "conditional")
     held_out = SyntheticScenes(cfg.model.frames, cfg.model.size, seed=cfg.train.seed + 1000, cfg=cfg.synthetic).clips(0, args.num)
     images = held_out[:, :, 0]  # [N, 3, S, S] uint8
     if args.example:
         write_png(Path(args.example), upscale(images[0], 4))  # nearest x4: area-resized back to 32x32 it is the same image
     real_motion = 127.5 * motion(from_uint8(held_out)).mean().item()
+    if args.evaluate:
+        print(json.dumps({"machine": cpu_name(), "torch": torch.__version__, "num": args.num, "samples": args.samples,
+                          "real_clips_motion": round(real_motion, 3)}), flush=True)
+        for run in args.evaluate:
+            loaded = load_generator(run)
+            for label, generator in ((f"{run}, {loaded.step} steps", loaded.generator),
+                                     (f"{run}, {loaded.step} steps, live weights", load_generator(run, weights="live").generator)):
+                print(json.dumps({"model": label, **summary(generator, images, args.samples)}), flush=True)
+        return
+
+    seconds = {"deterministic": trained(args.deterministic, False, args.steps, args.threads),
+               "stochastic": trained(args.stochastic, True, args.steps, args.threads)}
     print(json.dumps({"machine": cpu_name(), "torch": torch.__version__, "steps": args.steps, "train_seconds": seconds,
                       "num": args.num, "samples": args.samples, "real_clips_motion": round(real_motion, 3)}), flush=True)
 

@@ -38,6 +38,12 @@ class ModelConfig:
     mask_bias_init: float = 0.0
     # Conditional model only: also take noise z (z_dim), so one image gives several futures (not in the paper).
     stochastic: bool = False
+    # Conditional model only: the input image itself is the static background b (not in the paper, whose background
+    # stream redraws the image from the 4x4 code, blurred): the decoders then only draw what moves, and the mask.
+    input_background: bool = False
+    # Conditional model only: U-Net skips (not in the paper): the encoder's features at each resolution, held over
+    # time, are concatenated to the video decoder's at the same resolution, so f can copy the image's detail.
+    image_skips: bool = False
 
 
 @dataclass

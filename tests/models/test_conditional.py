@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -83,9 +84,50 @@ def test_stochastic_noise_changes_the_motion_not_the_background():
     assert grads[0].abs().sum() > 0
 
 
-def test_stochastic_applies_to_the_conditional_model_only(small_config):
-    small_config.model.stochastic = True
-    with pytest.raises(ArchitectureError, match="conditional model only"):
+def test_input_background_is_the_image_itself():
+    """model.input_background: no background stream; where the mask is 0 every frame is the input, exactly."""
+    cfg = preset("tiny", "conditional").model
+    cfg.frames, cfg.size, cfg.g_width, cfg.input_background = 4, 16, 16, True
+    g = build_generator(cfg).eval()
+    assert g.background_decoder is None
+    assert sum(p.numel() for p in g.parameters()) < sum(p.numel() for p in build_generator(replace(cfg, input_background=False)).parameters())
+    image = _images(2, 16)
+    out = g(image, None)
+    assert torch.equal(out.background, image)
+    assert torch.allclose(out.video, out.mask * out.foreground + (1 - out.mask) * image[:, :, None])
+    nn.init.constant_(g.mask_head[0].bias, -60.0)  # mask ~0: the clip is the image, still
+    assert torch.allclose(g(image, None).video, image[:, :, None].expand(-1, -1, 4, -1, -1), atol=1e-6)
+
+
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_image_skips_feed_every_encoder_level_to_the_video_decoder(stochastic):
+    cfg = preset("tiny", "conditional").model
+    cfg.frames, cfg.size, cfg.g_width, cfg.z_dim, cfg.stochastic, cfg.image_skips = 4, 16, 16, 8, stochastic, True
+    g = build_generator(cfg)
+    image = _images(2, 16)
+    levels = g.encoder.levels(image)
+    assert [tuple(x.shape[1:]) for x in levels] == [(16, 4, 4), (8, 8, 8)]  # coarsest first; the last is the code
+    assert torch.equal(levels[0], g.encoder(image))
+    ups = [m for m in g.video_decoder.modules() if isinstance(m, nn.ConvTranspose3d)]
+    assert [(c.in_channels, c.out_channels) for c in ups] == [(16 * (2 if stochastic else 1), 16), (32, 8)]
+    assert g.video_head[0].in_channels == g.mask_head[0].in_channels == 16  # 8 decoded + 8 of the finest level
+    z = torch.randn(2, 8) if stochastic else None
+    out = g(image, z)
+    assert out.video.shape == (2, 3, 4, 16, 16)
+    # the finest level reaches f directly: its gradient flows through the skip, not only through the code
+    finest = g.encoder.levels(image)[-1].detach().requires_grad_()
+    features = g.video_decoder(levels[0].detach() if not stochastic else torch.cat([levels[0], g.noise_projection(z)], 1).detach(),
+                               [levels[0].detach(), finest])
+    assert features.shape == (2, 16, 2, 8, 8)
+    assert torch.equal(features[:, 8:], finest[:, :, None].expand(-1, -1, 2, -1, -1))  # held over the frames
+    (grad,) = torch.autograd.grad(g.video_head(features).sum(), finest)
+    assert grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("field", ["stochastic", "input_background", "image_skips"])
+def test_conditional_options_apply_to_the_conditional_model_only(small_config, field):
+    setattr(small_config.model, field, True)
+    with pytest.raises(ArchitectureError, match=f"model.{field} applies to the conditional model only"):
         build_generator(small_config.model)
 
 

@@ -41,7 +41,7 @@ import numpy as np
 import simplejpeg
 import torch
 from PIL import Image
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 from webdataset import TarWriter
 from webdataset.tariterators import url_opener
 
@@ -49,7 +49,7 @@ from ..config import DataConfig
 from ..media import atomic_path
 from .augment import coin, resize_clip, window_start
 from .decode import DataError
-from .streaming import DataWarning, loader_batches, new_batch, reader_of, reader_samples, seed_of, shuffled, warn
+from .streaming import BatchBuffers, DataWarning, ReturnSlots, loader_batches, reader_of, reader_samples, seed_of, shuffled, warn
 
 IMAGE_KEYS = ("jpg", "png", "jpeg")
 URL_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")  # http:, https:, pipe:, file:, s3:, gs:, ...
@@ -362,6 +362,8 @@ def read_shard(url: str) -> Iterator[dict]:
 class _ShardStream(IterableDataset):
     """One rank's clips (uint8 [3, frames, size, size]), split between the DataLoader workers it runs in."""
 
+    return_slots: ReturnSlots | None = None  # set by loader_batches: workers' batches in reusable shared buffers
+
     def __init__(self, urls: list[str], source: str, frames: int, size: int, seed: int, cfg: DataConfig,
                  start_step: int, rank: int, world_size: int, batch_size: int):
         super().__init__()
@@ -398,14 +400,16 @@ class _ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[torch.Tensor]:
         """Batches uint8 [batch_size, 3, frames, size, size]: a channels-last view of [B, T, S, S, 3] memory (in
         shared memory in a worker), into which each clip is decoded directly: no copy, no de-interleaving.
-        Undecodable clips are skipped with a warning."""
+        Undecodable clips are skipped with a warning. With `return_slots` set (by loader_batches), a worker's
+        batches come as streaming.Lent, in buffers it reuses (see streaming.BatchBuffers)."""
         reader, readers = reader_of(self.rank, self.world_size)
         cfg, frames, size, bufsize = self.cfg, self.frames, self.size, max(1, self.cfg.shuffle_buffer)
         gen = torch.Generator().manual_seed(seed_of("augment", self.seed, self.start_step, reader, readers))
         samples = self.shuffled(reader, readers, bufsize)
         good = failed = 0
+        buffers = BatchBuffers((self.batch_size, frames, size, size, 3), self.return_slots)
         while True:
-            batch = new_batch((self.batch_size, frames, size, size, 3), shared=get_worker_info() is not None)
+            batch = buffers.new()
             j = 0
             while j < self.batch_size:
                 sample = next(samples)
@@ -430,7 +434,7 @@ class _ShardStream(IterableDataset):
                 if cfg.hflip and coin(gen):
                     batch[j] = batch[j].flip(2)  # [T, S, S, 3]: dim 2 is width
                 j += 1
-            yield batch.permute(0, 4, 1, 2, 3)
+            yield buffers.lend(batch.permute(0, 4, 1, 2, 3))
 
 
 class ShardClips:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import random
+import sys
 import warnings
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -82,15 +83,93 @@ def reader_samples(units: list[T], reader: int, readers: int, seed_parts: tuple,
             raise nothing(total, len(seen))
 
 
-def new_batch(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
-    """An uninitialised uint8 tensor; in shared memory when made in a DataLoader worker, so that handing it to
-    the training process costs no copy (as torch's default_collate does)."""
-    if not shared:
-        # numpy's allocator reuses the freed heap memory of earlier batches, where torch.empty maps fresh pages
-        # for each 25 MB batch; first-touching those cost ~0.5 ms a clip of decoding time here.
-        return torch.from_numpy(np.empty(shape, np.uint8))
-    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
-    return torch.empty(0, dtype=torch.uint8).set_(storage, 0, shape)
+def _refs(arrays: list[np.ndarray], i: int) -> int:
+    return sys.getrefcount(arrays[i])
+
+
+_UNREFERENCED = _refs([np.empty(0)], 0)  # the count of an array only its list holds, measured as `_refs` counts
+
+
+class Lent(NamedTuple):
+    """What a dataset yields from a DataLoader worker when its batch lies in one of the worker's reusable shared
+    buffers: `loader_batches` copies the batch out and gives the slot back (`ReturnSlots`)."""
+
+    batch: torch.Tensor
+    worker: int
+    slot: int
+
+
+class ReturnSlots:
+    """One flag per shared batch buffer of each DataLoader worker, itself in shared memory: 1 while the buffer's
+    batch is with the training process, 0 once that process has copied it out and the worker may refill it."""
+
+    def __init__(self, workers: int, capacity: int):
+        self.capacity = capacity
+        self.busy = torch.zeros(workers, capacity, dtype=torch.uint8).share_memory_()
+
+    def give_back(self, lent: Lent) -> None:
+        if lent.slot >= 0:
+            self.busy[lent.worker, lent.slot] = 0
+
+
+class BatchBuffers:
+    """Uninitialised uint8 batches of one shape for a dataset's `__iter__` to fill, with memory used again where
+    that is safe. Fresh memory costs the page faults of first touching it: ~0.4 ms a clip for a 25 MB batch of
+    64 clips of 32x64x64 here, as much as decoding the clip (benchmarks/RESULTS.md).
+
+    - In the process itself, a batch's memory is used again once nothing refers to it any more (the consumer has
+      dropped the batch and every view of it). A batch still referenced anywhere is never written again.
+    - In a DataLoader worker, batches are shared memory, so that handing one to the training process costs no
+      copy (as torch's default_collate does). With `slots` (given by `loader_batches`) each worker keeps up to
+      `slots.capacity` such buffers and refills one only after the training process has copied its batch out
+      (`lend` wraps the batch as `Lent`); without, each batch is fresh shared memory.
+    """
+
+    def __init__(self, shape: tuple[int, ...], slots: ReturnSlots | None = None, keep: int = 4):
+        info = get_worker_info()
+        self.worker = None if info is None else info.id
+        self.shape, self.slots, self.keep = shape, slots, keep
+        self._arrays: list[np.ndarray] = []  # in process: at most `keep`, reused when only this list refers to them
+        self._shared: list[torch.Tensor] = []  # in a worker with slots: buffer k is slot k
+        self._slot = -1  # the slot of the latest batch from new()
+
+    def new(self) -> torch.Tensor:
+        if self.worker is None:
+            for i in range(len(self._arrays)):
+                if _refs(self._arrays, i) == _UNREFERENCED:  # from_numpy's tensors and their views hold a reference
+                    return torch.from_numpy(self._arrays[i])
+            array = np.empty(self.shape, np.uint8)
+            if len(self._arrays) < self.keep:
+                self._arrays.append(array)
+            return torch.from_numpy(array)
+        self._slot = -1
+        if self.slots is not None:
+            busy = self.slots.busy[self.worker]
+            for k, buffer in enumerate(self._shared):
+                if busy[k] == 0:
+                    busy[k], self._slot = 1, k
+                    return buffer
+        storage = torch.UntypedStorage._new_shared(int(np.prod(self.shape)))
+        buffer = torch.empty(0, dtype=torch.uint8).set_(storage, 0, self.shape)
+        if self.slots is not None and len(self._shared) < self.slots.capacity:
+            self._slot = len(self._shared)
+            self.slots.busy[self.worker, self._slot] = 1
+            self._shared.append(buffer)
+        return buffer
+
+    def lend(self, batch: torch.Tensor) -> torch.Tensor | Lent:
+        """What the dataset yields for `batch` (made from the latest `new()`): itself, or Lent in a reusable slot."""
+        return batch if self._slot < 0 else Lent(batch, self.worker, self._slot)
+
+
+def copy_of(batch: torch.Tensor, buffers: dict[tuple, BatchBuffers]) -> torch.Tensor:
+    """A copy of `batch` with its strides (a permuted view stays one), in memory from `buffers` (by shape)."""
+    order = sorted(range(batch.ndim), key=lambda d: -batch.stride(d))  # dims in memory order, outermost first
+    shape = tuple(batch.shape[d] for d in order)
+    if shape not in buffers:
+        buffers[shape] = BatchBuffers(shape)
+    raw = buffers[shape].new()
+    return raw.permute(*sorted(range(batch.ndim), key=order.__getitem__)).copy_(batch)
 
 
 def shuffled(samples: Iterable[T], bufsize: int, rng: random.Random) -> Iterator[T]:
@@ -109,12 +188,33 @@ def shuffled(samples: Iterable[T], bufsize: int, rng: random.Random) -> Iterator
 
 def loader_batches(dataset: Dataset, workers: int, device: torch.device | str, **loader_options) -> Iterator[torch.Tensor]:
     """Batches of `dataset` through a DataLoader with `workers` processes (0: in this one), pinned when `device`
-    is CUDA (so `.to(device, non_blocking=True)` overlaps the copy). Workers start on the first `next()`."""
+    is CUDA (so `.to(device, non_blocking=True)` overlaps the copy). Workers start on the first `next()`.
+
+    A dataset with a `return_slots` attribute gets ReturnSlots: its workers may then yield Lent batches in
+    reusable shared buffers, which are copied out here (the pinning thread's copy serves where there is one)
+    before their slot is given back, so the caller never holds memory a worker will write again."""
     workers = max(0, workers)
+    pin = torch.device(device).type == "cuda" and torch.cuda.is_available()
+    prefetch = 4
     loader_options.setdefault("batch_size", None)  # the datasets yield whole batches unless told otherwise
-    loader = DataLoader(dataset, num_workers=workers, pin_memory=torch.device(device).type == "cuda" and torch.cuda.is_available(),
-                        prefetch_factor=4 if workers else None, **loader_options)
-    yield from _unwrap_errors(loader)
+    slots = None
+    if workers and hasattr(dataset, "return_slots"):
+        # in flight per worker: `prefetch` queued, one being filled, one being copied out here
+        slots = dataset.return_slots = ReturnSlots(workers, prefetch + 2)
+    loader = DataLoader(dataset, num_workers=workers, pin_memory=pin, prefetch_factor=prefetch if workers else None,
+                        **loader_options)
+    buffers: dict[tuple, BatchBuffers] = {}
+    received: dict[tuple[int, int], torch.Tensor] = {}  # kept mapped: a slot sent again needs no new mapping
+    for item in _unwrap_errors(loader):
+        if not isinstance(item, Lent):
+            yield item
+            continue
+        batch = item.batch if pin else copy_of(item.batch, buffers)
+        if not pin:
+            received[item.worker, item.slot] = item.batch
+        slots.give_back(item)
+        del item
+        yield batch
 
 
 def _unwrap_errors(loader: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:

@@ -14,13 +14,13 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 
 from ..config import DataConfig
 from .augment import maybe_hflip, randint
 from .decode import DataError, VideoDecodeError, find_videos
 from .prepare import PrepareConfig, VideoStats, video_clips
-from .streaming import loader_batches, new_batch, reader_of, reader_samples, seed_of, shuffled, warn
+from .streaming import BatchBuffers, ReturnSlots, loader_batches, reader_of, reader_samples, seed_of, shuffled, warn
 
 # Decoded clips are large (393 KB at 32x64x64), so the shuffle buffer holds at most this many.
 MAX_DECODED_BUFFER = 256
@@ -28,6 +28,8 @@ MAX_DECODED_BUFFER = 256
 
 class _VideoStream(IterableDataset):
     """One rank's batches, split between the DataLoader workers it runs in (a "reader" is one worker of one rank)."""
+
+    return_slots: ReturnSlots | None = None  # set by loader_batches: workers' batches in reusable shared buffers
 
     def __init__(self, source: VideoClips, start_step: int, rank: int, world_size: int, batch_size: int):
         super().__init__()
@@ -65,12 +67,13 @@ class _VideoStream(IterableDataset):
         gen = torch.Generator().manual_seed(seed_of("augment", src.seed, self.start_step, reader, readers))
         buffer = min(MAX_DECODED_BUFFER, max(1, src.cfg.shuffle_buffer))
         clips = shuffled(self.clips(reader, readers), buffer, random.Random(seed_of("buffer", src.seed, self.start_step, reader)))
+        buffers = BatchBuffers((self.batch_size, 3, src.frames, src.size, src.size), self.return_slots)
         while True:
-            batch = new_batch((self.batch_size, 3, src.frames, src.size, src.size), shared=get_worker_info() is not None)
+            batch = buffers.new()
             for j in range(self.batch_size):
                 clip = torch.from_numpy(next(clips)).permute(3, 0, 1, 2)  # [3, T, S, S]
                 batch[j] = maybe_hflip(clip, gen) if src.cfg.hflip else clip
-            yield batch
+            yield buffers.lend(batch)
 
 
 class VideoClips:

@@ -11,6 +11,16 @@ unconditional background stream's first layer does) and concatenated to it, doub
 channels. Only the video decoder sees z: the background is the image's static part, the motion is what is
 uncertain. Because the projected noise enters with as many channels as the image, G cannot start out ignoring
 it; benchmarks/image_to_video.py measures that different z still give different motion after training.
+
+Beyond the paper (model.input_background): b is the input image itself instead of the background stream's redrawing
+of it from the 4x4 code. The paper's b is blurred by that bottleneck, and so is every pixel the mask leaves to it;
+with the image as b, the still part of the scene stays sharp in every frame, the first frame can equal the input
+wherever m is 0, and the 3-D decoder only draws what moves (including what a moving object uncovers).
+
+Beyond the paper (model.image_skips): U-Net skips. The encoder's output at each resolution (H/2 ... 4x4), repeated
+over the frames, is concatenated to the video decoder's features of the same size before each of its upsampling
+layers and before the f and m heads (which then take twice the channels), so that f can draw the image's objects
+from their detail rather than from the 4x4 code alone.
 """
 from __future__ import annotations
 
@@ -47,6 +57,15 @@ class ImageEncoder(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.net(image)
 
+    def levels(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """Every level's output, coarsest first: [B, widths[0], 4, 4], [B, widths[1], 8, 8], ..., [B, widths[-1], H/2, W/2]."""
+        out = []
+        for layer in self.net:
+            image = layer(image)
+            if isinstance(layer, nn.ReLU):
+                out.append(image)
+        return out[::-1]
+
 
 class BackgroundDecoder(nn.Module):
     """code [B, widths[0], 4, 4] -> b [B, 3, H, W] in [-1, 1].
@@ -67,15 +86,35 @@ class VideoDecoder(nn.Module):
 
     Paper: the code as 1024 x 1 x 4 x 4, ConvTranspose3d 1024->1024 with kernel (2, 1, 1) -> 1024 x 2 x 4 x 4,
     BatchNorm + ReLU, then 512, 256, 128 (kernel 4, stride 2, padding 1, BatchNorm + ReLU).
+    With skips (model.image_skips), the encoder's levels are concatenated before each upsampling layer and to the
+    output (whose width is then 2 * widths[-1]).
     """
 
-    def __init__(self, code_width: int, widths: list[int], geo: Geometry):
+    def __init__(self, code_width: int, widths: list[int], geo: Geometry, skips: bool = False):
         super().__init__()
         # 1 frame -> core_frames, then the upsampling stages
-        self.net = upsampling_stack(nn.ConvTranspose3d(code_width, widths[0], (geo.core_frames, 1, 1)), widths, geo)
+        first = nn.ConvTranspose3d(code_width, widths[0], (geo.core_frames, 1, 1))
+        self.net = upsampling_stack(first, widths, geo, skips=skips)
+        self.skips = skips
 
-    def forward(self, code: torch.Tensor) -> torch.Tensor:
-        return self.net(code[:, :, None])  # [B, C, 4, 4] -> [B, C, 1, 4, 4]
+    def forward(self, code: torch.Tensor, levels: list[torch.Tensor] | None = None) -> torch.Tensor:
+        x = code[:, :, None]  # [B, C, 4, 4] -> [B, C, 1, 4, 4]
+        if not self.skips:
+            return self.net(x)
+        assert levels is not None, "a decoder with skips needs the encoder's levels"
+        layers = list(self.net)
+        for stage in range(0, len(layers), 3):  # (transposed conv, BatchNorm, ReLU) per stage
+            if stage:
+                x = with_level(x, levels[stage // 3 - 1])
+            conv, norm, relu = layers[stage : stage + 3]
+            x = relu(norm(conv(x)))
+        return with_level(x, levels[-1])
+
+
+def with_level(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """x [B, C, T, S, S] and an image level [B, C', S, S] held over the T frames -> [B, C + C', T, S, S]."""
+    assert level.shape[-2:] == x.shape[-2:], f"skip of size {list(level.shape[-2:])} for features {list(x.shape)}"
+    return torch.cat([x, level[:, :, None].expand(-1, -1, x.shape[2], -1, -1)], dim=1)
 
 
 class NoiseProjection(nn.Module):
@@ -105,11 +144,13 @@ class ImageToVideoGenerator(nn.Module):
         self.image_shape = (cfg.channels, cfg.size, cfg.size)
         self.clip_shape = (cfg.channels, cfg.frames, cfg.size, cfg.size)
         self.encoder = ImageEncoder(cfg.channels, widths)
-        self.background_decoder = BackgroundDecoder(widths, cfg.channels)
+        # None with model.input_background: the image is the background.
+        self.background_decoder = None if cfg.input_background else BackgroundDecoder(widths, cfg.channels)
         self.noise_projection = NoiseProjection(cfg.z_dim, widths[0]) if cfg.stochastic else None
-        self.video_decoder = VideoDecoder(widths[0] * (2 if cfg.stochastic else 1), widths, geo)
-        self.video_head = nn.Sequential(_up3d(widths[-1], cfg.channels, geo.time_strides[-1]), nn.Tanh())
-        self.mask_head = nn.Sequential(_up3d(widths[-1], 1, geo.time_strides[-1]), nn.Sigmoid())
+        self.video_decoder = VideoDecoder(widths[0] * (2 if cfg.stochastic else 1), widths, geo, skips=cfg.image_skips)
+        head_width = widths[-1] * (2 if cfg.image_skips else 1)
+        self.video_head = nn.Sequential(_up3d(head_width, cfg.channels, geo.time_strides[-1]), nn.Tanh())
+        self.mask_head = nn.Sequential(_up3d(head_width, 1, geo.time_strides[-1]), nn.Sigmoid())
         init_weights(self)  # main_conditional.lua applies the same weights_init as main.lua
         nn.init.constant_(self.mask_head[0].bias, cfg.mask_bias_init)
 
@@ -120,11 +161,12 @@ class ImageToVideoGenerator(nn.Module):
         else:
             assert z is not None and z.shape == (len(image), self.z_dim), \
                 f"stochastic model: z must be [{len(image)}, {self.z_dim}], got {None if z is None else list(z.shape)}"
-        code = self.encoder(image)  # [B, W, 4, 4]
-        background = self.background_decoder(code)  # [B, 3, H, W]
+        levels = self.encoder.levels(image) if self.video_decoder.skips else None  # coarsest first
+        code = self.encoder(image) if levels is None else levels[0]  # [B, W, 4, 4]
+        background = image if self.background_decoder is None else self.background_decoder(code)  # [B, 3, H, W]
         if self.noise_projection is not None:
             code = torch.cat([code, self.noise_projection(z)], dim=1)  # [B, 2W, 4, 4]
-        features = self.video_decoder(code)
+        features = self.video_decoder(code, levels)
         foreground, mask = video_and_mask(self.video_head, self.mask_head, features)  # [B, 3, T, H, W], [B, 1, T, H, W]
         video = compose(foreground, mask, background)
         assert video.shape[1:] == self.clip_shape, f"generated {list(video.shape[1:])}, expected {self.clip_shape}"

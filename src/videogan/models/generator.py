@@ -32,12 +32,14 @@ def _up3d(cin: int, cout: int, time_stride: int) -> nn.ConvTranspose3d:
     return FastConvTranspose3d(cin, cout, (kt, 4, 4), stride=(time_stride, 2, 2), padding=1)
 
 
-def upsampling_stack(first: nn.Module, widths: list[int], geo: Geometry) -> nn.Sequential:
+def upsampling_stack(first: nn.Module, widths: list[int], geo: Geometry, skips: bool = False) -> nn.Sequential:
     """`first` (-> widths[0] x core_frames x 4 x 4), then BatchNorm + ReLU, then per later width one `_up3d` stage
-    with BatchNorm + ReLU: the 3-D half of the generator, shared by the unconditional and conditional models."""
+    with BatchNorm + ReLU: the 3-D half of the generator, shared by the unconditional and conditional models.
+    With `skips` each `_up3d` takes twice its input's width: the conditional model concatenates a skip to it."""
     layers: list[nn.Module] = [first, nn.BatchNorm3d(widths[0]), nn.ReLU(inplace=True)]
     for i in range(1, len(widths)):
-        layers += [_up3d(widths[i - 1], widths[i], geo.time_strides[i - 1]), nn.BatchNorm3d(widths[i]), nn.ReLU(inplace=True)]
+        layers += [_up3d(widths[i - 1] * (2 if skips else 1), widths[i], geo.time_strides[i - 1]), nn.BatchNorm3d(widths[i]),
+                   nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
 
 
