@@ -44,13 +44,17 @@ def shaken():
     return shaken_clip(frames=10, size=SIZE, shake=6.0, rotation=1.0, zoom=0.02, objects=2, seed=0)
 
 
-@pytest.mark.parametrize("method, max_error", [("sift", 1.0), ("orb", 3.0)])
-def test_shaken_clip_is_stabilised_and_motions_match_the_known_shake(shaken, method, max_error):
+# Corner error per pair (px, mean over the 4 corners): the worst pair and the mean over the clip. ORB is ~10x less
+# accurate than SIFT (benchmarks/RESULTS.md, "Stabilisation": per-pair worst 2.6-4.0 px there); its worst pair here
+# moved from below 3 px with OpenCV 5.0 to 3.05 px with 5.1, so its bound on the worst pair is that measured 4 px,
+# and the mean bound keeps the test as strict on the clip as a whole.
+@pytest.mark.parametrize("method, max_error, mean_error", [("sift", 1.0, 0.3), ("orb", 4.0, 2.0)])
+def test_shaken_clip_is_stabilised_and_motions_match_the_known_shake(shaken, method, max_error, mean_error):
     settings = StabilizeSettings(method=method)
     motions = motions_of(shaken.frames, MotionEstimator(settings))
     assert [m.reason for m in motions] == [None] * 9
     errors = [corner_error(m.homography, truth, SIZE) for m, truth in zip(motions, shaken.homographies, strict=True)]
-    assert max(errors) < max_error, errors  # px, mean over the 4 corners
+    assert max(errors) < max_error and np.mean(errors) < mean_error, errors  # px, mean over the 4 corners
     clip = stabilize_clip(shaken.frames, motions, settings)
     assert clip.reason is None and clip.frames.shape == shaken.frames.shape and clip.frames.dtype == np.uint8
     assert 0 < clip.residual < settings.max_residual
