@@ -7,7 +7,8 @@ Cuts real clips exactly as `videogan prepare` does (without stabilisation, which
 trade-off), encodes each at several qualities and losslessly, and prints one JSON line per setting: mean bytes
 per clip, mean absolute error (0-255) and PSNR against the uncompressed clip, and clips decoded per second on
 one core by `decode_image` (what the training loader uses), best of 5 by process CPU time (steadier than wall
-time on a shared machine).
+time on a shared machine). Each JPEG quality is decoded twice: with the exact DCT and with libjpeg-turbo's fast
+one (the training loader's default, data.fast_dct).
 """
 from __future__ import annotations
 
@@ -33,13 +34,13 @@ def source_clips(videos: list[Path], per_video: int, cfg: PrepareConfig) -> list
     return clips
 
 
-def decode_rate(blobs: list[bytes], repeats: int = 5) -> float:
+def decode_rate(blobs: list[bytes], fast_dct: bool, repeats: int = 5) -> float:
     out = np.empty((len(blobs) and decode_image(blobs[0]).shape) or (1,), np.uint8)
     best = float("inf")
     for _ in range(repeats):
         t = time.process_time()
         for b in blobs:
-            decode_image(b, out)
+            decode_image(b, out, fast_dct=fast_dct)
         best = min(best, time.process_time() - t)
     return len(blobs) / best
 
@@ -53,16 +54,18 @@ def main() -> None:
     args = ap.parse_args()
     cfg = PrepareConfig(stabilize=False)
     clips = source_clips(args.videos, args.clips, cfg)
-    settings = [("jpg", int(q)) for q in args.qualities.split(",")] + [("png", None)]
-    for kind, quality in settings:
+    settings = [("jpg", int(q), fast) for q in args.qualities.split(",") for fast in (False, True)] + [("png", None, False)]
+    for kind, quality, fast_dct in settings:
         blobs = [encode_clip("k", c, {}, lossless=kind == "png", quality=quality or 0)[kind] for c in clips]
-        errors = np.stack([decode_image(b).astype(np.float64) - c.reshape(-1, *c.shape[2:]) for b, c in zip(blobs, clips, strict=True)])
+        errors = np.stack([decode_image(b, fast_dct=fast_dct).astype(np.float64) - c.reshape(-1, *c.shape[2:])
+                           for b, c in zip(blobs, clips, strict=True)])
         mse = float((errors ** 2).mean())
         print(json.dumps({
-            "format": kind, "quality": quality, "clips": len(clips), "bytes_per_clip": int(np.mean([len(b) for b in blobs])),
+            "format": kind, "quality": quality, "fast_dct": fast_dct, "clips": len(clips),
+            "bytes_per_clip": int(np.mean([len(b) for b in blobs])),
             "mean_abs_error": round(float(np.abs(errors).mean()), 2),
             "psnr_db": round(10 * np.log10(255 ** 2 / mse), 1) if mse else None,
-            "decode_clips_per_second": round(decode_rate(blobs), 1),
+            "decode_clips_per_second": round(decode_rate(blobs, fast_dct), 1),
         }))
 
 

@@ -88,13 +88,13 @@ RECIPES = {
     "synthetic-animate": Recipe(
         kind="conditional", run="runs/pretrained-animate", data="synthetic",
         data_description="the built-in synthetic scenes (tiny preset's settings); input = a clip's first frame",
-        description="image to video (the paper's conditional model, with the input image as its static background): "
-                    "one 32x32 image -> its 16-frame future",
-        can="keeps the scene sharp: the input is the background of every frame and the first frame matches it (mean "
-            "error ~6 of 255 levels on held-out scenes); the foreground stream makes the objects move about as much "
-            "as real scenes move",
-        cannot="keep a moving object's shape and colour: within a few frames the moving parts become noisy, "
-               "multicoloured smears; one future per image (deterministic); images unlike the synthetic scenes"),
+        description="image to video (the paper's conditional model, with the input image as its static background and "
+                    "its foreground drawn by warping the image along a predicted flow): one 32x32 image -> its 16-frame future",
+        can="keeps the scene sharp and the moving objects in their own colours: the input is the background, the first "
+            "frame matches it (mean error ~3 of 255 levels on held-out scenes) and what moves is the image's own pixels, "
+            "carried along a learned flow; the objects move about as much as real scenes move",
+        cannot="keep a moving object rigid: objects stretch into elongated streaks along their path and partly dissolve by "
+               "the last frames; one future per image (deterministic); images unlike the synthetic scenes"),
 }
 
 

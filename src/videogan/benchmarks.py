@@ -40,11 +40,11 @@ def sample_videos_dir() -> Path:
 
 
 def data_throughput(source: str, frames: int, size: int, batch_size: int = 64, workers: int = 2,
-                    num_batches: int = 40, warmup: int = 4, shuffle_buffer: int = 2000) -> dict:
+                    num_batches: int = 40, warmup: int = 4, shuffle_buffer: int = 2000, fast_dct: bool = True) -> dict:
     """Clips per second that `ShardClips` (the real training path: tar reading, shuffle buffer, decoding,
     batching, DataLoader workers) delivers from prepared shards. The first `warmup` batches (worker start-up,
     filling the shuffle buffer) are timed separately as `startup_seconds`."""
-    cfg = DataConfig(workers=workers, shuffle_buffer=shuffle_buffer)
+    cfg = DataConfig(workers=workers, shuffle_buffer=shuffle_buffer, fast_dct=fast_dct)
     src = ShardClips(source, frames, size, seed=0, cfg=cfg)
     it = src.batches(0, batch_size)
     t0 = time.perf_counter()
@@ -61,6 +61,7 @@ def data_throughput(source: str, frames: int, size: int, batch_size: int = 64, w
         "clips_per_second": round(cps, 1),
         "clips_per_second_per_worker": round(cps / max(1, workers), 1),
         "workers": workers,
+        "fast_dct": fast_dct,
         "batch_size": batch_size,
         "frames": frames,
         "size": size,

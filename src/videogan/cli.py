@@ -245,7 +245,7 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
     from .benchmarks import data_throughput
 
     result = data_throughput(args.data, frames=args.frames, size=args.size, batch_size=args.batch_size,
-                             workers=args.workers, num_batches=args.batches)
+                             workers=args.workers, num_batches=args.batches, fast_dct=not args.exact_dct)
     print(json.dumps(result))
     return 0
 
@@ -452,6 +452,7 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=_positive_int, default=64)
     b.add_argument("--workers", type=_int, default=0, help="DataLoader worker processes (0: in this process)")
     b.add_argument("--batches", type=_positive_int, default=50, help="batches to time (after warm-up)")
+    b.add_argument("--exact-dct", action="store_true", help="decode JPEG with the exact DCT (data.fast_dct=false)")
     b.set_defaults(func=cmd_bench_data)
     b = bench.add_parser("train", help="seconds per training step, FLOPs counted, fraction of the matmul peak reached")
     b.add_argument("--preset", choices=presets, default="paper")

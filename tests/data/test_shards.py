@@ -11,8 +11,8 @@ import torch
 
 from videogan.config import DataConfig
 from videogan.data.decode import DataError
-from videogan.data.shards import (DataWarning, ShardClips, TarError, decode_clip, encode_clip, read_shard, resolve_shards,
-                                  tar_members, write_shard)
+from videogan.data.shards import (DataWarning, ShardClips, TarError, decode_clip, decode_image, encode_clip, read_shard,
+                                  resolve_shards, tar_members, write_shard)
 
 T, S = 6, 8
 
@@ -76,6 +76,37 @@ def test_jpeg_round_trip_is_close():
     assert "jpg" in sample and sample["jpg"][:2] == b"\xff\xd8"
     out = decode_clip(sample).permute(1, 2, 3, 0).numpy().astype(int)
     assert np.abs(out - clip).mean() < 3.0
+
+
+def smooth_clip(t: int, s: int) -> np.ndarray:
+    """Gradients and a moving square: image-like content (random noise would exaggerate JPEG's error)."""
+    yy, xx = np.mgrid[0:s, 0:s]
+    frames = []
+    for f in range(t):
+        frame = np.stack([xx * 4 + f * 10, yy * 6 + 20, (xx + yy) * 3], -1)
+        frame[4 + f : 12 + f, 6:14] = (200, 30, 90)
+        frames.append(frame)
+    return np.stack(frames).astype(np.uint8)
+
+
+def test_fast_dct_decodes_close_to_the_exact_dct():
+    clip = smooth_clip(4, 32)
+    data = encode_clip("k", clip, {}, quality=85)["jpg"]
+    exact, fast = decode_image(data).astype(int), decode_image(data, fast_dct=True).astype(int)
+    assert fast.shape == exact.shape == (4 * 32, 32, 3)
+    assert 0 < np.abs(fast - exact).mean() < 2.0  # a different inverse DCT, not a different image
+    source = clip.reshape(-1, 32, 3).astype(int)
+    assert np.abs(fast - source).mean() < np.abs(exact - source).mean() + 0.5
+
+
+@pytest.mark.parametrize("fast_dct", [False, True])
+def test_shard_batches_decode_with_the_configured_dct(tmp_path, fast_dct):
+    clip = smooth_clip(T, 16)
+    sample = encode_clip("0000000_00000", clip, {}, quality=85)
+    write_shard(tmp_path / "clips-000000.tar", [sample])
+    batch = take(ShardClips(str(tmp_path), T, 16, cfg=cfg(fast_dct=fast_dct)), 1, 1)[0]
+    expected = decode_image(sample["jpg"], fast_dct=fast_dct).reshape(T, 16, 16, 3)
+    assert torch.equal(batch[0], torch.from_numpy(expected).permute(3, 0, 1, 2))
 
 
 def test_decode_clip_rejects_wrong_shape_naming_the_key():

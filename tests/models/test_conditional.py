@@ -9,7 +9,7 @@ from torch import nn
 from videogan import cli
 from videogan.config import ConfigError, preset
 from videogan.models import ArchitectureError, Discriminator, ImageToVideoGenerator, OnFixedImages, build_generator
-from videogan.models.conditional import first_frame_l1, motion, motion_spread
+from videogan.models.conditional import FLOW_RANGE, first_frame_l1, motion, motion_spread, warp
 from videogan.sample import generate_from_noise
 from videogan.train import train
 
@@ -124,11 +124,46 @@ def test_image_skips_feed_every_encoder_level_to_the_video_decoder(stochastic):
     assert grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("field", ["stochastic", "input_background", "image_skips"])
+@pytest.mark.parametrize("field", ["stochastic", "input_background", "image_skips", "warp_foreground"])
 def test_conditional_options_apply_to_the_conditional_model_only(small_config, field):
     setattr(small_config.model, field, True)
     with pytest.raises(ArchitectureError, match=f"model.{field} applies to the conditional model only"):
         build_generator(small_config.model)
+
+
+def test_warp_moves_the_image_by_the_flow():
+    image = _images(2, 16)
+    flow = torch.zeros(2, 2, 3, 16, 16)
+    assert torch.allclose(warp(image, flow), image[:, :, None].expand(-1, -1, 3, -1, -1), atol=1e-6)
+    flow[:, 0, 1] = 2 / 16  # frame 1: every pixel takes the image's pixel one to its right (x)
+    flow[:, 1, 2] = -4 / 16  # frame 2: two pixels above it (y)
+    frames = warp(image, flow)
+    assert torch.allclose(frames[:, :, 1, :, :-1], image[:, :, :, 1:], atol=1e-5)
+    assert torch.allclose(frames[:, :, 1, :, -1], image[:, :, :, -1], atol=1e-5)  # beyond the border: the border pixel
+    assert torch.allclose(frames[:, :, 2, 2:], image[:, :, :-2], atol=1e-5)
+    half = warp(image, torch.full((2, 2, 1, 16, 16), 0.0).index_fill_(1, torch.tensor([0]), 1 / 16))  # half a pixel: bilinear
+    assert torch.allclose(half[:, :, 0, :, :-1], (image[:, :, :, :-1] + image[:, :, :, 1:]) / 2, atol=1e-5)
+
+
+def test_warp_foreground_draws_f_from_the_image_by_a_learned_flow():
+    """model.warp_foreground: the video head predicts 2 flow channels; f is the image warped by FLOW_RANGE * tanh of
+    them, starting within about a pixel of the image itself; gradients reach the flow head through the warp."""
+    cfg = preset("tiny", "conditional").model
+    cfg.frames, cfg.size, cfg.g_width, cfg.input_background, cfg.warp_foreground = 4, 16, 16, True, True
+    g = build_generator(cfg)
+    assert g.video_head[0].out_channels == 2 and g.mask_head[0].out_channels == 1
+    yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    image = torch.stack([xx / 8 - 1, yy / 8 - 1, (xx + yy) / 16 - 1])[None].repeat(2, 1, 1, 1)  # smooth ramps
+    out = g(image, None)
+    assert out.foreground.shape == out.video.shape == (2, 3, 4, 16, 16)
+    assert (out.foreground - image[:, :, None]).abs().mean() < 1 / 8  # within a pixel of the ramp's step
+    # f is exactly the image warped by the head's output
+    features = g.video_decoder(g.encoder(image))
+    flow = g.video_head(features)
+    assert flow.shape == (2, 2, 4, 16, 16) and flow.abs().max() <= 1
+    assert torch.allclose(out.foreground, warp(image, FLOW_RANGE * flow), atol=1e-6)
+    (grad,) = torch.autograd.grad(out.video.sum(), g.video_head[0].weight)
+    assert grad.abs().sum() > 0
 
 
 def test_measures_on_known_videos():

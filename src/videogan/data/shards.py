@@ -143,21 +143,24 @@ def resolve_shards(source: str) -> list[str]:
     return urls
 
 
-def decode_image(data: bytes, out: np.ndarray | None = None) -> np.ndarray | None:
+def decode_image(data: bytes, out: np.ndarray | None = None, fast_dct: bool = False) -> np.ndarray | None:
     """JPEG or PNG bytes -> uint8 [H, W, 3] RGB (None if they do not decode), written into `out` when given
     and large enough (the result is then a view of it).
 
-    JPEG goes through simplejpeg (libjpeg-turbo, exact integer DCT, straight to RGB, straight into the
-    batch): on this project's CPU ~40% faster than OpenCV's imdecode and ~70% faster than PIL on a
-    2048x64 stacked clip (see benchmarks/RESULTS.md); decoding is most of the loader's cost. Chroma is
-    upsampled by replication merged with the colour conversion (libjpeg's "fast upsampling"): ~8% fewer
-    instructions than the smooth upsampling, for ~0.2 grey levels of mean error. PNG goes through OpenCV."""
+    JPEG goes through simplejpeg (libjpeg-turbo, straight to RGB, straight into the batch): on this project's
+    CPU ~40% faster than OpenCV's imdecode and ~70% faster than PIL on a 2048x64 stacked clip (see
+    benchmarks/RESULTS.md); decoding is most of the loader's cost. Chroma is upsampled by replication merged
+    with the colour conversion (libjpeg's "fast upsampling"): ~8% fewer instructions than the smooth
+    upsampling, for ~0.2 grey levels of mean error. The inverse DCT is the exact integer one, or with
+    `fast_dct` libjpeg-turbo's fast one (training's default, data.fast_dct: ~15% faster, ~1 grey level of
+    mean difference). PNG goes through OpenCV."""
     if data[:2] == b"\xff\xd8":
         try:
-            return simplejpeg.decode_jpeg(data, colorspace="RGB", fastupsample=True, buffer=out)
+            return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=fast_dct, fastupsample=True, buffer=out)
         except ValueError:  # damaged, or larger than `out`
             try:
-                return simplejpeg.decode_jpeg(data, colorspace="RGB", fastupsample=True) if out is not None else None
+                return (simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=fast_dct, fastupsample=True)
+                        if out is not None else None)
             except ValueError:
                 return None
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
@@ -416,7 +419,7 @@ class _ShardStream(IterableDataset):
                 t, s = sample["__shape__"]
                 target = batch[j].numpy().reshape(frames * size, size, 3)
                 direct = (t, s) == (frames, size)  # the common case: decode straight into the batch
-                img = decode_image(_image_bytes(sample), out=target if direct else None)
+                img = decode_image(_image_bytes(sample), out=target if direct else None, fast_dct=cfg.fast_dct)
                 if img is None or img.shape != (t * s, s, 3):
                     got = "it does not decode" if img is None else f"decoded shape {list(img.shape)}"
                     warn(f"skipped: {_where(sample)}: {got} (header: {t} frames of {s}x{s})")

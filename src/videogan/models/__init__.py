@@ -17,7 +17,7 @@ from .init import init_weights
 
 def build_generator(cfg: ModelConfig) -> nn.Module:
     """The generator model.kind names: two-stream, one-stream (noise -> video) or conditional (image -> video)."""
-    for field in ("stochastic", "input_background", "image_skips"):
+    for field in ("stochastic", "input_background", "image_skips", "warp_foreground"):
         if getattr(cfg, field) and cfg.kind != "conditional":
             raise ArchitectureError(f"model.{field} applies to the conditional model only, not to {cfg.kind}")
     return ImageToVideoGenerator(cfg) if cfg.kind == "conditional" else build_unconditional_generator(cfg)

@@ -21,10 +21,17 @@ Beyond the paper (model.image_skips): U-Net skips. The encoder's output at each 
 over the frames, is concatenated to the video decoder's features of the same size before each of its upsampling
 layers and before the f and m heads (which then take twice the channels), so that f can draw the image's objects
 from their detail rather than from the 4x4 code alone.
+
+Beyond the paper (model.warp_foreground): f is the input image warped, frame by frame, by a flow field that the
+video decoder predicts in place of f's colours (2 channels instead of 3: where each pixel of frame t comes from in
+the image). Redrawn by transposed convolutions, a moving object turned into a noisy, multicoloured smear within a
+few frames (benchmarks/RESULTS.md, "Image to video"); warped, it keeps the image's own pixels, and what it uncovers
+is filled by pulling in pixels from beside it. The flow starts near zero, so an untrained model repeats the image.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
@@ -33,6 +40,10 @@ from .geometry import Geometry, check_width, geometry
 from .init import init_weights
 
 ENCODER_BN_EPS = 1e-3  # main_conditional.lua: SpatialBatchNormalization(.., 1e-3) in the encoder; the decoders use 1e-5
+# model.warp_foreground: the flow head's tanh times this, in grid_sample's units (2 = the frame's width), so a pixel
+# can come from anywhere in the image; the synthetic scenes' objects cross up to about one frame width in 16 frames.
+FLOW_RANGE = 2.0
+FLOW_INIT_SCALE = 0.1  # the flow head's initial weights, scaled down: the flow starts within ~1 pixel of zero
 
 
 class ImageEncoder(nn.Module):
@@ -149,10 +160,15 @@ class ImageToVideoGenerator(nn.Module):
         self.noise_projection = NoiseProjection(cfg.z_dim, widths[0]) if cfg.stochastic else None
         self.video_decoder = VideoDecoder(widths[0] * (2 if cfg.stochastic else 1), widths, geo, skips=cfg.image_skips)
         head_width = widths[-1] * (2 if cfg.image_skips else 1)
-        self.video_head = nn.Sequential(_up3d(head_width, cfg.channels, geo.time_strides[-1]), nn.Tanh())
+        self.warp_foreground = cfg.warp_foreground
+        # f's colours, or with warp_foreground the flow (x, y) that f samples the image at
+        self.video_head = nn.Sequential(_up3d(head_width, 2 if cfg.warp_foreground else cfg.channels, geo.time_strides[-1]), nn.Tanh())
         self.mask_head = nn.Sequential(_up3d(head_width, 1, geo.time_strides[-1]), nn.Sigmoid())
         init_weights(self)  # main_conditional.lua applies the same weights_init as main.lua
         nn.init.constant_(self.mask_head[0].bias, cfg.mask_bias_init)
+        if cfg.warp_foreground:
+            with torch.no_grad():
+                self.video_head[0].weight.mul_(FLOW_INIT_SCALE)
 
     def forward(self, image: torch.Tensor, z: torch.Tensor | None = None) -> GeneratorOutput:
         assert image.shape[1:] == self.image_shape, f"image must be [B, {self.image_shape}], got {list(image.shape)}"
@@ -167,7 +183,9 @@ class ImageToVideoGenerator(nn.Module):
         if self.noise_projection is not None:
             code = torch.cat([code, self.noise_projection(z)], dim=1)  # [B, 2W, 4, 4]
         features = self.video_decoder(code, levels)
-        foreground, mask = video_and_mask(self.video_head, self.mask_head, features)  # [B, 3, T, H, W], [B, 1, T, H, W]
+        foreground, mask = video_and_mask(self.video_head, self.mask_head, features)  # [B, 3 (or 2), T, H, W], [B, 1, T, H, W]
+        if self.warp_foreground:
+            foreground = warp(image, FLOW_RANGE * foreground)  # the flow [B, 2, T, H, W] -> f [B, 3, T, H, W]
         video = compose(foreground, mask, background)
         assert video.shape[1:] == self.clip_shape, f"generated {list(video.shape[1:])}, expected {self.clip_shape}"
         return GeneratorOutput(video=video, foreground=foreground, mask=mask, background=background)
@@ -193,6 +211,23 @@ class OnFixedImages(nn.Module):
         index = (self._next + torch.arange(len(z))) % len(self.images)
         self._next += len(z)
         return self.generator(self.images[index].to(z.device), z)
+
+
+def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """image [B, C, H, W], flow [B, 2, T, H, W] -> frames [B, C, T, H, W]: frame t at pixel p is the image at
+    p + flow[:, :, t] at p (x then y, in grid_sample's units: 2 = the frame's width or height), bilinear; a
+    position outside the image takes the nearest border pixel. Zero flow gives the image in every frame."""
+    B, C, H, W = image.shape
+    T = flow.shape[2]
+    assert flow.shape == (B, 2, T, H, W), f"flow must be [{B}, 2, T, {H}, {W}], got {list(flow.shape)}"
+    # pixel centres in grid_sample's coordinates (align_corners=False): -1 and 1 are the image's outer edges
+    ys = torch.linspace(-1 + 1 / H, 1 - 1 / H, H, device=flow.device, dtype=flow.dtype)
+    xs = torch.linspace(-1 + 1 / W, 1 - 1 / W, W, device=flow.device, dtype=flow.dtype)
+    centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # [H, W, 2], (x, y) per pixel
+    grid = centres + flow.permute(0, 2, 3, 4, 1).reshape(B * T, H, W, 2)
+    frames = F.grid_sample(image[:, None].expand(B, T, C, H, W).reshape(B * T, C, H, W), grid,
+                           mode="bilinear", padding_mode="border", align_corners=False)
+    return frames.view(B, T, C, H, W).transpose(1, 2)
 
 
 # ----------------------------------------------------------------------------- loss and measures (pure maths)
