@@ -89,12 +89,13 @@ RECIPES = {
         kind="conditional", run="runs/pretrained-animate", data="synthetic",
         data_description="the built-in synthetic scenes (tiny preset's settings); input = a clip's first frame",
         description="image to video (the paper's conditional model, with the input image as its static background and "
-                    "its foreground drawn by warping the image along a predicted flow): one 32x32 image -> its 16-frame future",
+                    "its foreground drawn by warping the image along a predicted flow, kept smooth by a total-variation prior): one "
+                    "32x32 image -> its 16-frame future",
         can="keeps the scene sharp and the moving objects in their own colours: the input is the background, the first "
-            "frame matches it (mean error ~3 of 255 levels on held-out scenes) and what moves is the image's own pixels, "
+            "frame matches it (mean error ~6 of 255 levels on held-out scenes) and what moves is the image's own pixels, "
             "carried along a learned flow; the objects move about as much as real scenes move",
-        cannot="keep a moving object rigid: objects stretch into elongated streaks along their path and partly dissolve by "
-               "the last frames; one future per image (deterministic); images unlike the synthetic scenes"),
+        cannot="keep a moving object rigid: objects deform, leave streaks along their path and partly dissolve by the "
+               "last frames; one future per image (deterministic); images unlike the synthetic scenes"),
 }
 
 

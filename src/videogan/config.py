@@ -61,6 +61,8 @@ class TrainConfig:
     # Conditional model only: lambda of the L1 between the first generated frame and the input image
     # (main_conditional.lua: opt.lambda = 10).
     first_frame_l1_weight: float = 10.0
+    # Conditional model with model.warp_foreground: weight of the flow's total variation (not in the paper; 0 = off).
+    flow_tv_weight: float = 0.0
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
     num_threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default

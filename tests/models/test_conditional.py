@@ -9,9 +9,9 @@ from torch import nn
 from videogan import cli
 from videogan.config import ConfigError, preset
 from videogan.models import ArchitectureError, Discriminator, ImageToVideoGenerator, OnFixedImages, build_generator
-from videogan.models.conditional import FLOW_RANGE, first_frame_l1, motion, motion_spread, warp
+from videogan.models.conditional import FLOW_RANGE, first_frame_l1, flow_total_variation, motion, motion_spread, warp
 from videogan.sample import generate_from_noise
-from videogan.train import train
+from videogan.train import TrainingError, train
 
 
 @pytest.fixture
@@ -162,8 +162,31 @@ def test_warp_foreground_draws_f_from_the_image_by_a_learned_flow():
     flow = g.video_head(features)
     assert flow.shape == (2, 2, 4, 16, 16) and flow.abs().max() <= 1
     assert torch.allclose(out.foreground, warp(image, FLOW_RANGE * flow), atol=1e-6)
+    assert torch.allclose(out.flow, FLOW_RANGE * flow, atol=1e-6)
     (grad,) = torch.autograd.grad(out.video.sum(), g.video_head[0].weight)
     assert grad.abs().sum() > 0
+
+
+def test_flow_total_variation_is_zero_for_rigid_translation_and_counts_each_edge():
+    flow = torch.zeros(1, 2, 3, 8, 8)
+    flow[:, 0] = 0.25  # the whole frame moves: constant flow
+    assert flow_total_variation(flow).item() == 0
+    flow[:, 0, :, :, 4:] = 0.75  # a vertical edge: a jump of 0.5 in x-flow between columns 3 and 4
+    # horizontal differences: one of 7 per row is 0.5, on 1 of the 2 components; vertical ones all 0
+    assert flow_total_variation(flow).item() == pytest.approx(0.5 / 7 / 2)
+    flow[:, 1, :, 4:, :] = 1.0  # and a horizontal edge of 1.0 in y-flow
+    assert flow_total_variation(flow).item() == pytest.approx(0.5 / 7 / 2 + 1.0 / 7 / 2)
+
+
+def test_flow_tv_weight_trains_a_warping_model_only(conditional_config, tmp_path):
+    conditional_config.train.flow_tv_weight = 1.0
+    with pytest.raises(TrainingError, match="needs model.warp_foreground"):
+        train(conditional_config, tmp_path / "plain", progress=False)
+    conditional_config.model.input_background = conditional_config.model.warp_foreground = True
+    conditional_config.train.steps, conditional_config.train.log_every = 2, 1
+    train(conditional_config, tmp_path / "warp", progress=False)
+    logged = [json.loads(line) for line in (tmp_path / "warp" / "metrics.jsonl").read_text().splitlines()]
+    assert all(row["flow_tv"] > 0 for row in logged if "flow_tv" in row) and any("flow_tv" in row for row in logged)
 
 
 def test_measures_on_known_videos():

@@ -184,11 +184,13 @@ class ImageToVideoGenerator(nn.Module):
             code = torch.cat([code, self.noise_projection(z)], dim=1)  # [B, 2W, 4, 4]
         features = self.video_decoder(code, levels)
         foreground, mask = video_and_mask(self.video_head, self.mask_head, features)  # [B, 3 (or 2), T, H, W], [B, 1, T, H, W]
+        flow = None
         if self.warp_foreground:
-            foreground = warp(image, FLOW_RANGE * foreground)  # the flow [B, 2, T, H, W] -> f [B, 3, T, H, W]
+            flow = FLOW_RANGE * foreground  # [B, 2, T, H, W]
+            foreground = warp(image, flow)  # [B, 3, T, H, W]
         video = compose(foreground, mask, background)
         assert video.shape[1:] == self.clip_shape, f"generated {list(video.shape[1:])}, expected {self.clip_shape}"
-        return GeneratorOutput(video=video, foreground=foreground, mask=mask, background=background)
+        return GeneratorOutput(video=video, foreground=foreground, mask=mask, background=background, flow=flow)
 
 
 class OnFixedImages(nn.Module):
@@ -239,6 +241,14 @@ def first_frame_l1(video: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     """
     assert video.ndim == 5 and image.shape == video[:, :, 0].shape, f"video {list(video.shape)} vs image {list(image.shape)}"
     return (video[:, :, 0] - image).abs().mean()
+
+
+def flow_total_variation(flow: torch.Tensor) -> torch.Tensor:
+    """mean |difference of horizontally and of vertically neighbouring flow vectors| over both components:
+    flow [B, 2, T, H, W] -> a 0-dim tensor; 0 for a flow constant in each frame. As a penalty it favours the
+    piecewise-constant flow of rigidly moving objects over a stretching one (train.flow_tv_weight)."""
+    assert flow.ndim == 5 and flow.shape[1] == 2, f"flow must be [B, 2, T, H, W], got {list(flow.shape)}"
+    return (flow[..., :, 1:] - flow[..., :, :-1]).abs().mean() + (flow[..., 1:, :] - flow[..., :-1, :]).abs().mean()
 
 
 def motion(video: torch.Tensor) -> torch.Tensor:

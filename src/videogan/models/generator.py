@@ -23,6 +23,7 @@ class GeneratorOutput:
     foreground: torch.Tensor  # [B, 3, T, H, W] in [-1, 1]: f (equal to video for one-stream)
     mask: torch.Tensor | None  # [B, 1, T, H, W] in [0, 1]: m (None for one-stream)
     background: torch.Tensor | None  # [B, 3, H, W] in [-1, 1]: b, one static image (None for one-stream)
+    flow: torch.Tensor | None = None  # [B, 2, T, H, W]: where f's pixels come from in the image (model.warp_foreground)
 
 
 def _up3d(cin: int, cout: int, time_stride: int) -> nn.ConvTranspose3d:
