@@ -98,7 +98,7 @@ class DataConfig:
     shuffle_buffer: int = 2000  # clips held for shuffling a shard stream
     hflip: bool = False  # flip each clip left-right with probability 1/2 (not in the paper)
     random_offset: bool = True  # clips longer than model.frames: a random window, else the first frames
-    # JPEG shards decoded with libjpeg-turbo's fast integer DCT (as FFCV's loader does): ~15% more clips/s per core,
+    # JPEG shards decoded with libjpeg-turbo's fast integer DCT (as FFCV's loader does): ~12% more clips/s per core here,
     # at ~1 grey level (0-255) mean difference from the exact DCT, a fifth of q85 JPEG's own error (RESULTS.md).
     fast_dct: bool = True
 
