@@ -141,7 +141,9 @@ def test_warp_moves_the_image_by_the_flow():
     assert torch.allclose(frames[:, :, 1, :, :-1], image[:, :, :, 1:], atol=1e-5)
     assert torch.allclose(frames[:, :, 1, :, -1], image[:, :, :, -1], atol=1e-5)  # beyond the border: the border pixel
     assert torch.allclose(frames[:, :, 2, 2:], image[:, :, :-2], atol=1e-5)
-    half = warp(image, torch.full((2, 2, 1, 16, 16), 0.0).index_fill_(1, torch.tensor([0]), 1 / 16))  # half a pixel: bilinear
+    half_pixel = torch.zeros(2, 2, 1, 16, 16)
+    half_pixel[:, 0] = 1 / 16  # half a pixel to the right: bilinear, the mean of the two neighbours
+    half = warp(image, half_pixel)
     assert torch.allclose(half[:, :, 0, :, :-1], (image[:, :, :, :-1] + image[:, :, :, 1:]) / 2, atol=1e-5)
 
 

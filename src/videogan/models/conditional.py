@@ -27,6 +27,8 @@ video decoder predicts in place of f's colours (2 channels instead of 3: where e
 the image). Redrawn by transposed convolutions, a moving object turned into a noisy, multicoloured smear within a
 few frames (benchmarks/RESULTS.md, "Image to video"); warped, it keeps the image's own pixels, and what it uncovers
 is filled by pulling in pixels from beside it. The flow starts near zero, so an untrained model repeats the image.
+`train.flow_tv_weight` adds the flow's total variation (flow_total_variation) to G's loss, favouring objects that
+move as a whole over stretching ones.
 """
 from __future__ import annotations
 
