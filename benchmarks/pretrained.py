@@ -1,6 +1,6 @@
 """Train (optionally) and export a shipped pretrained model: one command per model.
 
-    python benchmarks/pretrained.py synthetic              # export runs/demo (make demo's run)
+    python benchmarks/pretrained.py synthetic              # export runs/pretrained-synthetic (latest checkpoint)
     python benchmarks/pretrained.py pedestrians            # export runs/pretrained-pedestrians (latest checkpoint)
     python benchmarks/pretrained.py synthetic-animate      # export runs/pretrained-animate
     python benchmarks/pretrained.py NAME --train           # first run the training command (resumes a run)
@@ -70,11 +70,13 @@ PREPARE_VTEST = ("videogan", "prepare", VTEST, "--out", "runs/data-vtest-32", "-
 
 RECIPES = {
     "synthetic": Recipe(
-        kind="two-stream", run="runs/demo", data="synthetic",
+        kind="two-stream", run="runs/pretrained-synthetic", data="synthetic",
         data_description="the built-in synthetic scenes (1-2 moving coloured objects over 2 static shapes; tiny preset's settings)",
         description="two-stream video GAN: noise -> 16 frames of 32x32, a moving foreground over a static background",
-        can="draws the scenes' static backgrounds cleanly and puts compact, saturated foreground blobs in a learned mask",
-        cannot="keep every object's shape and path coherent: some blobs glide, others fade or wobble; checkerboard texture"),
+        can="draws the scenes' smooth backgrounds and puts compact, single-coloured, saturated objects in a learned mask "
+            "that keep their colour as they move",
+        cannot="draw the static background shapes sharply (the background stays blurred); some objects stretch or split "
+               "along their path; a little checkerboard texture"),
     "pedestrians": Recipe(
         kind="two-stream", run="runs/pretrained-pedestrians", data="runs/data-vtest-32", real="runs/data-vtest-32/clips-000000.tar",
         prepare=PREPARE_VTEST,
@@ -94,8 +96,8 @@ RECIPES = {
         can="keeps the scene sharp and the moving objects in their own colours: the input is the background, the first "
             "frame matches it (mean error ~6 of 255 levels on held-out scenes) and what moves is the image's own pixels, "
             "carried along a learned flow; the objects move about as much as real scenes move",
-        cannot="keep a moving object rigid: objects deform, leave streaks along their path and partly dissolve by the "
-               "last frames; one future per image (deterministic); images unlike the synthetic scenes"),
+        cannot="keep a moving object rigid: objects stay compact and mostly whole but their outlines deform as they "
+               "move; one future per image (deterministic); images unlike the synthetic scenes"),
 }
 
 
