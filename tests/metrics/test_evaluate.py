@@ -122,3 +122,18 @@ def test_training_logs_fvd_and_keeps_the_best_checkpoint(stand_in, small_config,
     assert best["value"] == min(scores.values()) and scores[best["step"]] == best["value"]
     kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert f"step_{best['step']:08d}" in kept and "step_00000006" in kept  # the best survives rotation
+
+
+def test_real_jpeg_clips_are_decoded_with_the_exact_inverse_dct(tmp_path):
+    """The protocol's real pixels do not follow training's data.fast_dct (on by default): FVD stays comparable."""
+    from videogan.data.shards import decode_image, encode_clip, write_shard
+
+    rng = np.random.default_rng(0)
+    clip = np.clip(rng.normal(128, 60, (16, 32, 32, 3)), 0, 255).astype(np.uint8)
+    sample = encode_clip("0000000_00000", clip, {}, quality=85)
+    write_shard(tmp_path / "clips-000000.tar", [sample])
+    exact = torch.from_numpy(decode_image(sample["jpg"]).reshape(16, 32, 32, 3)).permute(3, 0, 1, 2)
+    fast = torch.from_numpy(decode_image(sample["jpg"], fast_dct=True).reshape(16, 32, 32, 3)).permute(3, 0, 1, 2)
+    assert not torch.equal(exact, fast)  # the test can tell the two decoders apart
+    clips = next(iter(ev.data_clips(str(tmp_path), Protocol(num=1, frames=16, size=32), batch_size=1)))
+    assert torch.equal(clips[0], exact)

@@ -143,7 +143,9 @@ def data_clips(spec: str, protocol: Protocol, synthetic: SyntheticConfig | None 
     cfg = Config(synthetic=synthetic or SyntheticConfig())
     cfg.model.frames, cfg.model.size = protocol.frames, protocol.size
     cfg.train.seed = protocol.seed
-    cfg.data = DataConfig(source=spec, workers=workers, hflip=False, random_offset=False, shuffle_buffer=512)
+    # fast_dct=False: the protocol's real pixels must not depend on training's speed option (data.fast_dct, ~1 level)
+    cfg.data = DataConfig(source=spec, workers=workers, hflip=False, random_offset=False, shuffle_buffer=512,
+                          fast_dct=False)
     stream = make_source(cfg).batches(0, batch_size)
     try:
         yield from stream
