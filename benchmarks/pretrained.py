@@ -211,6 +211,13 @@ def measure(spec: str, real: str, size: int, num: int, i3d) -> dict:
             "seed": 0, "real": real, "protocol": r["protocol"], "seconds": r["seconds"]}
 
 
+def measure_recorded(name: str, real: str, size: int, num: int) -> tuple[dict, dict]:
+    """model.json's fvd (N = num) and fvd_check (N = CHECK_NUM) of the shipped "pretrained:NAME", one I3D load."""
+    i3d = (load_i3d(torch.device("cpu")), weights_sha256())
+    spec = pretrained.PREFIX + name
+    return measure(spec, real, size, num, i3d), measure(spec, real, size, CHECK_NUM, i3d)
+
+
 def readme_gifs(name: str, upscale: int = 3) -> list[str]:
     """docs/pretrained_NAME*.gif: 8 clips (seed 0) and their masks, or each example image beside its future."""
     loaded = pretrained.load(name)
@@ -281,10 +288,8 @@ def main() -> None:
     }
     media.write_json(folder / pretrained.CARD_FILE, card)  # now "pretrained:NAME" loads the exported weights
 
-    i3d = (load_i3d(torch.device("cpu")), weights_sha256())
-    spec = pretrained.PREFIX + args.name
-    fvd = card["fvd"] = measure(spec, recipe.fvd_real, cfg.model.size, args.num, i3d)
-    check = card["fvd_check"] = measure(spec, recipe.fvd_real, cfg.model.size, CHECK_NUM, i3d)
+    fvd, check = measure_recorded(args.name, recipe.fvd_real, cfg.model.size, args.num)
+    card["fvd"], card["fvd_check"] = fvd, check
     card["readme_gifs"] = readme_gifs(args.name)
     media.write_json(folder / pretrained.CARD_FILE, card)
     print(json.dumps({k: card[k] for k in ("name", "steps", "bytes", "command")} | {"fvd": fvd["fvd"], "kvd": fvd["kvd"],
@@ -299,9 +304,7 @@ def remeasure(name: str, recipe: Recipe, num: int) -> None:
     if recipe.prepare and not Path(recipe.fvd_real).exists():
         raise SystemExit(f"{recipe.fvd_real}: not found; make it first with: {shlex.join(recipe.prepare)}")
     card = pretrained.card(name)
-    i3d = (load_i3d(torch.device("cpu")), weights_sha256())
-    spec, size = pretrained.PREFIX + name, card["clip_shape"][-1]
-    fvd, check = measure(spec, recipe.fvd_real, size, num, i3d), measure(spec, recipe.fvd_real, size, CHECK_NUM, i3d)
+    fvd, check = measure_recorded(name, recipe.fvd_real, card["clip_shape"][-1], num)
     card["fvd_history"] = [*card.get("fvd_history", []),
                            {"fvd": card["fvd"]["fvd"], "kvd": card["fvd"]["kvd"], "fvd_check": card["fvd_check"]["fvd"],
                             "replaced": datetime.date.today().isoformat()}]

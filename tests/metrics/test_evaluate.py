@@ -132,8 +132,11 @@ def test_real_jpeg_clips_are_decoded_with_the_exact_inverse_dct(tmp_path):
     clip = np.clip(rng.normal(128, 60, (16, 32, 32, 3)), 0, 255).astype(np.uint8)
     sample = encode_clip("0000000_00000", clip, {}, quality=85)
     write_shard(tmp_path / "clips-000000.tar", [sample])
-    exact = torch.from_numpy(decode_image(sample["jpg"]).reshape(16, 32, 32, 3)).permute(3, 0, 1, 2)
-    fast = torch.from_numpy(decode_image(sample["jpg"], fast_dct=True).reshape(16, 32, 32, 3)).permute(3, 0, 1, 2)
+
+    def decoded(fast_dct: bool) -> torch.Tensor:  # [3, T, S, S], as the loader lays a clip out
+        return torch.from_numpy(decode_image(sample["jpg"], fast_dct=fast_dct).reshape(16, 32, 32, 3)).permute(3, 0, 1, 2)
+
+    exact, fast = decoded(False), decoded(True)
     assert not torch.equal(exact, fast)  # the test can tell the two decoders apart
     clips = next(iter(ev.data_clips(str(tmp_path), Protocol(num=1, frames=16, size=32), batch_size=1)))
     assert torch.equal(clips[0], exact)
