@@ -96,6 +96,9 @@ class DataConfig:
     root: str = ""  # folder the paths in a LIST.txt are relative to ("" = the list's own folder)
     workers: int = 2  # DataLoader worker processes per rank (0 = load in the training process)
     shuffle_buffer: int = 2000  # clips held for shuffling a shard stream
+    # True: the buffer empties at the end of each pass over the data, so every clip comes out once before any comes
+    # out twice (the FVD protocol's real side; a data set smaller than the buffer otherwise repeats clips at once)
+    shuffle_within_pass: bool = False
     hflip: bool = False  # flip each clip left-right with probability 1/2 (not in the paper)
     random_offset: bool = True  # clips longer than model.frames: a random window, else the first frames
     # JPEG shards decoded with libjpeg-turbo's fast integer DCT (as FFCV's loader does): ~12% more clips/s per core here,

@@ -204,6 +204,16 @@ def test_ranks_and_workers_see_disjoint_clips_covering_the_data(tmp_path, shards
     assert len(flat) == len(ids) and sorted(flat) == ids, seen
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_shuffle_within_pass_draws_every_clip_once_before_any_twice(tmp_path, workers):
+    ids = write_dataset(tmp_path, shards=2, per=5)
+    within = clip_ids(torch.cat(take(ShardClips(str(tmp_path), T, S, cfg=cfg(shuffle_buffer=64, workers=workers,
+                                                                               shuffle_within_pass=True)), 2, 5)))
+    assert sorted(within) == ids  # 10 clips of 10: all different, though the buffer could hold six passes
+    mixed = clip_ids(torch.cat(take(ShardClips(str(tmp_path), T, S, cfg=cfg(shuffle_buffer=64)), 2, 5)))
+    assert len(set(mixed)) < len(ids)  # the default mixes passes: repeats come first
+
+
 def test_ranks_without_workers_are_disjoint(tmp_path):
     ids = write_dataset(tmp_path, shards=4, per=2)
     got = []

@@ -1,8 +1,12 @@
-"""Batch memory of the streaming datasets (videogan.data.streaming: BatchBuffers, Lent, loader_batches)."""
+"""What the streaming datasets share (videogan.data.streaming): batch memory (BatchBuffers, Lent, loader_batches) and
+the shuffle buffer."""
+import itertools
+import random
+
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from videogan.data.streaming import BatchBuffers, Lent, ReturnSlots, loader_batches
+from videogan.data.streaming import PASS_END, BatchBuffers, Lent, ReturnSlots, loader_batches, shuffled
 
 
 def test_memory_is_reused_only_once_nothing_refers_to_it():
@@ -78,3 +82,24 @@ def test_giving_back_frees_the_slot():
     slots.give_back(Lent(torch.zeros(1), worker=1, slot=2))
     slots.give_back(Lent(torch.zeros(1), worker=0, slot=-1))  # a fresh buffer: nothing to give back
     assert int(slots.busy.sum()) == 0
+
+
+def passes(n: int, count: int):
+    for _ in range(count):
+        yield from range(n)
+        yield PASS_END
+
+
+def test_a_buffer_larger_than_a_pass_gives_each_sample_once_per_pass_only_with_pass_marks():
+    rng = random.Random(0)
+    out = list(itertools.islice(shuffled(passes(7, 10), 50, rng), 21))
+    assert [sorted(out[i:i + 7]) for i in (0, 7, 14)] == [list(range(7))] * 3  # each pass whole, in its own order
+    assert out[:7] != list(range(7)) and out[:7] != out[7:14]  # and shuffled
+    # without the marks the buffer holds ~7 copies of each sample: the first 7 out repeat some
+    unmarked = (s for s in passes(7, 10) if s is not PASS_END)
+    assert len(set(itertools.islice(shuffled(unmarked, 50, random.Random(0)), 7))) < 7
+
+
+def test_a_pass_larger_than_the_buffer_still_comes_out_whole_before_the_next():
+    out = list(itertools.islice(shuffled(passes(20, 3), 4, random.Random(1)), 40))
+    assert sorted(out[:20]) == sorted(out[20:]) == list(range(20)) and out[:20] != out[20:]

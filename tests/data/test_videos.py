@@ -31,6 +31,19 @@ def test_ranks_get_different_clips(make_video, tmp_path):
     assert not any(torch.equal(a, b) for a in rank0 for b in rank1)
 
 
+def test_shuffle_within_pass_gives_every_clip_of_a_pass_once(make_video, tmp_path):
+    make_video("v.mp4", count=40)
+
+    def first(n: int, within: bool) -> set[bytes]:
+        cfg = DataConfig(workers=0, shuffle_buffer=64, random_offset=False, shuffle_within_pass=within)
+        batch = next(VideoClips([tmp_path], frames=8, size=16, seed=0, cfg=cfg).batches(0, n))
+        return {clip.numpy().tobytes() for clip in batch}
+
+    one_pass = first(40, True)  # 40 clips: more than a pass, so the set is every clip the video has
+    assert len(one_pass) >= 3 and len(first(len(one_pass), True)) == len(one_pass)
+    assert len(first(len(one_pass), False)) < len(one_pass)  # the buffer holds many passes: repeats at once
+
+
 def test_no_usable_video(tmp_path):
     (tmp_path / "broken.mp4").write_bytes(b"junk")
     with pytest.raises(DataError, match="no clip of 8 frames"), pytest.warns(DataWarning):

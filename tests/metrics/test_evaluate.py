@@ -140,3 +140,15 @@ def test_real_jpeg_clips_are_decoded_with_the_exact_inverse_dct(tmp_path):
     assert not torch.equal(exact, fast)  # the test can tell the two decoders apart
     clips = next(iter(ev.data_clips(str(tmp_path), Protocol(num=1, frames=16, size=32), batch_size=1)))
     assert torch.equal(clips[0], exact)
+
+
+def test_the_real_side_draws_a_small_data_set_without_replacement(tmp_path):
+    """N clips of a data set of N are the N different clips, though the protocol's shuffle buffer (512) is larger."""
+    from videogan.data.shards import encode_clip, write_shard
+
+    rng = np.random.default_rng(0)
+    write_shard(tmp_path / "clips-000000.tar", [
+        encode_clip(f"{i:07d}_00000", rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8), {}, lossless=True)
+        for i in range(20)])
+    clips = torch.cat([b for b, _ in zip(ev.data_clips(str(tmp_path), Protocol(num=20, frames=16, size=8)), range(2))])[:20]
+    assert len({c.numpy().tobytes() for c in clips}) == 20

@@ -14,7 +14,9 @@ Streaming (`ShardClips`) splits the data between distributed ranks and DataLoade
   reader reads all shards and keeps every R-th sample (a counter that runs on across passes, so
   even a data set with fewer clips than readers feeds every reader).
 * Each reader shuffles its samples through a buffer of `data.shuffle_buffer` encoded clips (the
-  buffer holds compressed bytes, about 50 KB for a 32x64x64 JPEG clip, not decoded frames).
+  buffer holds compressed bytes, about 50 KB for a 32x64x64 JPEG clip, not decoded frames). With
+  `data.shuffle_within_pass` the buffer empties at the end of each pass, so no clip repeats before every
+  clip of this reader's share has come out once.
 * The stream is infinite and reproducible for a given (seed, start_step, rank, world_size, workers).
   A resumed run re-seeds everything from its start_step: it does not replay the exact clip order
   an uninterrupted run would have seen (which would need the positions of every reader's shard
@@ -393,7 +395,8 @@ class _ShardStream(IterableDataset):
             what = "no readable shard" if total == 0 else f"no usable clip of at least {self.frames} frames"
             return DataError(f"{self.source}: {what} (read all {shards} shards; see the warnings above)")
 
-        return reader_samples(self.urls, reader, readers, ("shards", self.seed, self.start_step), read_shard, usable, nothing)
+        return reader_samples(self.urls, reader, readers, ("shards", self.seed, self.start_step), read_shard, usable, nothing,
+                              mark_passes=self.cfg.shuffle_within_pass)
 
     def shuffled(self, reader: int, readers: int, bufsize: int) -> Iterator[dict]:
         """This reader's samples through a shuffle buffer of `bufsize` (still encoded)."""

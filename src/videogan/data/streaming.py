@@ -19,6 +19,15 @@ T = TypeVar("T")
 S = TypeVar("S")
 
 
+
+class _PassEnd:
+    def __repr__(self) -> str:
+        return "PASS_END"
+
+
+PASS_END = _PassEnd()  # what reader_samples(mark_passes=True) yields where a pass over the data ends
+
+
 class DataWarning(UserWarning):
     """A skipped shard or clip; the message names it."""
 
@@ -55,13 +64,15 @@ def units_for_reader(units: list[T], reader: int, readers: int, *seed_parts: Any
 
 
 def reader_samples(units: list[T], reader: int, readers: int, seed_parts: tuple, read: Callable[[T], Iterable[S]],
-                   usable: Callable[[S], bool], nothing: Callable[[int, int], DataError]) -> Iterator[S]:
+                   usable: Callable[[S], bool], nothing: Callable[[int, int], DataError],
+                   mark_passes: bool = False) -> Iterator[S]:
     """This reader's share of the samples `read(unit)` yields, pass after pass over `units` (split as
     `units_for_reader` does, with `seed_parts` and the pass number as seed; with fewer units than readers a
     counter that runs on across passes keeps every `readers`-th sample, so every reader is fed eventually).
     Samples `usable` rejects (it says why) are left out. Once this reader has been through every unit and none
     of the samples it was given was usable, it raises `nothing(samples read, units)` instead of looping forever;
-    not before: other units, which other readers had so far, may still be fine."""
+    not before: other units, which other readers had so far, may still be fine. `mark_passes`: yield PASS_END
+    after each pass (for `shuffled`, which then never mixes two passes)."""
     seen: set = set()
     counter = valid = offered = total = 0
     for epoch in itertools.count():
@@ -78,6 +89,8 @@ def reader_samples(units: list[T], reader: int, readers: int, seed_parts: tuple,
                 if usable(sample):
                     valid += 1
                     yield sample
+        if mark_passes:
+            yield PASS_END
         # offered == 0 < total: so far the counter gave this reader none of the few samples; later passes will
         if valid == 0 and len(seen) == len(set(units)) and (offered > 0 or total == 0):
             raise nothing(total, len(seen))
@@ -173,9 +186,16 @@ def copy_of(batch: torch.Tensor, buffers: dict[tuple, BatchBuffers]) -> torch.Te
 
 
 def shuffled(samples: Iterable[T], bufsize: int, rng: random.Random) -> Iterator[T]:
-    """A shuffle buffer (as webdataset.shuffle, filled completely before the first sample comes out)."""
+    """A shuffle buffer (as webdataset.shuffle, filled completely before the first sample comes out). At a
+    PASS_END in `samples` it empties, in random order, before taking the next pass: a pass smaller than the
+    buffer then comes out whole, each sample once, before any sample of the next pass (drawing without
+    replacement); without the marks, a buffer larger than a pass holds several copies of each sample."""
     buf: list[T] = []
     for sample in samples:
+        if sample is PASS_END:
+            while buf:
+                yield buf.pop(rng.randrange(len(buf)))
+            continue
         if len(buf) < bufsize:
             buf.append(sample)
             continue

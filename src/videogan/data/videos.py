@@ -59,7 +59,7 @@ class _VideoStream(IterableDataset):
                              f"(see the warnings above)")
 
         yield from reader_samples(src.videos, reader, readers, ("videos", src.seed, self.start_step), read,
-                                  lambda clip: True, nothing)
+                                  lambda clip: True, nothing, mark_passes=src.cfg.shuffle_within_pass)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         reader, readers = reader_of(self.rank, self.world_size)
