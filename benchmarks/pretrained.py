@@ -307,6 +307,7 @@ def remeasure(name: str, recipe: Recipe, num: int) -> None:
     fvd, check = measure_recorded(name, recipe.fvd_real, card["clip_shape"][-1], num)
     card["fvd_history"] = [*card.get("fvd_history", []),
                            {"fvd": card["fvd"]["fvd"], "kvd": card["fvd"]["kvd"], "fvd_check": card["fvd_check"]["fvd"],
+                            "protocol_version": card["fvd"]["protocol"]["version"],
                             "replaced": datetime.date.today().isoformat()}]
     card["fvd"], card["fvd_check"] = fvd, check
     media.write_json(pretrained.ROOT / name / pretrained.CARD_FILE, card)
