@@ -19,7 +19,6 @@ T = TypeVar("T")
 S = TypeVar("S")
 
 
-
 class _PassEnd:
     def __repr__(self) -> str:
         return "PASS_END"
