@@ -150,5 +150,5 @@ def test_the_real_side_draws_a_small_data_set_without_replacement(tmp_path):
     write_shard(tmp_path / "clips-000000.tar", [
         encode_clip(f"{i:07d}_00000", rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8), {}, lossless=True)
         for i in range(20)])
-    clips = torch.cat([b for b, _ in zip(ev.data_clips(str(tmp_path), Protocol(num=20, frames=16, size=8)), range(2))])[:20]
+    clips = next(iter(ev.data_clips(str(tmp_path), Protocol(num=20, frames=16, size=8), batch_size=20)))
     assert len({c.numpy().tobytes() for c in clips}) == 20
