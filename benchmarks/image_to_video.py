@@ -10,7 +10,10 @@ and seed. All numbers on the 0-255 pixel scale, means over the images:
 - motion: mean |frame t - frame 0| over t >= 1 (0 for a frozen copy of the input); the real clips' own motion
   is printed for scale;
 - motion_spread (K futures per image from K noise vectors): mean over the K(K-1)/2 pairs of mean |d_i - d_j|,
-  d_k = frame t - frame 0 of future k (models.conditional.motion_spread); exactly 0 for the deterministic model.
+  d_k = frame t - frame 0 of future k (models.conditional.motion_spread); exactly 0 for the deterministic model;
+- object_flow_spread (warping models only, in pixels, not levels): how far the input's objects (the scenes' own
+  masks, split into connected parts) are from being copied at one offset per frame
+  (models.conditional.object_flow_spread); 0 for rigid motion, so read it beside motion.
 Prints one JSON line per model. Results go into benchmarks/RESULTS.md.
 
     python benchmarks/image_to_video.py --evaluate runs/pretrained-animate runs/i2v-inbg   # trained runs only
@@ -25,6 +28,7 @@ import statistics
 import time
 from pathlib import Path
 
+import cv2
 import torch
 
 from videogan.animate import animate, measures
@@ -34,7 +38,7 @@ from videogan.config import preset
 from videogan.data import SyntheticScenes
 from videogan.media import from_uint8, upscale, write_png
 from videogan.models import GeneratorOutput, build_generator
-from videogan.models.conditional import motion
+from videogan.models.conditional import motion, object_flow_spread
 from videogan.sample import load_generator
 from videogan.train import train
 
@@ -52,7 +56,12 @@ def trained(run_dir: str, stochastic: bool, steps: int, threads: int) -> float:
     return time.perf_counter() - started
 
 
-def summary(generator: torch.nn.Module, images: torch.Tensor, samples: int) -> dict:
+def input_objects(masks: torch.Tensor) -> torch.Tensor:
+    """uint8 masks [N, H, W] (255 on a moving object) -> int64 [N, H, W]: 0 off the objects, 1..n per connected part."""
+    return torch.stack([torch.from_numpy(cv2.connectedComponents((m > 127).numpy().astype("uint8"))[1]).long() for m in masks])
+
+
+def summary(generator: torch.nn.Module, images: torch.Tensor, samples: int, objects: torch.Tensor) -> dict:
     """Mean measures over the images of `samples` futures each (seed 0). The deterministic model takes no noise:
     its two "futures" are two calls with different seeds, whose spread is then exactly 0."""
     if generator.z_dim:
@@ -60,9 +69,13 @@ def summary(generator: torch.nn.Module, images: torch.Tensor, samples: int) -> d
     else:
         samples = 2
         runs = [animate(generator, images, 1, seed=seed) for seed in range(samples)]
-        out = GeneratorOutput(*(torch.cat([getattr(r, f) for r in runs]) for f in ("video", "foreground", "mask", "background")))
+        fields = ("video", "foreground", "mask", "background", "flow")
+        out = GeneratorOutput(*(None if getattr(runs[0], f) is None else torch.cat([getattr(r, f) for r in runs]) for f in fields))
     rows = measures(out, images, samples)
-    return {key: round(statistics.mean(r[key] for r in rows), 3) for key in rows[0]}
+    result = {key: round(statistics.mean(r[key] for r in rows), 3) for key in rows[0]}
+    if out.flow is not None:  # futures are ordered [K * N], as the objects repeated K times
+        result["object_flow_spread"] = round(object_flow_spread(out.flow, objects.repeat(len(out.flow) // len(objects), 1, 1)).nanmean().item(), 3)
+    return result
 
 
 def main() -> None:
@@ -87,8 +100,10 @@ def main() -> None:
         return
 
     cfg = preset("tiny", "conditional")
-    held_out = SyntheticScenes(cfg.model.frames, cfg.model.size, seed=cfg.train.seed + 1000, cfg=cfg.synthetic).clips(0, args.num)
+    scenes = SyntheticScenes(cfg.model.frames, cfg.model.size, seed=cfg.train.seed + 1000, cfg=cfg.synthetic).batch(0, args.num)
+    held_out = scenes.video
     images = held_out[:, :, 0]  # [N, 3, S, S] uint8
+    objects = input_objects(scenes.mask[:, 0, 0])  # [N, S, S]: the first frame's objects
     if args.example:
         write_png(Path(args.example), upscale(images[0], 4))  # nearest x4: area-resized back to 32x32 it is the same image
     real_motion = 127.5 * motion(from_uint8(held_out)).mean().item()
@@ -99,7 +114,7 @@ def main() -> None:
             loaded = load_generator(run)
             for label, generator in ((f"{run}, {loaded.step} steps", loaded.generator),
                                      (f"{run}, {loaded.step} steps, live weights", load_generator(run, weights="live").generator)):
-                print(json.dumps({"model": label, **summary(generator, images, args.samples)}), flush=True)
+                print(json.dumps({"model": label, **summary(generator, images, args.samples, objects)}), flush=True)
         return
 
     seconds = {"deterministic": trained(args.deterministic, False, args.steps, args.threads),
@@ -114,7 +129,7 @@ def main() -> None:
         live = load_generator(run, weights="live").generator  # G as last trained (its running BatchNorm statistics)
         for label, generator in ((f"{name}, untrained", untrained), (f"{name}, trained {loaded.step} steps", loaded.generator),
                                  (f"{name}, trained {loaded.step} steps, live weights", live)):
-            print(json.dumps({"model": label, **summary(generator, images, args.samples)}), flush=True)
+            print(json.dumps({"model": label, **summary(generator, images, args.samples, objects)}), flush=True)
 
 
 if __name__ == "__main__":

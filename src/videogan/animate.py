@@ -73,7 +73,8 @@ def animate(generator: ImageToVideoGenerator, images: torch.Tensor, samples: int
     with eval_mode(generator):
         out = generator(x.repeat(samples, 1, 1, 1), z)
     cpu = lambda t: t.float().cpu()  # noqa: E731
-    return GeneratorOutput(cpu(out.video), cpu(out.foreground), cpu(out.mask), cpu(out.background))
+    flow = None if out.flow is None else cpu(out.flow)
+    return GeneratorOutput(cpu(out.video), cpu(out.foreground), cpu(out.mask), cpu(out.background), flow)
 
 
 def measures(out: GeneratorOutput, images: torch.Tensor, samples: int) -> list[dict[str, float | None]]:

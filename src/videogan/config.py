@@ -47,6 +47,10 @@ class ModelConfig:
     # Conditional model only: f is the input image warped by a flow field that the 3-D decoder predicts per frame and
     # pixel (not in the paper, whose f is redrawn by transposed convolutions): what moves keeps the image's own pixels.
     warp_foreground: bool = False
+    # With warp_foreground: 0 = a free flow per frame and pixel; K > 0 = layered motion (not in the paper): each pixel
+    # is a soft mix of K moving layers and one still layer, and each moving layer translates as a whole per frame,
+    # so what a layer carries moves rigidly instead of stretching (models/conditional.py, layered_flow).
+    motion_layers: int = 0
 
 
 @dataclass

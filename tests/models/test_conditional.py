@@ -9,7 +9,16 @@ from torch import nn
 from videogan import cli
 from videogan.config import ConfigError, preset
 from videogan.models import ArchitectureError, Discriminator, ImageToVideoGenerator, OnFixedImages, build_generator
-from videogan.models.conditional import FLOW_RANGE, first_frame_l1, flow_total_variation, motion, motion_spread, warp
+from videogan.models.conditional import (
+    FLOW_RANGE,
+    first_frame_l1,
+    flow_total_variation,
+    layered_flow,
+    motion,
+    motion_spread,
+    object_flow_spread,
+    warp,
+)
 from videogan.sample import generate_from_noise
 from videogan.train import TrainingError, train
 
@@ -169,6 +178,61 @@ def test_warp_foreground_draws_f_from_the_image_by_a_learned_flow():
     assert grad.abs().sum() > 0
 
 
+def test_layered_flow_moves_each_layer_as_a_whole():
+    """A pixel owned outright by a layer takes exactly that layer's translation (the still layer 0: none); a shared
+    pixel takes the ownership-weighted mean of its layers' translations."""
+    translations = torch.tensor([[[[0.0, 0.0], [0.5, -0.25]], [[0.0, 0.0], [-1.0, 0.75]]]])  # [1, K=2, T=2, 2]
+    logits = torch.full((1, 3, 2, 4, 4), -1e4)
+    logits[:, 0, :, :2] = 0  # rows 0-1: still
+    logits[:, 1, :, 2:, :2] = 0  # rows 2-3, columns 0-1: layer 1
+    logits[:, 2, :, 2:, 2:] = 0  # rows 2-3, columns 2-3: layer 2
+    flow = layered_flow(logits, translations)
+    assert flow.shape == (1, 2, 2, 4, 4)
+    assert flow[:, :, 0].abs().max() == 0  # frame 0 stands still
+    assert torch.all(flow[0, :, 1, :2] == 0)
+    assert torch.all(flow[0, :, 1, 2:, :2] == torch.tensor([0.5, -0.25])[:, None, None])
+    assert torch.all(flow[0, :, 1, 2:, 2:] == torch.tensor([-1.0, 0.75])[:, None, None])
+    shared = torch.zeros(1, 3, 2, 4, 4)  # every layer a third of every pixel
+    assert torch.allclose(layered_flow(shared, translations)[0, :, 1], torch.tensor([-0.5, 0.5])[:, None, None] / 3)
+    with pytest.raises(AssertionError, match="need K"):
+        layered_flow(logits[:, :2], translations)
+
+
+def test_motion_layers_make_the_flow_from_a_few_translations():
+    """model.motion_layers = K: the video head gives K + 1 layer logits, a linear head on the code K translations per
+    frame; the flow is layered_flow of the two, frame 0 is the image exactly, and both heads get gradients."""
+    cfg = preset("tiny", "conditional").model
+    cfg.frames, cfg.size, cfg.g_width, cfg.input_background, cfg.warp_foreground, cfg.motion_layers = 4, 16, 16, True, True, 3
+    g = build_generator(cfg)
+    assert g.video_head[0].out_channels == 4 and isinstance(g.video_head[1], nn.Identity)
+    image = _images(2, 16)
+    out = g(image, None)
+    assert out.video.shape == out.foreground.shape == (2, 3, 4, 16, 16) and out.flow.shape == (2, 2, 4, 16, 16)
+    assert torch.allclose(out.video[:, :, 0], image, atol=1e-6)  # no layer moves in frame 0
+    code = g.encoder(image)
+    translations = g.layer_translations(code)
+    assert translations.shape == (2, 3, 4, 2) and translations[:, :, 0].abs().max() == 0
+    assert 0 < translations.abs().max() < 1 / 4  # starts within two pixels (of 16) of still
+    assert torch.allclose(out.flow, layered_flow(g.video_head(g.video_decoder(code)), translations), atol=1e-6)
+    assert torch.allclose(out.foreground, warp(image, out.flow), atol=1e-6)
+    grads = torch.autograd.grad(out.video.sum(), [g.video_head[0].weight, g.layer_translations.net.weight])
+    assert all(grad.abs().sum() > 0 for grad in grads)
+    # a checkpoint of the free-flow model does not load into a layered one
+    cfg.motion_layers = 0
+    with pytest.raises(RuntimeError):
+        g.load_state_dict(build_generator(cfg).state_dict())
+
+
+@pytest.mark.parametrize(("layers", "warp_foreground", "message"), [
+    (2, False, "needs model.warp_foreground"), (-1, True, "must be 0"),
+])
+def test_motion_layers_need_a_warping_model(layers, warp_foreground, message):
+    cfg = preset("tiny", "conditional").model
+    cfg.warp_foreground, cfg.motion_layers = warp_foreground, layers
+    with pytest.raises(ArchitectureError, match=message):
+        build_generator(cfg)
+
+
 def test_flow_total_variation_is_zero_for_rigid_translation_and_counts_each_edge():
     flow = torch.zeros(1, 2, 3, 8, 8)
     flow[:, 0] = 0.25  # the whole frame moves: constant flow
@@ -180,15 +244,33 @@ def test_flow_total_variation_is_zero_for_rigid_translation_and_counts_each_edge
     assert flow_total_variation(flow).item() == pytest.approx(0.5 / 7 / 2 + 1.0 / 7 / 2)
 
 
-def test_flow_tv_weight_trains_a_warping_model_only(conditional_config, tmp_path):
+@pytest.mark.parametrize("motion_layers", [0, 2])
+def test_flow_tv_weight_trains_a_warping_model_only(conditional_config, tmp_path, motion_layers):
     conditional_config.train.flow_tv_weight = 1.0
     with pytest.raises(TrainingError, match="needs model.warp_foreground"):
         train(conditional_config, tmp_path / "plain", progress=False)
     conditional_config.model.input_background = conditional_config.model.warp_foreground = True
+    conditional_config.model.motion_layers = motion_layers
     conditional_config.train.steps, conditional_config.train.log_every = 2, 1
     train(conditional_config, tmp_path / "warp", progress=False)
     logged = [json.loads(line) for line in (tmp_path / "warp" / "metrics.jsonl").read_text().splitlines()]
     assert all(row["flow_tv"] > 0 for row in logged if "flow_tv" in row) and any("flow_tv" in row for row in logged)
+
+
+def test_object_flow_spread_is_zero_for_rigid_objects_and_measures_stretching():
+    objects = torch.zeros(1, 8, 8, dtype=torch.long)
+    objects[0, 3:5, 3:5] = 1  # a 2x2 object
+    flow = torch.zeros(1, 2, 2, 8, 8)
+    flow[:, 0, 1] = 2 / 8  # frame 1: the whole frame shifted by one pixel (x): rigid
+    flow[:, 1, 1] = -4 / 8  # and by two pixels in y
+    assert object_flow_spread(flow, objects).item() == 0
+    flow[:, :, 1] = 0
+    flow[0, 0, 1, 3, 2] = 2 / 8  # one pixel beside the object draws from it one pixel away: the object stretches
+    # its pixels in frame 1: the 4 still ones and that one; median flow 0, so the spread is 1 pixel / 5
+    assert object_flow_spread(flow, objects).item() == pytest.approx(0.2)
+    objects[0, 0, 0] = 2  # a second object that stays still: its spread is 0, the mean over the two objects 0.1
+    assert object_flow_spread(flow, objects).item() == pytest.approx(0.1)
+    assert object_flow_spread(flow, torch.zeros_like(objects)).isnan().all()  # no objects: undefined
 
 
 def test_measures_on_known_videos():

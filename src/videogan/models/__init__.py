@@ -20,6 +20,10 @@ def build_generator(cfg: ModelConfig) -> nn.Module:
     for field in ("stochastic", "input_background", "image_skips", "warp_foreground"):
         if getattr(cfg, field) and cfg.kind != "conditional":
             raise ArchitectureError(f"model.{field} applies to the conditional model only, not to {cfg.kind}")
+    if cfg.motion_layers < 0:
+        raise ArchitectureError(f"model.motion_layers {cfg.motion_layers} must be 0 (a free flow) or more")
+    if cfg.motion_layers and not cfg.warp_foreground:
+        raise ArchitectureError("model.motion_layers needs model.warp_foreground=true (the layers move the warped image)")
     return ImageToVideoGenerator(cfg) if cfg.kind == "conditional" else build_unconditional_generator(cfg)
 
 

@@ -29,6 +29,13 @@ few frames (benchmarks/RESULTS.md, "Image to video"); warped, it keeps the image
 is filled by pulling in pixels from beside it. The flow starts near zero, so an untrained model repeats the image.
 `train.flow_tv_weight` adds the flow's total variation (flow_total_variation) to G's loss, favouring objects that
 move as a whole over stretching ones.
+
+Beyond the paper (model.motion_layers = K > 0, with warp_foreground): the free flow above lets every pixel of an
+object move its own way, so outlines deform (benchmarks/RESULTS.md). Layered, the flow is built from K moving layers
+and one still one: the 3-D decoder's head predicts, per frame and pixel, K + 1 layer logits (softmax: how much of
+the pixel each layer owns), and a linear head on the 4x4 code predicts one translation per moving layer and frame
+(zero in frame 0). A pixel's flow is its layers' translations weighted by ownership (layered_flow), so where a layer
+owns pixels outright they all sample the image at the same offset: a rigid copy. Frame 0 is the image exactly.
 """
 from __future__ import annotations
 
@@ -46,6 +53,21 @@ ENCODER_BN_EPS = 1e-3  # main_conditional.lua: SpatialBatchNormalization(.., 1e-
 # can come from anywhere in the image; the synthetic scenes' objects cross up to about one frame width in 16 frames.
 FLOW_RANGE = 2.0
 FLOW_INIT_SCALE = 0.1  # the flow head's initial weights, scaled down: the flow starts within ~1 pixel of zero
+
+
+class LayerTranslations(nn.Module):
+    """code [B, C, 4, 4] -> translations [B, K, T, 2] (x, y in grid_sample's units, FLOW_RANGE * tanh), one per
+    moving layer and frame; frame 0's are exactly zero, so the first frame is the image (model.motion_layers)."""
+
+    def __init__(self, code_width: int, layers: int, frames: int):
+        super().__init__()
+        self.layers, self.frames = layers, frames
+        self.net = nn.Linear(code_width * 4 * 4, layers * (frames - 1) * 2)
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        B = len(code)
+        moves = FLOW_RANGE * torch.tanh(self.net(code.flatten(1))).view(B, self.layers, self.frames - 1, 2)
+        return torch.cat([moves.new_zeros(B, self.layers, 1, 2), moves], dim=2)  # [B, K, T, 2]
 
 
 class ImageEncoder(nn.Module):
@@ -160,17 +182,24 @@ class ImageToVideoGenerator(nn.Module):
         # None with model.input_background: the image is the background.
         self.background_decoder = None if cfg.input_background else BackgroundDecoder(widths, cfg.channels)
         self.noise_projection = NoiseProjection(cfg.z_dim, widths[0]) if cfg.stochastic else None
-        self.video_decoder = VideoDecoder(widths[0] * (2 if cfg.stochastic else 1), widths, geo, skips=cfg.image_skips)
+        code_width = widths[0] * (2 if cfg.stochastic else 1)  # the image code, with the noise's beside it
+        self.video_decoder = VideoDecoder(code_width, widths, geo, skips=cfg.image_skips)
         head_width = widths[-1] * (2 if cfg.image_skips else 1)
         self.warp_foreground = cfg.warp_foreground
-        # f's colours, or with warp_foreground the flow (x, y) that f samples the image at
-        self.video_head = nn.Sequential(_up3d(head_width, 2 if cfg.warp_foreground else cfg.channels, geo.time_strides[-1]), nn.Tanh())
+        # f's colours; with warp_foreground the flow (x, y) that f samples the image at; with motion_layers the K + 1
+        # layer logits (the still layer first), whose softmax mixes the layers' translations into the flow
+        if cfg.motion_layers:
+            self.video_head = nn.Sequential(_up3d(head_width, cfg.motion_layers + 1, geo.time_strides[-1]), nn.Identity())
+        else:
+            self.video_head = nn.Sequential(_up3d(head_width, 2 if cfg.warp_foreground else cfg.channels, geo.time_strides[-1]), nn.Tanh())
+        self.layer_translations = LayerTranslations(code_width, cfg.motion_layers, cfg.frames) if cfg.motion_layers else None
         self.mask_head = nn.Sequential(_up3d(head_width, 1, geo.time_strides[-1]), nn.Sigmoid())
         init_weights(self)  # main_conditional.lua applies the same weights_init as main.lua
         nn.init.constant_(self.mask_head[0].bias, cfg.mask_bias_init)
         if cfg.warp_foreground:
             with torch.no_grad():
-                self.video_head[0].weight.mul_(FLOW_INIT_SCALE)
+                flow_head = self.video_head[0] if self.layer_translations is None else self.layer_translations.net
+                flow_head.weight.mul_(FLOW_INIT_SCALE)
 
     def forward(self, image: torch.Tensor, z: torch.Tensor | None = None) -> GeneratorOutput:
         assert image.shape[1:] == self.image_shape, f"image must be [B, {self.image_shape}], got {list(image.shape)}"
@@ -185,10 +214,14 @@ class ImageToVideoGenerator(nn.Module):
         if self.noise_projection is not None:
             code = torch.cat([code, self.noise_projection(z)], dim=1)  # [B, 2W, 4, 4]
         features = self.video_decoder(code, levels)
-        foreground, mask = video_and_mask(self.video_head, self.mask_head, features)  # [B, 3 (or 2), T, H, W], [B, 1, T, H, W]
+        # [B, 3 (2: flow, K + 1: layer logits), T, H, W], [B, 1, T, H, W]
+        foreground, mask = video_and_mask(self.video_head, self.mask_head, features)
         flow = None
         if self.warp_foreground:
-            flow = FLOW_RANGE * foreground  # [B, 2, T, H, W]
+            if self.layer_translations is None:
+                flow = FLOW_RANGE * foreground  # [B, 2, T, H, W]
+            else:
+                flow = layered_flow(foreground, self.layer_translations(code))  # [B, 2, T, H, W]
             foreground = warp(image, flow)  # [B, 3, T, H, W]
         video = compose(foreground, mask, background)
         assert video.shape[1:] == self.clip_shape, f"generated {list(video.shape[1:])}, expected {self.clip_shape}"
@@ -234,6 +267,16 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return frames.view(B, T, C, H, W).transpose(1, 2)
 
 
+def layered_flow(logits: torch.Tensor, translations: torch.Tensor) -> torch.Tensor:
+    """logits [B, K + 1, T, H, W] (layer 0 stands still), translations [B, K, T, 2] of the moving layers -> flow
+    [B, 2, T, H, W]: each pixel's flow is the moving layers' translations weighted by the softmax of its logits."""
+    B, layers, T = translations.shape[:3]
+    assert logits.shape[:3] == (B, layers + 1, T) and translations.shape[3] == 2, \
+        f"logits {list(logits.shape)} need K + 1 = {layers + 1} layers for translations {list(translations.shape)}"
+    ownership = logits.softmax(dim=1)[:, 1:]  # [B, K, T, H, W]
+    return torch.einsum("bkthw,bktc->bcthw", ownership, translations)
+
+
 # ----------------------------------------------------------------------------- loss and measures (pure maths)
 
 def first_frame_l1(video: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
@@ -251,6 +294,35 @@ def flow_total_variation(flow: torch.Tensor) -> torch.Tensor:
     piecewise-constant flow of rigidly moving objects over a stretching one (train.flow_tv_weight)."""
     assert flow.ndim == 5 and flow.shape[1] == 2, f"flow must be [B, 2, T, H, W], got {list(flow.shape)}"
     return (flow[..., :, 1:] - flow[..., :, :-1]).abs().mean() + (flow[..., 1:, :] - flow[..., :-1, :]).abs().mean()
+
+
+def object_flow_spread(flow: torch.Tensor, objects: torch.Tensor) -> torch.Tensor:
+    """How far a warping model's objects are from moving rigidly: flow [B, 2, T, H, W] (grid_sample units), objects
+    [B, H, W] int (0 = background, 1..n = the input image's objects) -> [B], in pixels.
+
+    In frame t >= 1 an object's pixels are those whose source (p + flow, nearest pixel, clamped at the border as
+    the warp clamps) lies on it; their spread is the mean distance of their flow vectors from the vector median
+    (per component). Averaged over an image's objects and frames; 0 where every object is copied at one offset per
+    frame, whatever the offset, so read it beside motion (a still image is also 0). NaN for an image without objects.
+    """
+    B, _, T, H, W = flow.shape
+    assert objects.shape == (B, H, W), f"objects must be [{B}, {H}, {W}], got {list(objects.shape)}"
+    pixels = flow * torch.tensor([W / 2, H / 2], dtype=flow.dtype).view(1, 2, 1, 1, 1)  # grid units -> pixels
+    ys, xs = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    src_x = (xs + pixels[:, 0]).round().long().clamp(0, W - 1)  # [B, T, H, W]
+    src_y = (ys + pixels[:, 1]).round().long().clamp(0, H - 1)
+    spreads = torch.full((B,), float("nan"))
+    for b in range(B):
+        source_object = objects[b][src_y[b], src_x[b]]  # [T, H, W]: which object each pixel draws from
+        values = []
+        for label in [label for label in objects[b].unique().tolist() if label]:
+            for t in range(1, T):
+                vectors = pixels[b, :, t][:, source_object[t] == label]  # [2, n]
+                if vectors.shape[1]:
+                    values.append((vectors - vectors.median(dim=1, keepdim=True).values).norm(dim=0).mean())
+        if values:
+            spreads[b] = torch.stack(values).mean()
+    return spreads
 
 
 def motion(video: torch.Tensor) -> torch.Tensor:
