@@ -67,6 +67,9 @@ class TrainConfig:
     first_frame_l1_weight: float = 10.0
     # Conditional model with model.warp_foreground: weight of the flow's total variation (not in the paper; 0 = off).
     flow_tv_weight: float = 0.0
+    # Conditional model with model.motion_layers: weight of the entropy of each pixel's layer shares (not in the paper;
+    # 0 = off): pushes each pixel to move with one layer.
+    layer_entropy_weight: float = 0.0
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
     num_threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default

@@ -29,7 +29,7 @@ from .losses import discriminator_loss, generator_adversarial_loss, mask_l1_pena
 from .media import atomic_path, from_uint8, grid, write_json, write_png
 from .metrics.evaluate import TrainingEvaluator
 from .models import Discriminator, OnFixedImages, build_generator
-from .models.conditional import first_frame_l1, flow_total_variation
+from .models.conditional import first_frame_l1, flow_total_variation, ownership_entropy
 from .runtime import autocast, check_options, clip_layout, configure_backends, prepare_networks
 from .sample import generate_from_noise, noise, save_progress_grid
 
@@ -126,6 +126,8 @@ def train_step(G, D, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor, tc: Trai
                     penalties["first_frame_l1"] = (tc.first_frame_l1_weight, first_frame_l1(fake.video, r[:, :, 0]))
                 if fake.flow is not None and tc.flow_tv_weight:
                     penalties["flow_tv"] = (tc.flow_tv_weight, flow_total_variation(fake.flow))
+                if fake.layers is not None and tc.layer_entropy_weight:
+                    penalties["layer_entropy"] = (tc.layer_entropy_weight, ownership_entropy(fake.layers))
                 g_loss = g_adv + sum(weight * value for weight, value in penalties.values())
             (g_loss / K).backward()
         record({"g_loss": g_loss, "g_adv": g_adv, **{name: value for name, (_, value) in penalties.items()}})
@@ -163,6 +165,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     conditional = cfg.model.kind == "conditional"
     if tc.flow_tv_weight and not cfg.model.warp_foreground:
         raise TrainingError("train.flow_tv_weight needs model.warp_foreground=true (only a warping model has a flow)")
+    if tc.layer_entropy_weight and not cfg.model.motion_layers:
+        raise TrainingError("train.layer_entropy_weight needs model.motion_layers > 0 (only a layered model has layers)")
     if conditional and tc.eval_every:
         raise TrainingError("train.eval_every: FVD during training is not available for the conditional model")
     generator = build_generator(cfg.model).to(ctx.device)

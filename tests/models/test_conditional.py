@@ -1,4 +1,5 @@
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -17,6 +18,7 @@ from videogan.models.conditional import (
     motion,
     motion_spread,
     object_flow_spread,
+    ownership_entropy,
     warp,
 )
 from videogan.sample import generate_from_noise
@@ -182,20 +184,26 @@ def test_layered_flow_moves_each_layer_as_a_whole():
     """A pixel owned outright by a layer takes exactly that layer's translation (the still layer 0: none); a shared
     pixel takes the ownership-weighted mean of its layers' translations."""
     translations = torch.tensor([[[[0.0, 0.0], [0.5, -0.25]], [[0.0, 0.0], [-1.0, 0.75]]]])  # [1, K=2, T=2, 2]
-    logits = torch.full((1, 3, 2, 4, 4), -1e4)
-    logits[:, 0, :, :2] = 0  # rows 0-1: still
-    logits[:, 1, :, 2:, :2] = 0  # rows 2-3, columns 0-1: layer 1
-    logits[:, 2, :, 2:, 2:] = 0  # rows 2-3, columns 2-3: layer 2
-    flow = layered_flow(logits, translations)
+    ownership = torch.zeros(1, 3, 2, 4, 4)
+    ownership[:, 0, :, :2] = 1  # rows 0-1: still
+    ownership[:, 1, :, 2:, :2] = 1  # rows 2-3, columns 0-1: layer 1
+    ownership[:, 2, :, 2:, 2:] = 1  # rows 2-3, columns 2-3: layer 2
+    flow = layered_flow(ownership, translations)
     assert flow.shape == (1, 2, 2, 4, 4)
     assert flow[:, :, 0].abs().max() == 0  # frame 0 stands still
     assert torch.all(flow[0, :, 1, :2] == 0)
     assert torch.all(flow[0, :, 1, 2:, :2] == torch.tensor([0.5, -0.25])[:, None, None])
     assert torch.all(flow[0, :, 1, 2:, 2:] == torch.tensor([-1.0, 0.75])[:, None, None])
-    shared = torch.zeros(1, 3, 2, 4, 4)  # every layer a third of every pixel
+    shared = torch.full((1, 3, 2, 4, 4), 1 / 3)  # every layer a third of every pixel
     assert torch.allclose(layered_flow(shared, translations)[0, :, 1], torch.tensor([-0.5, 0.5])[:, None, None] / 3)
-    with pytest.raises(AssertionError, match="need K"):
-        layered_flow(logits[:, :2], translations)
+    with pytest.raises(AssertionError, match="needs K"):
+        layered_flow(ownership[:, :2], translations)
+    assert ownership_entropy(ownership).item() == 0  # one layer per pixel
+    assert ownership_entropy(shared).item() == pytest.approx(math.log(3))
+    half = torch.zeros(1, 3, 1, 1, 2)
+    half[:, :2, :, :, 0] = 0.5  # one pixel split between two layers, one owned outright: mean log(2) / 2
+    half[:, 2, :, :, 1] = 1
+    assert ownership_entropy(half).item() == pytest.approx(math.log(2) / 2)
 
 
 def test_motion_layers_make_the_flow_from_a_few_translations():
@@ -213,7 +221,9 @@ def test_motion_layers_make_the_flow_from_a_few_translations():
     translations = g.layer_translations(code)
     assert translations.shape == (2, 3, 4, 2) and translations[:, :, 0].abs().max() == 0
     assert 0 < translations.abs().max() < 1 / 4  # starts within two pixels (of 16) of still
-    assert torch.allclose(out.flow, layered_flow(g.video_head(g.video_decoder(code)), translations), atol=1e-6)
+    assert out.layers.shape == (2, 4, 4, 16, 16) and torch.allclose(out.layers.sum(1), torch.ones(2, 4, 16, 16))
+    assert torch.allclose(out.layers, g.video_head(g.video_decoder(code)).softmax(1), atol=1e-6)
+    assert torch.allclose(out.flow, layered_flow(out.layers, translations), atol=1e-6)
     assert torch.allclose(out.foreground, warp(image, out.flow), atol=1e-6)
     grads = torch.autograd.grad(out.video.sum(), [g.video_head[0].weight, g.layer_translations.net.weight])
     assert all(grad.abs().sum() > 0 for grad in grads)
@@ -250,11 +260,18 @@ def test_flow_tv_weight_trains_a_warping_model_only(conditional_config, tmp_path
     with pytest.raises(TrainingError, match="needs model.warp_foreground"):
         train(conditional_config, tmp_path / "plain", progress=False)
     conditional_config.model.input_background = conditional_config.model.warp_foreground = True
+    conditional_config.train.layer_entropy_weight = 1.0
+    if not motion_layers:
+        with pytest.raises(TrainingError, match="layer_entropy_weight needs model.motion_layers"):
+            train(conditional_config, tmp_path / "free", progress=False)
+        conditional_config.train.layer_entropy_weight = 0.0
     conditional_config.model.motion_layers = motion_layers
     conditional_config.train.steps, conditional_config.train.log_every = 2, 1
     train(conditional_config, tmp_path / "warp", progress=False)
     logged = [json.loads(line) for line in (tmp_path / "warp" / "metrics.jsonl").read_text().splitlines()]
     assert all(row["flow_tv"] > 0 for row in logged if "flow_tv" in row) and any("flow_tv" in row for row in logged)
+    entropies = [row["layer_entropy"] for row in logged if "layer_entropy" in row]
+    assert (len(entropies) > 0 and all(0 < e <= math.log(motion_layers + 1) for e in entropies)) if motion_layers else not entropies
 
 
 def test_object_flow_spread_is_zero_for_rigid_objects_and_measures_stretching():

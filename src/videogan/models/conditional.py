@@ -36,6 +36,7 @@ and one still one: the 3-D decoder's head predicts, per frame and pixel, K + 1 l
 the pixel each layer owns), and a linear head on the 4x4 code predicts one translation per moving layer and frame
 (zero in frame 0). A pixel's flow is its layers' translations weighted by ownership (layered_flow), so where a layer
 owns pixels outright they all sample the image at the same offset: a rigid copy. Frame 0 is the image exactly.
+`train.layer_entropy_weight` penalises shared pixels (ownership_entropy).
 """
 from __future__ import annotations
 
@@ -216,16 +217,17 @@ class ImageToVideoGenerator(nn.Module):
         features = self.video_decoder(code, levels)
         # [B, 3 (2: flow, K + 1: layer logits), T, H, W], [B, 1, T, H, W]
         foreground, mask = video_and_mask(self.video_head, self.mask_head, features)
-        flow = None
+        flow = layers = None
         if self.warp_foreground:
             if self.layer_translations is None:
                 flow = FLOW_RANGE * foreground  # [B, 2, T, H, W]
             else:
-                flow = layered_flow(foreground, self.layer_translations(code))  # [B, 2, T, H, W]
+                layers = foreground.softmax(dim=1)  # [B, K + 1, T, H, W]
+                flow = layered_flow(layers, self.layer_translations(code))  # [B, 2, T, H, W]
             foreground = warp(image, flow)  # [B, 3, T, H, W]
         video = compose(foreground, mask, background)
         assert video.shape[1:] == self.clip_shape, f"generated {list(video.shape[1:])}, expected {self.clip_shape}"
-        return GeneratorOutput(video=video, foreground=foreground, mask=mask, background=background, flow=flow)
+        return GeneratorOutput(video=video, foreground=foreground, mask=mask, background=background, flow=flow, layers=layers)
 
 
 class OnFixedImages(nn.Module):
@@ -267,14 +269,23 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return frames.view(B, T, C, H, W).transpose(1, 2)
 
 
-def layered_flow(logits: torch.Tensor, translations: torch.Tensor) -> torch.Tensor:
-    """logits [B, K + 1, T, H, W] (layer 0 stands still), translations [B, K, T, 2] of the moving layers -> flow
-    [B, 2, T, H, W]: each pixel's flow is the moving layers' translations weighted by the softmax of its logits."""
+def layered_flow(ownership: torch.Tensor, translations: torch.Tensor) -> torch.Tensor:
+    """ownership [B, K + 1, T, H, W] (each layer's share of each pixel, summing to 1; layer 0 stands still),
+    translations [B, K, T, 2] of the moving layers -> flow [B, 2, T, H, W]: each pixel's flow is the moving layers'
+    translations weighted by their shares of it."""
     B, layers, T = translations.shape[:3]
-    assert logits.shape[:3] == (B, layers + 1, T) and translations.shape[3] == 2, \
-        f"logits {list(logits.shape)} need K + 1 = {layers + 1} layers for translations {list(translations.shape)}"
-    ownership = logits.softmax(dim=1)[:, 1:]  # [B, K, T, H, W]
-    return torch.einsum("bkthw,bktc->bcthw", ownership, translations)
+    assert ownership.shape[:3] == (B, layers + 1, T) and translations.shape[3] == 2, \
+        f"ownership {list(ownership.shape)} needs K + 1 = {layers + 1} layers for translations {list(translations.shape)}"
+    return torch.einsum("bkthw,bktc->bcthw", ownership[:, 1:], translations)
+
+
+def ownership_entropy(ownership: torch.Tensor) -> torch.Tensor:
+    """Mean entropy (nats) of each pixel's shares over the layers: ownership [B, K + 1, T, H, W] -> a 0-dim tensor;
+    0 where one layer owns each pixel outright, log(K + 1) for equal shares. As a penalty
+    (train.layer_entropy_weight) it pushes each pixel to one layer, so that it moves with that layer's translation
+    instead of a mixture of several (a mixture stretches the objects)."""
+    assert ownership.ndim == 5, f"ownership must be [B, K + 1, T, H, W], got {list(ownership.shape)}"
+    return -(ownership * ownership.clamp_min(1e-12).log()).sum(dim=1).mean()
 
 
 # ----------------------------------------------------------------------------- loss and measures (pure maths)

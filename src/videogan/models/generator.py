@@ -24,6 +24,7 @@ class GeneratorOutput:
     mask: torch.Tensor | None  # [B, 1, T, H, W] in [0, 1]: m (None for one-stream)
     background: torch.Tensor | None  # [B, 3, H, W] in [-1, 1]: b, one static image (None for one-stream)
     flow: torch.Tensor | None = None  # [B, 2, T, H, W]: where f's pixels come from in the image (model.warp_foreground)
+    layers: torch.Tensor | None = None  # [B, K + 1, T, H, W]: each motion layer's share of each pixel (model.motion_layers)
 
 
 def _up3d(cin: int, cout: int, time_stride: int) -> nn.ConvTranspose3d:
