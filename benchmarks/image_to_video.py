@@ -26,6 +26,7 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import cv2
@@ -69,8 +70,8 @@ def summary(generator: torch.nn.Module, images: torch.Tensor, samples: int, obje
     else:
         samples = 2
         runs = [animate(generator, images, 1, seed=seed) for seed in range(samples)]
-        fields = ("video", "foreground", "mask", "background", "flow")
-        out = GeneratorOutput(*(None if getattr(runs[0], f) is None else torch.cat([getattr(r, f) for r in runs]) for f in fields))
+        out = GeneratorOutput(**{f.name: None if getattr(runs[0], f.name) is None else torch.cat([getattr(r, f.name) for r in runs])
+                                 for f in fields(GeneratorOutput)})
     rows = measures(out, images, samples)
     result = {key: round(statistics.mean(r[key] for r in rows), 3) for key in rows[0]}
     if out.flow is not None:  # futures are ordered [K * N], as the objects repeated K times

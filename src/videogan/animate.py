@@ -72,9 +72,7 @@ def animate(generator: ImageToVideoGenerator, images: torch.Tensor, samples: int
     z = noise(samples, generator.z_dim, seed).repeat_interleave(n, dim=0).to(device)  # [K * N, Z]
     with eval_mode(generator):
         out = generator(x.repeat(samples, 1, 1, 1), z)
-    cpu = lambda t: t.float().cpu()  # noqa: E731
-    flow = None if out.flow is None else cpu(out.flow)
-    return GeneratorOutput(cpu(out.video), cpu(out.foreground), cpu(out.mask), cpu(out.background), flow)
+    return out.apply(lambda t: t.float().cpu())
 
 
 def measures(out: GeneratorOutput, images: torch.Tensor, samples: int) -> list[dict[str, float | None]]:

@@ -106,8 +106,7 @@ def sample(generator: nn.Module, num: int, seed: int, batchnorm: BatchNormMode =
     if num < 1:
         raise ValueError(f"num must be at least 1, got {num}")
     out = generate_from_noise(generator, noise(num, generator.z_dim, seed), batchnorm)
-    cpu = lambda t: None if t is None else t.float().cpu()  # noqa: E731
-    return GeneratorOutput(cpu(out.video), cpu(out.foreground), cpu(out.mask), cpu(out.background))
+    return out.apply(lambda t: t.float().cpu())
 
 
 def mask_statistics(out: GeneratorOutput) -> dict[str, float | None]:

@@ -2,7 +2,15 @@ import pytest
 import torch
 
 from videogan.config import ModelConfig, paper, tiny
-from videogan.models import ArchitectureError, OneStreamGenerator, TwoStreamGenerator, build_generator, compose, geometry
+from videogan.models import (
+    ArchitectureError,
+    GeneratorOutput,
+    OneStreamGenerator,
+    TwoStreamGenerator,
+    build_generator,
+    compose,
+    geometry,
+)
 
 
 def n_params(module) -> int:
@@ -117,3 +125,11 @@ def test_heads_as_one_convolution_equal_the_two_heads():
     grads = torch.autograd.grad((f * seed_f).sum() + (m * seed_m).sum(), weights)
     grads_ref = torch.autograd.grad((f_ref * seed_f).sum() + (m_ref * seed_m).sum(), weights)
     assert all(torch.allclose(a, b) for a, b in zip(grads, grads_ref, strict=True))
+
+
+def test_generator_output_apply_maps_every_tensor_and_keeps_none():
+    video = torch.zeros(1, 3, 2, 4, 4)
+    out = GeneratorOutput(video=video, foreground=video, mask=None, background=video[:, :, 0], flow=torch.ones(1, 2, 2, 4, 4))
+    doubled = out.apply(lambda t: t + 2)
+    assert doubled.mask is None and doubled.layers is None
+    assert torch.equal(doubled.video, video + 2) and torch.equal(doubled.flow, torch.full((1, 2, 2, 4, 4), 3.0))

@@ -4,7 +4,8 @@ Layout is PyTorch's: video tensors are [B, C, T, H, W], images [B, C, H, W].
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
@@ -25,6 +26,10 @@ class GeneratorOutput:
     background: torch.Tensor | None  # [B, 3, H, W] in [-1, 1]: b, one static image (None for one-stream)
     flow: torch.Tensor | None = None  # [B, 2, T, H, W]: where f's pixels come from in the image (model.warp_foreground)
     layers: torch.Tensor | None = None  # [B, K + 1, T, H, W]: each motion layer's share of each pixel (model.motion_layers)
+
+    def apply(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> GeneratorOutput:
+        """The same output with `fn` applied to every tensor it holds (the fields that are None stay None)."""
+        return GeneratorOutput(**{f.name: None if (t := getattr(self, f.name)) is None else fn(t) for f in fields(self)})
 
 
 def _up3d(cin: int, cout: int, time_stride: int) -> nn.ConvTranspose3d:
