@@ -7,7 +7,8 @@
 
 For NAME it (a) prints the exact training command (and, with --train, runs it: preparing the data first where
 needed, resuming where the run has checkpoints); (b) exports the run's latest EMA generator (live where none was
-kept) as float16 safetensors into src/videogan/pretrained/NAME/ (atomically), with uint8 reference clips of the
+kept) as float16 safetensors into src/videogan/pretrained/NAME/ (atomically; each conv bias followed by a BatchNorm
+folded into its running mean first, an exact change that float16 needs), with uint8 reference clips of the
 float32 weights and the float16 weights' largest deviation from them; (c) measures FVD/KVD of the exported model
 with `videogan evaluate`'s code at the quality ladder's protocol (N = 96, 16 frames, seed 0) against the model's
 data, and once more at a small N for tests/test_pretrained.py; (d) writes the README's sample GIFs under docs/.
@@ -17,6 +18,7 @@ with FVD/KVD at the end; an export that stops in (c) leaves a model without FVD,
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import os
@@ -36,7 +38,7 @@ from videogan.checkpoint import load_checkpoint, load_state_dict, resolve
 from videogan.config import Config, preset
 from videogan.metrics.evaluate import Protocol, evaluate
 from videogan.metrics.i3d import load_i3d, weights_sha256
-from videogan.models import ImageToVideoGenerator, build_generator
+from videogan.models import ImageToVideoGenerator, build_generator, fold_conv_bias_into_batchnorm
 from videogan.sample import sample
 
 REPO = Path(__file__).resolve().parent.parent
@@ -171,7 +173,9 @@ def export(name: str, recipe: Recipe) -> dict:
     fp32 = build_generator(ckpt.config.model)
     load_state_dict(fp32, ckpt.generator_ema if weights == "ema" else ckpt.generator, source)
     fp32.eval()
-    half = to_half(fp32.state_dict())
+    stored = copy.deepcopy(fp32)
+    fold_conv_bias_into_batchnorm(stored)  # exact; keeps float16 from losing (bias - running_mean), see its docstring
+    half = to_half(stored.state_dict())
     roundtrip = build_generator(ckpt.config.model)
     load_state_dict(roundtrip, pretrained.upcast(half), source)  # what pretrained.load makes of the float16 file
     roundtrip.eval()
@@ -194,7 +198,8 @@ def export(name: str, recipe: Recipe) -> dict:
         "step": ckpt.step, "config": ckpt.config, "weights": weights, "checkpoint": str(ckpt.path.relative_to(REPO)),
         "training_seconds": round(float(meta.get("elapsed_seconds", 0.0)), 1),
         "date": datetime.date.fromtimestamp((ckpt.path / "checkpoint.json").stat().st_mtime).isoformat(),
-        "storage": {"dtype": "float16 (BatchNorm counters int64); upcast to float32 when loaded",
+        "storage": {"dtype": "float16 (BatchNorm counters int64), conv biases folded into the BatchNorm running means "
+                             "first (exact); upcast to float32 when loaded",
                     "reference": {"clips": REFERENCE_CLIPS, "seed": 0,
                                   "input": "examples/*.png, in order" if images is not None else "noise seed 0",
                                   "float16_vs_float32_max_levels": int(levels.max()),

@@ -1,5 +1,8 @@
 """`videogan bench train`: the JSON's fields are consistent, and the FLOPs are the ones the step does."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,6 +53,16 @@ def test_json_fields_are_consistent(small_config):
 
 def test_matmul_peak_is_measured():
     assert 0 < matmul_peak_gflops("cpu", n=64, repeats=1) < 1e5
+    assert 0 < matmul_peak_gflops("cpu", n=64, repeats=1, dtype=torch.bfloat16) < 1e5
+
+
+def test_bf16_runs_report_the_bf16_peak_and_their_options(small_config):
+    r = train_step_speed(small_config, steps=1, warmup=0, peak_size=64, progress=False)
+    assert (r["precision"], r["compile"], r["channels_last"]) == ("fp32", False, False) and "fraction_of_bf16_peak" not in r
+    small_config.train.precision = "bf16"
+    r = train_step_speed(small_config, steps=1, warmup=0, peak_size=64, progress=False)
+    assert r["precision"] == "bf16" and r["bf16_matmul_peak_gflops"] > 0
+    assert r["fraction_of_bf16_peak"] == pytest.approx(r["achieved_gflops"] / r["bf16_matmul_peak_gflops"], rel=2e-3)
 
 
 def test_cli_prints_the_json(capsys):
@@ -86,3 +99,24 @@ def test_set_upsample_impl_sets_every_transposed_convolution(small_config):
     assert layers and [name for name, _ in layers] == expected
     assert all(m.impl == "stock" for _, m in layers)
     assert all(m.impl == "gemm" for _, m in set_upsample_impl(G, "gemm"))
+
+
+def test_gpu_speed_script_writes_a_row_per_option_set(tmp_path):
+    # benchmarks/gpu_speed.py, the prepared GPU measurement, dry-run on the CPU at the smallest sizes.
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_speed.py"
+    done = subprocess.run([sys.executable, str(script), "--device", "cpu", "--preset", "tiny", "--batch-size", "2",
+                           "--steps", "1", "--warmup", "0", "--peak-size", "64", "--sets", "fp32,tf32",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in (tmp_path / "gpu_speed.jsonl").read_text().splitlines()]
+    assert [r["set"] for r in rows] == ["fp32", "tf32"] and [r["tf32"] for r in rows] == [False, True]
+    assert rows[0]["flops_per_step"] == rows[1]["flops_per_step"] > 0 and rows[0]["batch_size"] == 2
+    table = (tmp_path / "gpu_speed.md").read_text()
+    assert table.count("\n| fp32 | ") == 1 and table.count("\n| tf32 | ") == 1
+
+
+def test_gpu_speed_script_refuses_an_unknown_set(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_speed.py"
+    done = subprocess.run([sys.executable, str(script), "--sets", "fp32,fp8", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "unknown fp8" in done.stderr

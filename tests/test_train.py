@@ -30,7 +30,9 @@ def test_short_run_gives_finite_losses_and_writes_everything(tmp_path, small_con
     assert (run / "progress" / "step_00000004_mask.gif").is_file()
 
 
-def test_resume_equals_the_uninterrupted_run(tmp_path, small_config):
+@pytest.mark.parametrize("augment", ["", "color,translation,cutout"])
+def test_resume_equals_the_uninterrupted_run(tmp_path, small_config, augment):
+    small_config.train.augment = augment  # augmentation draws are a function of (seed, rank, step) too
     small_config.train.steps = 6
     train(small_config, tmp_path / "full", progress=False)
     small_config.train.steps = 3  # "interrupted" after step 3 (a checkpoint is always written at the end)

@@ -70,6 +70,9 @@ class TrainConfig:
     # Conditional model with model.motion_layers: weight of the entropy of each pixel's layer shares (not in the paper;
     # 0 = off): pushes each pixel to move with one layer.
     layer_entropy_weight: float = 0.0
+    # DiffAugment of D's inputs (not in the paper; diffaugment.py): "" = off, or any of color,translation,cutout,
+    # comma-separated. For small data sets, where D otherwise memorises the real clips.
+    augment: str = ""
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
     num_threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default

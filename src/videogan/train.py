@@ -11,8 +11,9 @@ import copy
 import itertools
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -23,6 +24,7 @@ from . import distributed
 from .checkpoint import TrainingState, list_checkpoints, read_best, restore_training_state, save_training_state, write_best
 from .config import Config, TrainConfig
 from .data import make_source
+from .diffaugment import ClipAugment, augment_generator
 from .ema import ema_decay_at, recalibrate_batchnorm, update_ema
 from .logger import IntervalMeter, RunLogger
 from .losses import discriminator_loss, generator_adversarial_loss, mask_l1_penalty, real_probability
@@ -72,7 +74,7 @@ def training_noise(seed: int, rank: int, step: int, batch_size: int, z_dim: int)
 
 
 def train_step(G, D, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor, tc: TrainConfig, ctx,
-               conditional: bool = False) -> dict:
+               conditional: bool = False, augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
     """One iteration of the paper's algorithm on this rank's batch; returns the step's mean losses (0-dim tensors).
 
     real [B, 3, T, H, W] in [-1, 1], z [B, Z]. The conditional model (the original's main_conditional.lua)
@@ -80,12 +82,14 @@ def train_step(G, D, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor, tc: Trai
     generated frame - input|. With train.grad_accumulation K > 1 the batch runs as K micro-batches whose
     gradients add up before each optimiser step (BatchNorm then normalises each micro-batch on its own); G runs
     forward twice per micro-batch (without gradients for D's step, with them for its own), since keeping K
-    graphs alive would cost the memory accumulation is meant to save.
+    graphs alive would cost the memory accumulation is meant to save. `augment` (train.augment, diffaugment.py)
+    transforms every clip D sees, real and fake, in both steps, each call with fresh random draws.
     """
     K = tc.grad_accumulation
     micro = list(zip(real.chunk(K), z.chunk(K), strict=True))
     assert len(micro) == K and all(len(r) == len(micro[0][0]) for r, _ in micro), "batch not divisible into micro-batches"
     precision = autocast(tc, real.device)
+    seen = augment if augment is not None else (lambda clips: clips)  # what D is shown of a clip
     totals: dict[str, torch.Tensor] = {}
 
     def record(values: dict) -> None:
@@ -104,7 +108,7 @@ def train_step(G, D, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor, tc: Trai
         kept = fake if K == 1 else None
         with ctx.sync_if(D, i == K - 1):  # all-reduce D's gradients once, after the last micro-batch
             with precision:
-                real_logits, fake_logits = D(r), D(fake.video.detach())
+                real_logits, fake_logits = D(seen(r)), D(seen(fake.video.detach()))
                 d_loss = discriminator_loss(real_logits, fake_logits)
             (d_loss / K).backward()
         record({"d_loss": d_loss, "d_real": real_probability(real_logits).mean(), "d_fake": real_probability(fake_logits).mean()})
@@ -119,7 +123,7 @@ def train_step(G, D, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor, tc: Trai
                 # G's step needs D's gradient with respect to the clips only: no gradients for D's weights, and so
                 # nothing of D's to all-reduce.
                 with ctx.no_sync(D), frozen(D):
-                    g_adv = generator_adversarial_loss(D(fake.video))
+                    g_adv = generator_adversarial_loss(D(seen(fake.video)))
                 penalties = {"mask_l1": (tc.mask_l1_weight, mask_l1_penalty(fake.mask) if fake.mask is not None
                                          else torch.zeros((), device=real.device))}
                 if conditional:
@@ -169,6 +173,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         raise TrainingError("train.layer_entropy_weight needs model.motion_layers > 0 (only a layered model has layers)")
     if conditional and tc.eval_every:
         raise TrainingError("train.eval_every: FVD during training is not available for the conditional model")
+    augment = ClipAugment.parse(tc.augment)
     generator = build_generator(cfg.model).to(ctx.device)
     discriminator = Discriminator(cfg.model).to(ctx.device)
     state = TrainingState(
@@ -219,7 +224,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     for step in range(state.step, tc.steps):
         real = to_model_range(next(batches), ctx.device, clip_layout(tc))
         z = training_noise(tc.seed, ctx.rank, step, local_batch, generator.z_dim).to(ctx.device)
-        meter.add(train_step(G, D, state.opt_g, state.opt_d, real, z, tc, ctx, conditional=conditional))
+        seen = partial(augment, generator=augment_generator(tc.seed, ctx.rank, step)) if augment else None
+        meter.add(train_step(G, D, state.opt_g, state.opt_d, real, z, tc, ctx, conditional=conditional, augment=seen))
         if state.generator_ema is not None:
             update_ema(state.generator_ema, generator, ema_decay_at(step, tc.ema_decay))
         state.step = done = step + 1

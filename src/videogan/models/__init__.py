@@ -12,7 +12,7 @@ from .generator import (
 )
 from .generator import build_generator as build_unconditional_generator
 from .geometry import ArchitectureError, geometry
-from .init import init_weights
+from .init import fold_conv_bias_into_batchnorm, init_weights
 
 
 def build_generator(cfg: ModelConfig) -> nn.Module:
@@ -37,6 +37,7 @@ __all__ = [
     "TwoStreamGenerator",
     "build_generator",
     "compose",
+    "fold_conv_bias_into_batchnorm",
     "geometry",
     "init_weights",
 ]

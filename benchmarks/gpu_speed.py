@@ -1,0 +1,116 @@
+"""Issue 5's GPU measurement, prepared to run in one go on a lent GPU: the paper preset at batch 64, with and
+without bf16 and torch.compile.
+
+    python benchmarks/gpu_speed.py --out DIR                      # on the GPU machine (cuda, paper, batch 64)
+    python benchmarks/gpu_speed.py --device cpu --preset tiny --batch-size 4 --steps 1 --peak-size 512 \\
+        --sets fp32,bf16 --out /tmp/g
+
+Each option set is one `videogan bench train` in its own process, so that a compile failure or an out-of-memory
+in one cannot spoil the others, and each has a time limit. Writes DIR/gpu_speed.jsonl (one line per set: the
+bench's JSON, or the error) and DIR/gpu_speed.md (the table for benchmarks/RESULTS.md), and prints the table.
+
+On the project's lent H200 machine, which has torch but not PyAV, simplejpeg or webdataset, the command is (the
+wheels downloaded here beforehand into the ignored folder .whl/, see benchmarks/RESULTS.md):
+
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \\
+    PYTHONPATH=/tmp/site:src PYTHONUNBUFFERED=1 python3 benchmarks/gpu_speed.py --out $OUT
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+# name -> config overrides; TF32 is the training default on CUDA (train.tf32=true).
+OPTION_SETS = {  # the most wanted first: a set that runs out of time leaves the ones before it measured
+    "tf32": [],
+    "bf16": ["train.precision=bf16"],
+    "bf16+compile": ["train.precision=bf16", "train.compile=true"],
+    "tf32+compile": ["train.compile=true"],
+    "fp32": ["train.tf32=false"],
+    "bf16+channels_last": ["train.precision=bf16", "train.channels_last=true"],
+}
+
+
+def bench_command(args: argparse.Namespace, overrides: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "videogan", "bench", "train", "--preset", args.preset, "--batch-size", str(args.batch_size),
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device,
+           "--peak-size", str(args.peak_size), "--quiet"]
+    for item in overrides:
+        cmd += ["--set", item]
+    return cmd
+
+
+def run_set(name: str, cmd: list[str], timeout: float) -> dict:
+    """One option set: the bench's JSON (its last stdout line) plus the set's name and wall time, or the error."""
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    except subprocess.TimeoutExpired:
+        return {"set": name, "error": f"timed out after {timeout:.0f} s"}
+    wall = round(time.perf_counter() - started, 1)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return {"set": name, "error": f"exit {done.returncode}: {last}", "wall_seconds": wall}
+    return {"set": name, **json.loads(done.stdout.strip().splitlines()[-1]), "wall_seconds": wall}
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: steps per second, model FLOP utilisation against the fp32 (TF32 as set) and bf16 matmul peaks."""
+    lines = ["| options | s / step | steps / s | clips / s | TFLOP/s | fraction of fp32 peak | fraction of bf16 peak | "
+             "h / 100k steps |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['set']} | {r['error']} | | | | | | |")
+            continue
+        bf16 = r.get("fraction_of_bf16_peak", "")
+        lines.append(f"| {r['set']} | {r['step_seconds']:.4g} | {1 / r['step_seconds']:.3g} | {r['clips_per_second']:.4g} | "
+                     f"{r['achieved_gflops'] / 1000:.3g} | {r['fraction_of_peak']:.3g} | {bf16} | {r['hours_per_100k_steps']:.3g} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, help="folder for gpu_speed.jsonl and gpu_speed.md")
+    ap.add_argument("--preset", default="paper")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per set (median)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps after the FLOP-counting one (compile's too)")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--sets", default=",".join(OPTION_SETS), help=f"comma-separated, of: {', '.join(OPTION_SETS)}")
+    ap.add_argument("--peak-size", type=int, default=8192,
+                    help="N of the N x N matmuls timed for the peaks (8192: large enough for an H100/H200's bf16 rate; "
+                         "use ~1024 on a CPU, whose bf16 matmul is slow)")
+    ap.add_argument("--timeout", type=float, default=90, help="seconds per set (6 sets fit a 10-minute call)")
+    args = ap.parse_args()
+    names = args.sets.split(",")
+    unknown = sorted(set(names) - set(OPTION_SETS))
+    if unknown:
+        raise SystemExit(f"--sets: unknown {', '.join(unknown)}; known: {', '.join(OPTION_SETS)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PYTHONPATH", str(REPO / "src"))
+
+    rows = []
+    for name in names:
+        cmd = bench_command(args, OPTION_SETS[name])
+        rows.append(run_set(name, cmd, args.timeout))
+        print(json.dumps(rows[-1]), flush=True)
+        with open(out / "gpu_speed.jsonl", "a") as f:  # appended per set: a set that hangs the machine keeps the others
+            f.write(json.dumps(rows[-1]) + "\n")
+    first = next((r for r in rows if "error" not in r), {})
+    header = (f"`python benchmarks/gpu_speed.py --preset {args.preset} --batch-size {args.batch_size} --steps {args.steps}` "
+              f"on {first.get('device', args.device)}, torch {first.get('torch', '?')}, {first.get('date', '?')}")
+    text = header + "\n\n" + table(rows) + "\n"
+    (out / "gpu_speed.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
