@@ -93,13 +93,15 @@ RECIPES = {
         kind="conditional", run="runs/pretrained-animate", data="synthetic",
         data_description="the built-in synthetic scenes (tiny preset's settings); input = a clip's first frame",
         description="image to video (the paper's conditional model, with the input image as its static background and "
-                    "its foreground drawn by warping the image along a predicted flow, kept smooth by a total-variation prior): one "
-                    "32x32 image -> its 16-frame future",
-        can="keeps the scene sharp and the moving objects in their own colours: the input is the background, the first "
-            "frame stays close to it (mean error ~12 of 255 levels on 64 held-out scenes) and what moves is the image's "
-            "own pixels, carried along a learned flow; the objects move about as much as real scenes move",
-        cannot="keep a moving object rigid: objects stay compact and mostly whole but their outlines deform as they "
-               "move; one future per image (deterministic); images unlike the synthetic scenes"),
+                    "its foreground drawn by warping the image along a flow made of 3 translating layers and a still "
+                    "one, each pixel pushed to belong to one layer by an entropy prior): one 32x32 image -> its "
+                    "16-frame future",
+        can="keeps the scene sharp and the first frame equal to the input (no layer moves in frame 0); what moves is "
+            "the image's own pixels, carried by a few rigidly translating layers, so most objects keep their shape "
+            "and colour as they move; the objects move a little more than real scenes do",
+        cannot="cut objects out cleanly: a layer may carry a patch of background along with its object, or leave a "
+               "piece of the object behind; objects only translate (no rotation or scaling); one future per image "
+               "(deterministic); images unlike the synthetic scenes"),
 }
 
 
