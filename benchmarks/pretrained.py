@@ -85,10 +85,10 @@ RECIPES = {
         data_description="195 stabilised 16-frame 32x32 clips of OpenCV's vtest.avi (static camera above a walkway beside "
                          "a lawn, people walking)",
         description="two-stream video GAN: noise -> 16 frames of 32x32 of the vtest.avi walkway with people walking",
-        can="draws the scene (lawn, walkway, building) sharply and puts a few dark, walker-sized figures in the mask "
-            "that drift along the walkway",
-        cannot="draw people: the figures are smudges of a few pixels that drift or flicker rather than walk; the mask "
-               "also claims a band of the walkway, not only the walkers"),
+        can="draws the scene (lawn, walkway, building) sharply and puts upright, dark, walker-sized figures on the "
+            "walkway that move along it, most of them in the mask",
+        cannot="draw a gait: the figures are blobs of a few pixels that glide rather than walk, some fade in or out "
+               "mid-clip or stay faint grey ghosts; the mask also claims the sign on the building and scattered specks"),
     "synthetic-animate": Recipe(
         kind="conditional", run="runs/pretrained-animate", data="synthetic",
         data_description="the built-in synthetic scenes (tiny preset's settings); input = a clip's first frame",
