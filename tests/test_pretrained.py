@@ -141,7 +141,10 @@ def test_cli_lists_generates_and_animates(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == NAMES
     assert all(r["steps"] and r["machine"] and r["command"] and r["data"] for r in rows)
-    assert main(["pretrained"]) == 0 and "reproduce: videogan train" in capsys.readouterr().out
+    assert main(["pretrained"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("reproduce: videogan train") == len(NAMES)
+    assert text.count("prepare:  videogan prepare") == sum(bool(r["prepare"]) for r in rows) == 1  # pedestrians' vtest.avi
     assert main(["generate", "--pretrained", "synthetic", "--num", "2", "--out", str(tmp_path / "g")]) == 0
     assert (tmp_path / "g" / "composite.gif").is_file() and (tmp_path / "g" / "mask.gif").is_file()
     capsys.readouterr()

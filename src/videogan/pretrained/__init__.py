@@ -123,6 +123,7 @@ def summary(name: str) -> dict[str, Any]:
         "training_seconds": info["training_seconds"], "machine": info["machine"], "date": info["date"],
         "fvd": fvd["fvd"], "kvd": fvd["kvd"], "metric": fvd["metric"], "fvd_real": fvd["real"],
         "bytes": info["bytes"], "command": info["command"], "can": info["can"], "cannot": info["cannot"],
+        "prepare": info["data"].get("prepare", ""),  # the command that made the training data, where not built in
     }
 
 
@@ -140,6 +141,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             else "  quality:  not measured (the export stopped before FVD)",
             f"  can:      {r['can']}",
             f"  cannot:   {r['cannot']}",
+            *([f"  prepare:  {r['prepare']}"] if r["prepare"] else []),
             f"  reproduce: {r['command']}",
         ]))
     return "\n\n".join(blocks)
