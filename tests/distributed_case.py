@@ -24,7 +24,7 @@ class Case:
                 **{f"D.{k}": v.detach().clone() for k, v in self.discriminator.named_parameters()}}
 
 
-def build_case(grad_accumulation: int = 1) -> Case:
+def build_case(grad_accumulation: int = 1, r1_weight: float = 0.0) -> Case:
     model = ModelConfig(frames=4, size=8, g_width=8, d_width=4, z_dim=8)
     torch.manual_seed(0)
     generator, discriminator = build_generator(model), Discriminator(model)
@@ -35,5 +35,5 @@ def build_case(grad_accumulation: int = 1) -> Case:
     gen = torch.Generator().manual_seed(1)
     real = torch.rand(GLOBAL_BATCH, 3, 4, 8, 8, generator=gen) * 2 - 1
     z = torch.randn(GLOBAL_BATCH, model.z_dim, generator=gen)
-    tc = TrainConfig(batch_size=GLOBAL_BATCH, grad_accumulation=grad_accumulation, device="cpu")
+    tc = TrainConfig(batch_size=GLOBAL_BATCH, grad_accumulation=grad_accumulation, r1_weight=r1_weight, device="cpu")
     return Case(generator, discriminator, opt_g, opt_d, real, z, tc)

@@ -51,6 +51,15 @@ def test_json_fields_are_consistent(small_config):
     assert r["cpu"]
 
 
+def test_with_lazy_r1_each_figure_is_the_average_over_an_interval(small_config):
+    plain = train_step_speed(small_config, steps=1, warmup=0, peak_size=64, progress=False)
+    small_config.train.r1_weight, small_config.train.r1_every = 1.0, 2
+    lazy = train_step_speed(small_config, steps=1, warmup=0, peak_size=64, progress=False)
+    assert (plain["r1_every"], lazy["r1_every"], lazy["r1_weight"]) == (1, 2, 1.0)
+    # One step of two pays for the penalty's double backward: the average lies between the plain step and twice it.
+    assert plain["flops_per_step"] < lazy["flops_per_step"] < 2 * plain["flops_per_step"]
+
+
 def test_matmul_peak_is_measured():
     assert 0 < matmul_peak_gflops("cpu", n=64, repeats=1) < 1e5
     assert 0 < matmul_peak_gflops("cpu", n=64, repeats=1, dtype=torch.bfloat16) < 1e5

@@ -8,7 +8,9 @@ from videogan.checkpoint import (
     flatten_optimizer,
     list_checkpoints,
     load_checkpoint,
+    TrainingState,
     resolve,
+    restore_training_state,
     save_checkpoint,
     unflatten_optimizer,
 )
@@ -41,6 +43,22 @@ def test_round_trip(tmp_path):
     for k in ("exp_avg", "exp_avg_sq", "step"):
         assert torch.equal(opt2.state_dict()["state"][0][k], opt.state_dict()["state"][0][k])
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def test_resume_keeps_this_runs_optimiser_kernel(tmp_path):
+    """A checkpoint written by the per-op Adam (runs from before runtime.adam) resumes into the fused one, and the
+    fused one stays fused: the saved param_groups do not bring their kernel flags back."""
+    _, net, opt = _save(tmp_path, 10)
+    assert not opt.param_groups[0]["fused"]
+    g, d = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    state = TrainingState(g, d, opt_g=torch.optim.Adam(g.parameters(), fused=True), opt_d=torch.optim.Adam(d.parameters(), fused=True))
+    restore_training_state(tmp_path, preset("tiny"), state)
+    assert state.step == 10 and torch.equal(g.weight, net.weight)
+    assert state.opt_g.param_groups[0]["fused"] and state.opt_d.param_groups[0]["fused"]
+    assert torch.equal(state.opt_g.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    g(torch.randn(4, 3)).sum().backward()
+    state.opt_g.step()  # the fused kernel accepts the restored state (its step counters included)
+    assert float(state.opt_g.state_dict()["state"][0]["step"]) == 2
 
 
 def test_latest_and_keep(tmp_path):

@@ -3,7 +3,14 @@ import math
 import pytest
 import torch
 
-from videogan.losses import discriminator_loss, generator_adversarial_loss, mask_l1_penalty, real_probability
+from videogan.losses import (
+    discriminator_loss,
+    generator_adversarial_loss,
+    mask_l1_penalty,
+    r1_penalty,
+    real_log_odds,
+    real_probability,
+)
 
 
 def test_discriminator_loss_is_binary_cross_entropy_on_two_logits():
@@ -40,3 +47,30 @@ def test_mask_penalty_is_the_mean_absolute_value_over_the_batch():
 
 def test_real_probability():
     assert real_probability(torch.tensor([[0.0, 0.0]])).item() == pytest.approx(0.5)
+
+
+def test_real_log_odds_is_what_the_softmax_turns_into_the_probability():
+    logits = torch.tensor([[0.3, 1.5], [2.0, -1.0]])
+    assert torch.allclose(torch.sigmoid(real_log_odds(logits)), real_probability(logits))
+
+
+def test_r1_of_a_linear_discriminator_is_its_squared_weight_difference():
+    """D(x) = [x . w_fake, x . w_real]: the log-odds' gradient is w_real - w_fake for every clip, so R1 = |w_real -
+    w_fake|^2 whatever the clips; and it stays differentiable with respect to the weights."""
+    weight = torch.randn(2, 12, requires_grad=True)
+    clips = torch.randn(5, 3, 2, 2, 1, requires_grad=True)
+    logits = clips.flatten(1) @ weight.t()
+    penalty = r1_penalty(clips, logits)
+    expected = (weight[1] - weight[0]).square().sum()
+    assert torch.allclose(penalty, expected)
+    (grad,) = torch.autograd.grad(penalty, weight)
+    difference = 2 * (weight[1] - weight[0]).detach()
+    assert torch.allclose(grad, torch.stack([-difference, difference]))
+
+
+def test_r1_is_zero_where_d_is_flat_and_grows_with_its_slope():
+    clips = torch.randn(4, 3, 2, 2, 2, requires_grad=True)
+    flat = torch.zeros(4, 2) + 0 * clips.flatten(1)[:, :2]  # depends on the clips, with zero slope
+    assert r1_penalty(clips, flat).item() == 0
+    steep = torch.stack([torch.zeros(4), 3 * clips.flatten(1).sum(1)], dim=1)
+    assert torch.allclose(r1_penalty(clips, steep), torch.tensor(9.0 * 24))

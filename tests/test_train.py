@@ -30,6 +30,24 @@ def test_short_run_gives_finite_losses_and_writes_everything(tmp_path, small_con
     assert (run / "progress" / "step_00000004_mask.gif").is_file()
 
 
+def test_lazy_r1_runs_every_r1_every_steps_and_is_logged_there(tmp_path, small_config):
+    small_config.train.r1_weight, small_config.train.r1_every = 1.0, 2
+    train(small_config, tmp_path / "run", progress=False)
+    rows = _metrics(tmp_path / "run")
+    assert [("r1" in r) for r in rows] == [True, False, True, False]  # 0-based steps 0 and 2, logged as 1 and 3
+    assert all(math.isfinite(r["r1"]) and r["r1"] > 0 for r in rows if "r1" in r)
+
+
+def test_r1_is_refused_with_a_negative_weight_or_no_interval(tmp_path, small_config):
+    from videogan.config import ConfigError
+
+    for weight, every in ((-1.0, 4), (1.0, 0)):
+        small_config.train.r1_weight, small_config.train.r1_every = weight, every
+        with pytest.raises(ConfigError, match="train.r1_weight must be >= 0 and train.r1_every >= 1"):
+            train(small_config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("augment", ["", "color,translation,cutout"])
 def test_resume_equals_the_uninterrupted_run(tmp_path, small_config, augment):
     small_config.train.augment = augment  # augmentation draws are a function of (seed, rank, step) too

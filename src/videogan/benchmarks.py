@@ -142,6 +142,19 @@ def set_upsample_impl(module: torch.nn.Module, impl: str) -> list[tuple[str, tor
     return layers
 
 
+class _TotalsOnly:
+    """Stands in for FlopCounterMode's per-module tracker (torch 2.13), whose backward hooks make autograd.grad
+    fail ("a leaf node was passed to _will_engine_execute_node"), as R1's double backward calls it. The total,
+    all that is read here, needs no module breakdown: every FLOP goes to "Global"."""
+    parents = {"Global"}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
 def train_step_speed(cfg: Config, steps: int = 5, warmup: int = 1, peak_size: int = 4096, upsample: str = "auto",
                      progress: bool = True) -> dict:
     """Seconds per training step of `cfg` (its model, train.batch_size, device, threads and speed options), and how
@@ -151,7 +164,8 @@ def train_step_speed(cfg: Config, steps: int = 5, warmup: int = 1, peak_size: in
     batch drawn from `data.source` (data loading is not timed: `bench data` measures it). FLOPs are counted by
     torch.utils.flop_counter.FlopCounterMode over one real step (G forward, D on real and fake, both backward
     passes; convolutions and matrix multiplies, which are nearly all of the work) and that step also warms up;
-    then `warmup` more untimed steps and `steps` timed ones (median). `upsample` sets the kernel of G's
+    then `warmup` more untimed steps and `steps` timed ones (median). With train.r1_weight > 0 each of those is one
+    lazy-R1 interval (train.r1_every steps, the first with the penalty), reported per step. `upsample` sets the kernel of G's
     FastConvTranspose3d layers (auto, gemm, stock: see models/upsample.py), for before/after comparisons."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -159,8 +173,8 @@ def train_step_speed(cfg: Config, steps: int = 5, warmup: int = 1, peak_size: in
     from .data import make_source
     from .diffaugment import ClipAugment, augment_generator
     from .models import Discriminator, build_generator
-    from .runtime import check_options, clip_layout, configure_backends, prepare_networks
-    from .train import to_model_range, train_step
+    from .runtime import adam, check_options, clip_layout, configure_backends, prepare_networks
+    from .train import r1_due, to_model_range, train_step
 
     tc = cfg.train
     ctx = distributed.setup(tc.device)
@@ -174,30 +188,37 @@ def train_step_speed(cfg: Config, steps: int = 5, warmup: int = 1, peak_size: in
     discriminator = Discriminator(cfg.model).to(ctx.device)
     set_upsample_impl(generator, upsample)
     G, D = prepare_networks(generator, discriminator, tc, ctx)  # before the optimisers, as in train()
-    opt_g = torch.optim.Adam(generator.parameters(), lr=tc.lr_g, betas=(tc.beta1, tc.beta2))
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=tc.lr_d, betas=(tc.beta1, tc.beta2))
+    opt_g, opt_d = adam(generator.parameters(), tc.lr_g, tc), adam(discriminator.parameters(), tc.lr_d, tc)
     stream = make_source(cfg).batches(0, local_batch, ctx.rank, ctx.world_size, ctx.device)
     real = to_model_range(next(stream), ctx.device, clip_layout(tc))
     stream.close()
     conditional = cfg.model.kind == "conditional"
     augment = ClipAugment.parse(tc.augment)
 
-    def step(i: int) -> None:
-        z = torch.randn(local_batch, generator.z_dim, generator=torch.Generator().manual_seed(tc.seed + i)).to(ctx.device)
-        seen = partial(augment, generator=augment_generator(tc.seed, ctx.rank, i)) if augment else None
-        train_step(G, D, opt_g, opt_d, real, z, tc, ctx, conditional=conditional, augment=seen)
+    # With the lazy R1 penalty on, one in train.r1_every steps is dearer: each measurement (the FLOP count, every
+    # timing) then covers one whole R1 interval and is divided by its length, so the figures are per average step.
+    interval = tc.r1_every if tc.r1_weight > 0 else 1
+
+    def steps_from(first: int) -> None:
+        for i in range(first, first + interval):
+            z = torch.randn(local_batch, generator.z_dim, generator=torch.Generator().manual_seed(tc.seed + i)).to(ctx.device)
+            seen = partial(augment, generator=augment_generator(tc.seed, ctx.rank, i)) if augment else None
+            train_step(G, D, opt_g, opt_d, real, z, tc, ctx, conditional=conditional, augment=seen, r1=r1_due(tc, i))
         _synchronize(ctx.device)
 
-    with FlopCounterMode(display=False) as counter:
-        step(0)
-    flops = counter.get_total_flops()
+    counter = FlopCounterMode(display=False)
+    if interval > 1:
+        counter.mod_tracker = _TotalsOnly()
+    with counter:
+        steps_from(0)
+    flops = counter.get_total_flops() // interval
     for i in range(warmup):
-        step(1 + i)
+        steps_from((1 + i) * interval)
     times = []
     for i in tqdm(range(steps), desc="bench train", unit="step", disable=not progress, leave=False):
         start = time.perf_counter()
-        step(1 + warmup + i)
-        times.append(time.perf_counter() - start)
+        steps_from((1 + warmup + i) * interval)
+        times.append((time.perf_counter() - start) / interval)
     ctx.close()
     seconds = statistics.median(times)
     achieved = flops / seconds / 1e9
@@ -221,6 +242,7 @@ def train_step_speed(cfg: Config, steps: int = 5, warmup: int = 1, peak_size: in
         "batch_size": tc.batch_size,
         "upsample": upsample,
         "precision": tc.precision, "compile": tc.compile, "tf32": tc.tf32, "channels_last": tc.channels_last,
+        "r1_weight": tc.r1_weight, "r1_every": interval,
         "steps_timed": steps,
         "warmup": warmup,
         "device": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else str(ctx.device),

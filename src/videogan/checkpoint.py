@@ -244,6 +244,14 @@ def write_best(run_dir: str | os.PathLike, record: dict) -> None:
     write_json(Path(run_dir) / BEST_FILE, record, sort_keys=True)
 
 
+def _keep_kernel_choice(opt: torch.optim.Optimizer, saved: dict[str, Any]) -> dict[str, Any]:
+    """`saved` with this optimiser's kernel flags (fused, foreach): load_state_dict would otherwise bring back those
+    of the run that wrote it (runs from before the fused Adam would resume on the slower per-op kernel)."""
+    for group, current in zip(saved["param_groups"], opt.param_groups):
+        group.update({key: current[key] for key in ("fused", "foreach") if key in current})
+    return saved
+
+
 def restore_training_state(run_dir: str | os.PathLike, config: Config, state: TrainingState) -> None:
     """Load the run's latest checkpoint into `state` (weights, BatchNorm statistics, Adam, RNG, step)."""
     ckpt = load_checkpoint(run_dir)
@@ -260,8 +268,8 @@ def restore_training_state(run_dir: str | os.PathLike, config: Config, state: Tr
         load_state_dict(state.generator_ema, ckpt.generator_ema, ckpt.path / "generator_ema.safetensors")
     tensors, meta = ckpt.training_state, ckpt.meta
     try:
-        state.opt_g.load_state_dict(unflatten_optimizer("optimizer.generator", tensors, meta["optimizers"]["generator"]))
-        state.opt_d.load_state_dict(unflatten_optimizer("optimizer.discriminator", tensors, meta["optimizers"]["discriminator"]))
+        for opt, name in ((state.opt_g, "generator"), (state.opt_d, "discriminator")):
+            opt.load_state_dict(_keep_kernel_choice(opt, unflatten_optimizer(f"optimizer.{name}", tensors, meta["optimizers"][name])))
         torch.set_rng_state(tensors["rng.torch"])
     except (KeyError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{ckpt.path}: training state does not fit this run ({e})") from None

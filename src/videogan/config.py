@@ -73,6 +73,12 @@ class TrainConfig:
     # DiffAugment of D's inputs (not in the paper; diffaugment.py): "" = off, or any of color,translation,cutout,
     # comma-separated. For small data sets, where D otherwise memorises the real clips.
     augment: str = ""
+    # R1 gradient penalty on D at real clips (not in the paper; Mescheder et al. 2018, as in StyleGAN): its weight
+    # gamma, D's loss gains gamma / 2 * mean |grad of D's log-odds|^2 (0 = off). Applied lazily, every r1_every
+    # steps with its weight scaled by r1_every (StyleGAN2's lazy regularisation): the double backward costs a
+    # few D passes.
+    r1_weight: float = 0.0
+    r1_every: int = 4
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
     num_threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default

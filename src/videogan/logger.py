@@ -71,12 +71,14 @@ class IntervalMeter:
         self.clips_per_step = clips_per_step
         self.elapsed = elapsed  # training seconds so far, carried across resumes
         self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}  # per value: some (the lazy R1 penalty) are not measured every step
         self._count = 0
         self._start = time.perf_counter()
 
     def add(self, values: dict[str, torch.Tensor]) -> None:
         for key, value in values.items():
             self._sums[key] = self._sums.get(key, 0.0) + float(value.detach())
+            self._counts[key] = self._counts.get(key, 0) + 1
         self._count += 1
 
     def flush(self, reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> dict[str, float]:
@@ -84,10 +86,10 @@ class IntervalMeter:
         now = time.perf_counter()
         seconds, count = now - self._start, max(self._count, 1)
         self.elapsed += seconds
-        means = {k: reduce(torch.tensor(v / count)).item() for k, v in self._sums.items()}
+        means = {k: reduce(torch.tensor(v / self._counts[k])).item() for k, v in self._sums.items()}
         means.update(seconds_per_step=seconds / count, clips_per_second=count * self.clips_per_step / seconds,
                      time=round(self.elapsed, 2))
-        self._sums, self._count, self._start = {}, 0, now
+        self._sums, self._counts, self._count, self._start = {}, {}, 0, now
         return means
 
     @staticmethod

@@ -28,6 +28,20 @@ def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return _cross_entropy_to(fake_logits, REAL)
 
 
+def real_log_odds(logits: torch.Tensor) -> torch.Tensor:
+    """log D / (1 - D) of each clip, [B]: the scalar the 2-way softmax turns into D's probability (sigmoid of it)."""
+    return logits[:, REAL] - logits[:, FAKE]
+
+
+def r1_penalty(clips: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018, "Which training methods for GANs do actually converge?"): the mean over the batch
+    of |d log-odds / d clip|^2 at the real clips that gave `logits`, kept differentiable (create_graph) so that D's
+    step can descend it. `clips` must require grad. (With BatchNorm in D, clip i's gradient of the batch's summed
+    log-odds also carries its effect on the batch statistics, as in every BatchNorm GAN that uses R1.)"""
+    (grad,) = torch.autograd.grad(real_log_odds(logits).sum(), clips, create_graph=True)
+    return grad.float().square().flatten(1).sum(1).mean()
+
+
 def mask_l1_penalty(mask: torch.Tensor) -> torch.Tensor:
     """Mean |m| over the whole batch: the sparsity prior that pushes static content to the background."""
     return mask.abs().mean()

@@ -25,6 +25,11 @@ def check_options(tc: TrainConfig, ctx: DistributedContext) -> None:
     if local % tc.grad_accumulation:
         raise ConfigError(f"train.batch_size {tc.batch_size} over {ctx.world_size} process(es) gives {local} clips per "
                           f"rank, not divisible into train.grad_accumulation {tc.grad_accumulation} micro-batches")
+    if tc.r1_weight < 0 or tc.r1_every < 1:
+        raise ConfigError(f"train.r1_weight must be >= 0 and train.r1_every >= 1, got {tc.r1_weight} and {tc.r1_every}")
+    if tc.r1_weight and tc.compile:
+        raise ConfigError("train.r1_weight needs train.compile=false: torch.compile's autograd does not run the double "
+                          "backward that R1 takes")
     if tc.sync_batchnorm and ctx.enabled and ctx.device.type != "cuda":
         # torch.nn.SyncBatchNorm only synchronises GPU tensors (it raises on CPU inputs).
         raise ConfigError("train.sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm does not run on CPU)")
@@ -36,6 +41,13 @@ def configure_backends(tc: TrainConfig, device: torch.device) -> None:
         torch.backends.cuda.matmul.allow_tf32 = tc.tf32
         torch.backends.cudnn.allow_tf32 = tc.tf32
         torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick its fastest kernels
+
+
+def adam(params, lr: float, tc: TrainConfig) -> torch.optim.Adam:
+    """The paper's optimiser (Adam, beta1 0.5) with PyTorch's fused kernel: one pass over each parameter's
+    tensors instead of a dozen elementwise ops (the paper step's Adam updates: 144 ms -> 30 ms on 2 CPU cores).
+    Same maths; the values agree with the per-op version to float rounding (tests/test_runtime.py)."""
+    return torch.optim.Adam(params, lr=lr, betas=(tc.beta1, tc.beta2), fused=True)
 
 
 def autocast(tc: TrainConfig, device: torch.device):

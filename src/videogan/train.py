@@ -27,12 +27,12 @@ from .data import make_source
 from .diffaugment import ClipAugment, augment_generator
 from .ema import ema_decay_at, recalibrate_batchnorm, update_ema
 from .logger import IntervalMeter, RunLogger
-from .losses import discriminator_loss, generator_adversarial_loss, mask_l1_penalty, real_probability
+from .losses import discriminator_loss, generator_adversarial_loss, mask_l1_penalty, r1_penalty, real_probability
 from .media import atomic_path, from_uint8, grid, write_json, write_png
 from .metrics.evaluate import TrainingEvaluator
 from .models import Discriminator, OnFixedImages, build_generator
 from .models.conditional import first_frame_l1, flow_total_variation, ownership_entropy
-from .runtime import autocast, check_options, clip_layout, configure_backends, prepare_networks
+from .runtime import adam, autocast, check_options, clip_layout, configure_backends, prepare_networks
 from .sample import generate_from_noise, noise, save_progress_grid
 
 
@@ -74,7 +74,8 @@ def training_noise(seed: int, rank: int, step: int, batch_size: int, z_dim: int)
 
 
 def train_step(G, D, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor, tc: TrainConfig, ctx,
-               conditional: bool = False, augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
+               conditional: bool = False, augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+               r1: bool = False) -> dict:
     """One iteration of the paper's algorithm on this rank's batch; returns the step's mean losses (0-dim tensors).
 
     real [B, 3, T, H, W] in [-1, 1], z [B, Z]. The conditional model (the original's main_conditional.lua)
@@ -83,7 +84,9 @@ def train_step(G, D, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor, tc: Trai
     gradients add up before each optimiser step (BatchNorm then normalises each micro-batch on its own); G runs
     forward twice per micro-batch (without gradients for D's step, with them for its own), since keeping K
     graphs alive would cost the memory accumulation is meant to save. `augment` (train.augment, diffaugment.py)
-    transforms every clip D sees, real and fake, in both steps, each call with fresh random draws.
+    transforms every clip D sees, real and fake, in both steps, each call with fresh random draws. `r1` (the
+    steps where r1_due says so) adds train.r1_weight * r1_every / 2 * the R1 penalty to D's loss, taken with respect
+    to the real clips before augmentation (as StyleGAN2-ADA does).
     """
     K = tc.grad_accumulation
     micro = list(zip(real.chunk(K), z.chunk(K), strict=True))
@@ -108,10 +111,16 @@ def train_step(G, D, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor, tc: Trai
         kept = fake if K == 1 else None
         with ctx.sync_if(D, i == K - 1):  # all-reduce D's gradients once, after the last micro-batch
             with precision:
+                r = r.detach().requires_grad_(r1)
                 real_logits, fake_logits = D(seen(r)), D(seen(fake.video.detach()))
                 d_loss = discriminator_loss(real_logits, fake_logits)
-            (d_loss / K).backward()
-        record({"d_loss": d_loss, "d_real": real_probability(real_logits).mean(), "d_fake": real_probability(fake_logits).mean()})
+            regularised = d_loss
+            if r1:
+                r1_value = r1_penalty(r, real_logits)
+                regularised = d_loss + tc.r1_weight * tc.r1_every / 2 * r1_value
+            (regularised / K).backward()
+        record({"d_loss": d_loss, "d_real": real_probability(real_logits).mean(), "d_fake": real_probability(fake_logits).mean(),
+                **({"r1": r1_value} if r1 else {})})
     opt_d.step()
 
     # Generator step: the non-saturating loss on the just-updated D, plus the weighted penalties.
@@ -137,6 +146,11 @@ def train_step(G, D, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor, tc: Trai
         record({"g_loss": g_loss, "g_adv": g_adv, **{name: value for name, (_, value) in penalties.items()}})
     opt_g.step()
     return totals
+
+
+def r1_due(tc: TrainConfig, step: int) -> bool:
+    """Whether step `step` (0-based) applies the lazy R1 penalty."""
+    return tc.r1_weight > 0 and step % tc.r1_every == 0
 
 
 @contextmanager
@@ -178,8 +192,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     discriminator = Discriminator(cfg.model).to(ctx.device)
     state = TrainingState(
         generator, discriminator,
-        opt_g=torch.optim.Adam(generator.parameters(), lr=tc.lr_g, betas=(tc.beta1, tc.beta2)),
-        opt_d=torch.optim.Adam(discriminator.parameters(), lr=tc.lr_d, betas=(tc.beta1, tc.beta2)),
+        opt_g=adam(generator.parameters(), tc.lr_g, tc), opt_d=adam(discriminator.parameters(), tc.lr_d, tc),
         generator_ema=copy.deepcopy(generator).eval().requires_grad_(False) if tc.ema_decay > 0 else None,
     )
     existing = list_checkpoints(run_dir)
@@ -225,7 +238,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         real = to_model_range(next(batches), ctx.device, clip_layout(tc))
         z = training_noise(tc.seed, ctx.rank, step, local_batch, generator.z_dim).to(ctx.device)
         seen = partial(augment, generator=augment_generator(tc.seed, ctx.rank, step)) if augment else None
-        meter.add(train_step(G, D, state.opt_g, state.opt_d, real, z, tc, ctx, conditional=conditional, augment=seen))
+        meter.add(train_step(G, D, state.opt_g, state.opt_d, real, z, tc, ctx, conditional=conditional, augment=seen,
+                             r1=r1_due(tc, step)))
         if state.generator_ema is not None:
             update_ema(state.generator_ema, generator, ema_decay_at(step, tc.ema_decay))
         state.step = done = step + 1
