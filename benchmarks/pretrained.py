@@ -75,10 +75,10 @@ RECIPES = {
         kind="two-stream", run="runs/pretrained-synthetic", data="synthetic",
         data_description="the built-in synthetic scenes (1-2 moving coloured objects over 2 static shapes; tiny preset's settings)",
         description="two-stream video GAN: noise -> 16 frames of 32x32, a moving foreground over a static background",
-        can="draws the scenes' smooth backgrounds and puts compact, single-coloured, saturated objects in a learned mask "
+        can="draws the scenes' smooth backgrounds and puts solid, single-coloured, saturated objects in a learned mask "
             "that keep their colour as they move",
         cannot="draw the static background shapes sharply (the background stays blurred); some objects stretch or split "
-               "along their path; a little checkerboard texture"),
+               "in two along their path; checkerboard texture inside some objects"),
     "pedestrians": Recipe(
         kind="two-stream", run="runs/pretrained-pedestrians", data="runs/data-vtest-32", real="runs/data-vtest-32/clips-000000.tar",
         prepare=PREPARE_VTEST,
