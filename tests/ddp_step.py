@@ -3,7 +3,8 @@
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_step.py OUT_DIR [R1_WEIGHT]
 
 Every rank builds the same networks (same seed), takes its half of one fixed global batch, runs the
-project's train_step through DistributedDataParallel (with the R1 penalty when R1_WEIGHT > 0), and writes its weights to OUT_DIR/rank{R}.safetensors.
+project's train_step through DistributedDataParallel (with the R1 penalty when R1_WEIGHT > 0), and writes its
+weights to OUT_DIR/rank{R}.safetensors.
 """
 import sys
 from pathlib import Path
