@@ -2,9 +2,10 @@
 
 It writes what torch.save(path, object) writes on a 64-bit little-endian machine, following torch7's
 File.lua (writeObject) and generic/Tensor.c, generic/Storage.c (write):
-  object  = int type (0 nil, 1 number, 2 string, 3 table, 4 torch object, 5 boolean), then
+  object  = int type (0 nil, 1 number, 2 string, 3 table, 4 torch object, 5 boolean, 6 function), then
   number  : double;   boolean: int 0/1;   string: int length, bytes
   table   : int reference index; if first seen: int #pairs, then key, value objects
+  function: int reference index; if first seen: int length, the bytecode, then the upvalues object
   torch   : int reference index; if first seen: string "V <version>", string class name, then the payload:
             Tensor : int nDimension, long sizes[n], long strides[n], long storageOffset + 1, storage object
             Storage: long size, the raw elements
@@ -33,6 +34,7 @@ _STORAGE_DTYPES = {
 class Storage:
     data: np.ndarray | None  # 1-D (None until Parameters.finish())
     typename: str = "torch.FloatStorage"
+    count: int | None = None  # the element count written, if not len(data): a file claiming what it lacks
 
 
 @dataclass(eq=False)
@@ -68,6 +70,22 @@ class Object:
         return self.typename.rsplit(".", 1)[-1]
 
 
+@dataclass(eq=False)
+class Table:
+    """A table written from explicit (key, value) pairs: keys of any kind, tables included, as Lua allows."""
+
+    pairs: list[tuple[Any, Any]]
+
+
+@dataclass(eq=False)
+class Function:
+    """A Lua function as torch.save writes one: its bytecode's length, the bytecode, then its upvalues."""
+
+    bytecode: bytes
+    upvalues: Any = None
+    length: int | None = None  # the length written, if not len(bytecode): a file claiming what it lacks
+
+
 def empty(typename: str = "torch.FloatTensor") -> Tensor:
     return Tensor(None, typename=typename)
 
@@ -85,6 +103,19 @@ def tensor(array: np.ndarray, typename: str = "torch.FloatTensor") -> Tensor:
     storage_type = typename.replace("Tensor", "Storage")
     data = np.ascontiguousarray(array, dtype=_STORAGE_DTYPES[storage_type]).reshape(-1)
     return Tensor(Storage(data, storage_type), tuple(array.shape), _contiguous_strides(tuple(array.shape)), 0, typename)
+
+
+def expanded(value: float, shape: tuple[int, ...]) -> Tensor:
+    """What Torch's expand() makes: one stored value, with stride 0 on every axis, as a tensor of `shape`."""
+    return Tensor(Storage(np.array([value], np.float32)), tuple(shape), (0,) * len(shape), 0)
+
+
+def nested_tables(depth: int) -> bytes:
+    """The bytes of {[1] = {[1] = ... {} ...}}, `depth` tables deep, written without recursion (dumps recurses
+    once per level, as a reader does)."""
+    # Per level: a table (type 3), its reference index, 1 pair, the key (a number, 1) and then the value.
+    levels = b"".join(struct.pack("<iiiid", 3, i + 1, 1, 1, 1.0) for i in range(depth))
+    return levels + struct.pack("<iii", 3, depth + 1, 0)
 
 
 @dataclass(eq=False)
@@ -142,16 +173,22 @@ class _Writer:
         elif isinstance(o, (str, bytes)):
             self.int(2)
             self.string(o)
-        elif isinstance(o, (dict, list, Tensor, Storage, Object)):
-            self.int(3 if isinstance(o, (dict, list)) else 4)
+        elif isinstance(o, (dict, list, Table, Function, Tensor, Storage, Object)):
+            self.int(3 if isinstance(o, (dict, list, Table)) else 6 if isinstance(o, Function) else 4)
             if id(o) in self.index:
                 self.int(self.index[id(o)])
                 return
             self.index[id(o)] = len(self.index) + 1
             self.alive.append(o)
             self.int(self.index[id(o)])
-            if isinstance(o, (dict, list)):
-                pairs = list(enumerate(o, 1)) if isinstance(o, list) else list(o.items())
+            if isinstance(o, Function):
+                self.int(len(o.bytecode) if o.length is None else o.length)
+                self.out += o.bytecode
+                self.obj(o.upvalues)
+                return
+            if isinstance(o, (dict, list, Table)):
+                pairs = o.pairs if isinstance(o, Table) else \
+                    list(enumerate(o, 1)) if isinstance(o, list) else list(o.items())
                 self.int(len(pairs))
                 for k, v in pairs:
                     self.obj(k)
@@ -171,7 +208,7 @@ class _Writer:
             elif isinstance(o, Storage):
                 if o.data is None:
                     raise ValueError("Parameters.finish() was not called before writing")
-                self.long(len(o.data))
+                self.long(len(o.data) if o.count is None else o.count)
                 self.out += np.ascontiguousarray(o.data, dtype=np.dtype(_STORAGE_DTYPES[o.typename]).newbyteorder("<")).tobytes()
             else:
                 self.obj(o.fields)

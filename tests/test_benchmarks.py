@@ -1,5 +1,6 @@
 """`videogan bench train`: the JSON's fields are consistent, and the FLOPs are the ones the step does."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,8 +9,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from videogan.benchmarks import matmul_peak_gflops, set_upsample_impl, train_step_speed
+from videogan.benchmarks import data_throughput, matmul_peak_gflops, set_upsample_impl, train_step_speed
 from videogan.cli import main
+from videogan.config import ConfigError
 from videogan.models import Discriminator, build_generator
 
 
@@ -97,6 +99,37 @@ def test_upsample_kernel_changes_the_time_not_the_flops(small_config):
 def test_cli_rejects_a_bad_key(capsys):
     assert main(["bench", "train", "--preset", "tiny", "--set", "model.nope=1", "--quiet"]) == 2
     assert "model.nope" in capsys.readouterr().err
+
+
+def test_cli_refuses_out_of_range_values_in_one_line(capsys):
+    assert main(["bench", "train", "--preset", "tiny", "--set", "train.lr_g=-1", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "train.lr_g=-1.0: must be a finite number > 0" in err and len(err.splitlines()) == 1
+    for argv in (["train", "--warmup", "-1"], ["data", "shards/", "--workers", "-1"]):
+        with pytest.raises(SystemExit) as e:
+            main(["bench", *argv])
+        assert e.value.code == 2 and "expected 0 or a positive integer, got '-1'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("train_changes,options,message", [
+    ({"ema_decay": 2.0}, {}, "train.ema_decay=2.0: must be a finite number in [0, 1)"),
+    ({"num_threads": -2}, {}, "train.num_threads=-2: must be an integer >= 0"),
+    ({}, {"steps": 0}, "steps=0: must be an integer >= 1"),
+    ({}, {"warmup": -1}, "warmup=-1: must be an integer >= 0"),
+    ({}, {"upsample": "fast"}, "upsample='fast': must be auto, gemm or stock"),
+])
+def test_train_step_speed_refuses_what_train_refuses(small_config, train_changes, options, message):
+    for name, value in train_changes.items():
+        setattr(small_config.train, name, value)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        train_step_speed(small_config, **{"steps": 1, "warmup": 0, "peak_size": 64, **options}, progress=False)
+
+
+def test_data_throughput_refuses_bad_settings_before_opening_the_data(tmp_path):
+    with pytest.raises(ConfigError, match=re.escape("data.workers=-1: must be an integer >= 0")):
+        data_throughput(str(tmp_path / "missing"), frames=4, size=8, workers=-1)
+    with pytest.raises(ConfigError, match=re.escape("batch_size=0: must be an integer >= 1")):
+        data_throughput(str(tmp_path / "missing"), frames=4, size=8, batch_size=0)
 
 
 def test_set_upsample_impl_sets_every_transposed_convolution(small_config):

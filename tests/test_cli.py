@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from videogan.cli import main
+from videogan.config import preset
 
 
 def test_info_paper(capsys):
@@ -38,6 +39,42 @@ def test_bad_data_path_fails_before_writing_anything(tmp_path, capsys):
     assert main(["train", "--out", str(run), "--data", str(tmp_path / "no_videos"), "--steps", "1", "--quiet"]) == 2
     assert "no_videos: no such file or folder" in capsys.readouterr().err
     assert not run.exists()
+
+
+def _exit_status(argv: list[str]) -> int:
+    """main's return value, or the status of argparse's exit on a bad flag."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--set", "train.lr_g=nan"], "train.lr_g=nan: must be a finite number > 0"),
+    (["--set", "train.log_every=0"], "train.log_every=0: must be an integer >= 1"),
+    (["--set", "model.frames=1"], "model.frames=1: must be an integer >= 2"),
+    (["--set", "train.ema_decay=2"], "train.ema_decay=2.0: must be a finite number in [0, 1)"),
+    (["--eval-every", "-1"], "argument --eval-every: expected 0 or a positive integer, got '-1'"),
+    (["--steps", "99999999999999999999999"], "argument --steps: expected an integer of at most 2**53"),
+])
+def test_train_refuses_out_of_range_values_before_writing_anything(tmp_path, capsys, argv, message):
+    run = tmp_path / "run"
+    assert _exit_status(["train", "--out", str(run), "--device", "cpu", "--quiet", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not run.exists()
+
+
+def test_resume_refuses_a_saved_config_out_of_range(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = preset("tiny").to_dict()
+    saved["model"]["z_dim"] = 0
+    (run / "config.json").write_text(json.dumps(saved))
+    assert main(["train", "--out", str(run), "--resume", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "config.json: cannot read the run's config (model.z_dim=0: must be an integer >= 1)" in err
+    assert len(err.splitlines()) == 1 and sorted(p.name for p in run.iterdir()) == ["config.json"]
 
 
 def test_unknown_preset_is_rejected_by_the_parser(capsys):
@@ -74,3 +111,26 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
 def test_console_entry_point_runs():
     done = subprocess.run([sys.executable, "-m", "videogan", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "generate" in done.stdout
+
+
+def test_train_stopped_by_a_signal_says_so_in_a_line_and_exits_128_plus_its_number(tmp_path, monkeypatch, capsys):
+    import signal
+
+    from videogan import train as train_module
+
+    real_step = train_module.train_step
+
+    def step_then_terminated(*args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)  # what `timeout` or a scheduler sends, here during step 1
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", step_then_terminated)
+    run = tmp_path / "run"
+    argv = ["train", "--out", str(run), "--steps", "50", "--quiet", "--set", "train.batch_size=4",
+            "--set", "model.frames=4", "--set", "model.size=8", "--set", "model.g_width=8", "--set", "model.d_width=4",
+            "--set", "data.workers=0", "--set", "train.sample_every=0"]
+    assert main(argv) == 128 + signal.SIGTERM
+    received, stopped = capsys.readouterr().err.strip().splitlines()  # one line when it arrives, one at the end
+    assert "SIGTERM received" in received
+    assert "stopped by SIGTERM at step 1" in stopped and "--resume" in stopped
+    assert (run / "checkpoints" / "step_00000001" / "checkpoint.json").is_file()

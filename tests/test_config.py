@@ -1,8 +1,12 @@
+import dataclasses
 import json
+import re
+import typing
 
 import pytest
 
-from videogan.config import Config, ConfigError, from_dict, override, parse_assignment, preset
+from videogan.config import (FIELD_RANGES, PRESETS, Config, ConfigError, DataConfig, ModelConfig, Range,
+                             SyntheticConfig, TrainConfig, from_dict, override, parse_assignment, preset, validate)
 
 
 def test_presets():
@@ -52,3 +56,102 @@ def test_configs_saved_before_the_data_section_still_load():
     del saved["data"]
     saved["train"]["data"] = "my_videos/"
     assert from_dict(saved).data.source == "my_videos/"
+
+
+def test_every_preset_and_every_shipped_model_config_is_valid():
+    from videogan import pretrained
+
+    for name in PRESETS:
+        for kind in (None, "conditional"):
+            cfg = preset(name, kind)
+            assert validate(cfg) is cfg
+    shipped = pretrained.names()
+    assert len(shipped) >= 3
+    for name in shipped:  # from_dict validates what it reads
+        card = json.loads((pretrained.folder(name) / "model.json").read_text())
+        assert from_dict(card["config"]) == pretrained.config(name)
+
+
+def test_every_numeric_field_has_a_range():
+    sections = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig, "synthetic": SyntheticConfig}
+    assert [f.name for f in dataclasses.fields(Config)] == list(sections)
+    numeric = {f"{section}.{name}" for section, cls in sections.items()
+               for name, annotation in typing.get_type_hints(cls).items() if annotation in (int, float)}
+    assert numeric == set(FIELD_RANGES)
+
+
+@pytest.mark.parametrize("key,value", [
+    # the values of issue 28 (defect 6)
+    ("train.lr_g", "nan"), ("train.lr_g", "-1"), ("train.log_every", "0"), ("model.z_dim", "0"),
+    ("train.eval_every", "-1"), ("train.checkpoint_every", "-1"), ("train.ema_decay", "2"),
+    ("train.num_threads", "-2"), ("data.workers", "-1"), ("model.frames", "1"),
+    ("train.steps", "99999999999999999999999"),
+    # and their kin
+    ("train.lr_d", "inf"), ("train.beta1", "1"), ("train.beta2", "-0.5"), ("train.batch_size", "0"),
+    ("train.grad_accumulation", "0"), ("train.r1_weight", "-0.1"), ("train.r1_every", "0"),
+    ("train.mask_l1_weight", "nan"), ("train.keep_checkpoints", "-1"), ("train.sample_every", "-5"),
+    ("train.num_samples", "0"), ("train.eval_num", "1"), ("train.seed", str(2**53 + 1)), ("model.size", "48"),
+    ("model.channels", "1"), ("model.g_width", "6"), ("model.d_width", "0"), ("model.d_bn_eps", "0"),
+    ("model.mask_bias_init", "-inf"), ("model.motion_layers", "-1"), ("data.shuffle_buffer", "-1"),
+    ("synthetic.max_objects", "0"), ("synthetic.min_radius", "0"), ("synthetic.max_radius", "0.5"),
+    ("synthetic.max_speed", "nan"), ("synthetic.background_shapes", "-1"),
+])
+def test_out_of_range_values_are_refused_naming_the_key_and_value(key, value):
+    cfg = preset("tiny")
+    override(cfg, key, value)
+    with pytest.raises(ConfigError, match=re.escape(key)) as e:
+        validate(cfg)
+    message = str(e.value)
+    assert len(message.splitlines()) == 1 and value.lstrip("-") in message  # the value as given, or as parsed
+
+
+@pytest.mark.parametrize("sets,message", [
+    ({"train.flow_tv_weight": 1.0}, "train.flow_tv_weight=1.0 needs model.warp_foreground"),
+    ({"model.kind": "conditional", "model.warp_foreground": True, "train.layer_entropy_weight": 0.5},
+     "train.layer_entropy_weight=0.5 needs model.motion_layers"),
+    ({"model.kind": "conditional", "train.eval_every": 100}, "train.eval_every=100: FVD during training"),
+    ({"train.r1_weight": 0.1, "train.compile": True}, "train.r1_weight=0.1 needs train.compile=false"),
+    ({"train.batch_size": 6, "train.grad_accumulation": 4}, "train.batch_size=6 is not divisible"),
+    ({"synthetic.min_radius": 0.3}, "synthetic.min_radius=0.3 must be at most synthetic.max_radius=0.22"),
+    ({"model.stochastic": True}, "model.stochastic=true applies to the conditional model only"),
+    ({"model.kind": "conditional", "model.motion_layers": 2},
+     "model.motion_layers=2 needs model.warp_foreground"),
+    ({"train.augment": "color,blur"}, "train.augment: unknown blur"),
+    ({"data.source": ""}, "data.source=''"),
+])
+def test_fields_that_do_not_fit_together_are_refused(sets, message):
+    cfg = preset("tiny")
+    for key, value in sets.items():
+        override(cfg, key, value)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(cfg)
+
+
+def test_values_of_the_wrong_type_from_python_are_refused():
+    """The Python API builds dataclasses directly: nothing converted them as `override` does text."""
+    with pytest.raises(ConfigError, match=re.escape("model.frames='8': must be an integer >= 2")):
+        validate(Config(model=ModelConfig(frames="8")))
+    with pytest.raises(ConfigError, match=re.escape("train.lr_g=None: must be a finite number > 0")):
+        validate(Config(train=TrainConfig(lr_g=None)))
+    with pytest.raises(ConfigError, match="train.precision='fp16': must be one of fp32, bf16"):
+        validate(Config(train=TrainConfig(precision="fp16")))
+    with pytest.raises(ConfigError, match="train.tf32='yes': must be a bool"):
+        validate(Config(train=TrainConfig(tf32="yes")))
+    with pytest.raises(ConfigError, match="train.steps=True: must be an integer"):
+        validate(Config(train=TrainConfig(steps=True)))
+    assert validate(Config(train=TrainConfig(r1_weight=1))).train.r1_weight == 1  # an int where a float goes
+
+
+def test_saved_configs_are_validated_when_read():
+    saved = preset("tiny").to_dict()
+    saved["train"]["log_every"] = 0
+    with pytest.raises(ConfigError, match=re.escape("train.log_every=0: must be an integer >= 1")):
+        from_dict(saved)
+
+
+def test_ranges_read_as_math():
+    assert [str(r) for r in (Range(), Range(0, low_open=True), Range(1), Range(0, 1, high_open=True),
+                             Range(0, 0.5, low_open=True, high_open=True), Range(3, 3))] == \
+        ["", "> 0", ">= 1", "in [0, 1)", "in (0, 0.5)", "equal to 3"]
+    assert 0 not in Range(0, low_open=True) and 0.5 in Range(0, 1) and 1 not in Range(0, 1, high_open=True)
+    assert float("nan") not in Range()

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ from safetensors.torch import load_file
 
 from videogan.cli import main
 from videogan.checkpoint import save_checkpoint
-from videogan.config import Config, ModelConfig
+from videogan.config import Config, ConfigError, ModelConfig
 from videogan.data.actions import ActionsConfig
 from videogan.features import ClipSplit, extract, feature_shape, load_discriminator
 from videogan.finetune import (ActionClassifier, FinetuneSettings, Splits, accuracy_report, confusion_matrix, draw_confusion,
@@ -128,3 +129,36 @@ def test_cli_rejects_bad_options(tmp_path, capsys):
     assert code == 2 and "no such file or directory" in capsys.readouterr().err
     code = main(["finetune", "--init", str(tmp_path), "--preset", "tiny", "--data", "synthetic-actions", "--out", str(tmp_path / "o")])
     assert code == 2 and "--preset and --set" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"steps": 0}, "steps=0: must be an integer >= 1"),
+    ({"steps": 10**23}, "steps=100000000000000000000000: must be an integer of at most 2**53"),
+    ({"lr": float("nan")}, "lr=nan: must be a finite number > 0"),
+    ({"eval_every": -1}, "eval_every=-1: must be an integer >= 0"),
+    ({"workers": -1}, "workers=-1: must be an integer >= 0"),
+    ({"dropout": 1.0}, "dropout=1.0: must be a finite number in [0, 1)"),
+    ({"model": ModelConfig(z_dim=0)}, "model.z_dim=0: must be an integer >= 1"),
+    ({"model": ModelConfig(frames=1)}, "model.frames=1: must be an integer >= 2"),
+])
+def test_settings_out_of_range_are_refused_before_anything_is_written(tmp_path, changes, message):
+    s = FinetuneSettings(init="random", steps=2, batch_size=4, model=SMALL, workers=0)
+    for name, value in changes.items():
+        setattr(s, name, value)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        finetune(s, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_out_of_range_values_in_one_line(tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["finetune", "--init", "random", "--data", "synthetic-actions", "--out", str(out), "--quiet"]
+    assert main([*base, "--set", "model.z_dim=0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "model.z_dim=0: must be an integer >= 1" in err and len(err.splitlines()) == 1
+    for flag in ("--eval-every", "--workers"):
+        with pytest.raises(SystemExit) as e:
+            main([*base, flag, "-1"])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and f"argument {flag}: expected 0 or a positive integer" in err
+    assert not out.exists()

@@ -76,13 +76,7 @@ def test_options_that_cannot_work_are_refused():
         check_options(TrainConfig(batch_size=8, grad_accumulation=3), two_cpu_ranks)
     with pytest.raises(ConfigError, match="SyncBatchNorm"):
         check_options(TrainConfig(batch_size=8, sync_batchnorm=True), two_cpu_ranks)
-    with pytest.raises(ConfigError, match="r1_weight must be >= 0"):
-        check_options(TrainConfig(r1_weight=-0.1), _single())
-    with pytest.raises(ConfigError, match="r1_every >= 1"):
-        check_options(TrainConfig(r1_weight=0.1, r1_every=0), _single())
-    with pytest.raises(ConfigError, match="double backward"):
-        check_options(TrainConfig(r1_weight=0.1, compile=True), _single())
-    check_options(TrainConfig(r1_weight=0.1, r1_every=16), _single())
+    check_options(TrainConfig(r1_weight=0.1, r1_every=16), _single())  # R1's own rules: config.validate's
 
 
 def test_compiled_networks_take_the_same_step(small_config, monkeypatch):

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,7 @@ from videogan.config import paper
 from videogan.losses import real_probability
 from videogan.models import Discriminator, TwoStreamGenerator, geometry
 from videogan.sample import load_generator
+from videogan import t7
 from videogan.t7 import T7Error, convert_discriminator, convert_generator, read_t7, torch_layer
 
 # ----------------------------------------------------------------------------- main.lua's networks, as fixtures
@@ -482,6 +487,222 @@ def test_swapped_files(tmp_path):
     other = w.save(tmp_path / "netD16.t7", original_netd(width=8, frames=16, size=32))
     msg = _one_line_error(other, "expected 11 layers", discriminator=other, net=net)
     assert "found 8" in msg
+
+
+# ----------------------------------------------------------------------------- hostile files: claims not held
+
+def _first_conv(net: w.Object) -> w.Object:
+    """The video stream's first VolumetricFullConvolution (from z): its nOutputPlane sets G's width."""
+    return net["modules"][0]["modules"][0]["modules"][1]
+
+
+def _claiming_planes(planes: int, z_dim: int = 100, stored: bool = False) -> w.Object:
+    """A width-16 generator whose first layer claims `planes` output planes. Its weight and bias are stride-0
+    views of one stored value (a file under a megabyte claiming any width), or with `stored`, values held."""
+    net = original_net(z_dim=z_dim, width=16)
+    conv = _first_conv(net)
+    conv.fields["nOutputPlane"] = planes
+    shape = (z_dim, planes, 2, 4, 4)
+    conv.fields["weight"] = w.tensor(np.zeros(shape)) if stored else w.expanded(0.0, shape)
+    conv.fields["bias"] = w.tensor(np.zeros(planes)) if stored else w.expanded(0.0, (planes,))
+    return net
+
+
+@pytest.fixture
+def generators_built(monkeypatch) -> list[str]:
+    """The device of every generator that the conversion builds ("meta": shapes only, no memory)."""
+    built = []
+
+    def spy(cfg):
+        built.append(torch.get_default_device().type)
+        return TwoStreamGenerator(cfg)
+
+    monkeypatch.setattr(t7, "TwoStreamGenerator", spy)
+    return built
+
+
+@pytest.mark.parametrize("planes", [8192, 65536])
+def test_planes_claimed_by_an_expanded_weight(tmp_path, planes):
+    """A stride-0 weight passing for 8,192 (65,536) planes: refused while reading, before any net is built."""
+    path = w.save(tmp_path / "net.t7", _claiming_planes(planes))
+    _one_line_error(path, f"found a tensor of size [100, {planes}, 2, 4, 4] whose strides [0, 0, 0, 0, 0] "
+                          "reach some element twice")
+
+
+def test_planes_claimed_beyond_any_paper_net(tmp_path, generators_built):
+    """A first layer that holds its 8,192 planes (z of 1 keeps the file small) makes a generator of billions
+    of parameters: refused from its shapes alone, before any memory is spent on it."""
+    path = w.save(tmp_path / "net.t7", _claiming_planes(8192, z_dim=1, stored=True))
+    _one_line_error(path, "the generator of width 8192 making 32x64x64 clips would hold 3,524,012,039 "
+                          "parameters; expected at most 67,108,864")
+    assert generators_built == ["meta"]
+
+
+def test_planes_claimed_within_bounds_are_checked_against_every_layer(tmp_path, generators_built):
+    """Width 1,024 stays under the bound, but the next layer holds 16 planes: refused before any real net."""
+    path = w.save(tmp_path / "net.t7", _claiming_planes(1024, z_dim=1, stored=True))
+    _one_line_error(path, "net.modules[1].modules[1].modules[3] (nn.VolumetricBatchNormalization): expected "
+                          "running_var of 1024 values, found 16")
+    assert generators_built == ["meta"]
+    _convert(tmp_path, original_net(width=16))  # a file that holds its net: built for real once checked
+    assert generators_built == ["meta", "meta", "cpu"]
+
+
+def _storage(n: int = 100) -> w.Storage:
+    return w.Storage(np.zeros(n, np.float32))
+
+
+@pytest.mark.parametrize("obj,match", [
+    (w.Tensor(_storage(), (16, 8), (1, 1)), "size [16, 8] whose strides [1, 1] reach some element twice"),
+    (w.Tensor(_storage(), (10, 10), (0, 1)), "size [10, 10] whose strides [0, 1] reach some element twice"),
+    (w.Tensor(_storage(), (-1, 10), (10, 1)), "a tensor of size [-1, 10], stride [10, 1], offset 0"),
+    (w.Tensor(_storage(), (10, 10), (-10, 1)), "a tensor of size [10, 10], stride [-10, 1]"),
+    (w.Tensor(_storage(), (10,), (1,), offset=-5), "a tensor of size [10], stride [1], offset -5"),
+    (w.Tensor(_storage(), (10,), (1,), offset=2**62), f"a tensor reaching element {2**62 + 10} of a storage"),
+    (w.Tensor(_storage(), (2**40, 2**40), (2**40, 1)), f"a tensor reaching element {2**80} of a storage"),
+    (w.Tensor(w.Storage(np.zeros(4, np.uint8), "torch.ByteStorage"), (4,), (1,)),
+     "a tensor of float32 over a storage of uint8"),
+    (w.Tensor(w.tensor(np.zeros(4)), (4,), (1,)), "a tensor whose storage is not a storage"),
+    (w.Storage(np.zeros(4, np.float32), count=-1), "a storage of -1 elements"),
+    (w.Function(b"\x1bLua", length=-1), "a length of -1"),
+    (w.Table([(w.Table([(1, 1)]), 1)]), "unhashable type: 'list'"),  # a key torchfile turns into a list
+], ids=["overlapping", "stride-0-axis", "negative-size", "negative-stride", "negative-offset",
+        "offset-past-storage", "past-storage", "another-type", "storage-a-tensor", "negative-storage",
+        "negative-function", "table-key"])
+def test_objects_claiming_what_they_do_not_hold(tmp_path, obj, match):
+    path = tmp_path / "x.t7"
+    path.write_bytes(w.dumps(obj))
+    msg = _one_line_error(path, match)
+    assert "not a readable Torch7 file" in msg
+
+
+@pytest.mark.parametrize("obj", [
+    w.Storage(np.zeros(4, np.float32), count=2**60),
+    w.Function(b"\x1bLua", length=2**31 - 1),  # torchfile reads the bytecode with f.read(length)
+    w.Table([(1, "x" * 10)]),  # the string's length field is patched below
+], ids=["storage", "function", "string"])
+def test_lengths_beyond_the_end_of_the_file(tmp_path, obj):
+    data = w.dumps(obj)
+    if isinstance(obj, w.Table):
+        data = data.replace(struct.pack("<i", 10) + b"x" * 10, struct.pack("<i", 2**31 - 1) + b"x" * 10)
+    path = tmp_path / "x.t7"
+    path.write_bytes(data)
+    _one_line_error(path, f"truncated Torch7 file: it ends at byte {len(data)}")
+
+
+def test_tables_nested_too_deep_to_read(tmp_path):
+    path = tmp_path / "deep.t7"
+    path.write_bytes(w.nested_tables(100_000))
+    _one_line_error(path, "not a readable Torch7 file: found tables nested too deep to read")
+    path.write_bytes(w.nested_tables(50))  # a few levels read as they are
+    inner = read_t7(path)
+    for _ in range(50):
+        inner = inner[0]
+    assert inner == []  # torchfile reads the innermost, empty table as a list
+
+
+def test_a_module_containing_itself(tmp_path):
+    """A cycle in the module tree, which the checks walk recursively."""
+    net = original_net(width=16)
+    loop = w.Sequential()
+    loop.fields["modules"].append(loop)
+    net["modules"][0]["modules"][1]["modules"].append(loop)  # in the static stream
+    _one_line_error(w.save(tmp_path / "loop.t7", net),
+                    "modules nested more than 32 deep (a module containing itself?)")
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("nOutputPlane", 10**12, "expected nOutputPlane a whole number from 1 to 65536, found 1000000000000"),
+    ("nOutputPlane", -16, "expected nOutputPlane a whole number from 1 to 65536, found -16"),
+    ("nOutputPlane", 2.5, "expected nOutputPlane a whole number from 1 to 65536, found 2.5"),
+    ("nOutputPlane", float("nan"), "expected field nOutputPlane a finite number, found nan"),
+    ("nInputPlane", float("inf"), "expected field nInputPlane a finite number, found inf"),
+    ("kT", 0, "expected kT a whole number from 1 to 256, found 0"),
+    ("dT", 10**9, "expected dT a whole number from 1 to 256, found 1000000000"),
+    ("padT", -1, "expected padT a whole number from 0 to 256, found -1"),
+])
+def test_absurd_layer_fields(tmp_path, field, value, match):
+    net = original_net(width=16)
+    _first_conv(net).fields[field] = value
+    msg = _one_line_error(w.save(tmp_path / "net.t7", net), match)
+    assert "net.modules[1].modules[1].modules[2] (nn.VolumetricFullConvolution)" in msg
+
+
+def test_a_clip_shape_beyond_bounds(tmp_path):
+    """Kernels and strides within bounds that multiply into clips of half a million frames."""
+    net = original_net(width=16)
+    video = net["modules"][0]["modules"][0]
+    video["modules"][1].fields["kT"] = 256  # 256 frames from z
+    video["modules"][4].fields["dT"] = 256  # (256 - 1) * 256 - 2 + 4 frames, then doubled three times
+    _one_line_error(w.save(tmp_path / "net.t7", net),
+                    "the generator makes 522256x64x64 clips; expected at most 4096 frames of 4096x4096")
+
+
+def test_absurd_sizes_of_a_single_layer(tmp_path):
+    """torch_layer: a layer claiming 65,536 x 65,536 planes and 256**3 kernels, held by an expanded weight,
+    then by stored values of another shape: refused before any layer exists."""
+    shape = (2**16, 2**16, 256, 256, 256)
+    m = w.VolumetricFullConvolution(2**16, 2**16, 256, 256, 256, weight=w.expanded(0.0, shape),
+                                    bias=w.expanded(0.0, (2**16,)))
+    with pytest.raises(T7Error, match="reach some element twice"):
+        torch_layer(read_t7(w.save(tmp_path / "layer.t7", m)))
+    m.fields["weight"], m.fields["bias"] = w.tensor(np.zeros((2, 2, 1, 1, 1))), w.tensor(np.zeros(2))
+    with pytest.raises(T7Error, match="would hold 72,057,594,037,993,472 parameters; expected at most "):
+        torch_layer(read_t7(w.save(tmp_path / "layer.t7", m)))
+
+
+@pytest.mark.parametrize("eps,match", [
+    (float("nan"), "expected field eps a finite number, found nan"),
+    (-1e-3, "expected a positive BatchNorm eps in the discriminator, found -0.001"),
+])
+def test_absurd_discriminator_eps(tmp_path, eps, match):
+    net, netd = w.save(tmp_path / "net.t7", original_net(width=16)), original_netd(width=8)
+    for m in _modules(netd):
+        if m.kind.endswith("BatchNormalization"):
+            m.fields["eps"] = eps
+    path = w.save(tmp_path / "netD.t7", netd)
+    _one_line_error(path, match, discriminator=path, net=net)
+
+
+_PEAK_MEMORY = """
+import json, resource, sys
+import videogan.t7  # imported before the limit: the limit is on what the import itself allocates
+from videogan.cli import main
+
+# The address space now plus 1 GiB: a net of the claimed widths (13 GB and more) cannot be allocated, so a
+# regression fails at once instead of filling the machine.
+with open("/proc/self/status") as status:
+    now = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+limit = now + 2**30 if hard == resource.RLIM_INFINITY else min(now + 2**30, hard)
+resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+codes = [main(["import-t7", path, "--out", path + ".run", "--quiet"]) for path in sys.argv[1:]]
+# VmHWM, this process image's own peak: ru_maxrss would carry over the parent's peak through exec.
+with open("/proc/self/status") as status:
+    peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+print(json.dumps({"codes": codes, "peak": peak}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc are Linux's")
+def test_peak_memory_of_hostile_files(tmp_path):
+    """`import-t7` on files claiming 8,192 and 65,536 planes (nets of 13 GB and 550 GB), one that holds a
+    width of 8,192 in its first layer, and one claiming a 2 GB Lua function: one-line errors, under 1 GiB."""
+    files = [w.save(tmp_path / "expanded_8192.t7", _claiming_planes(8192)),
+             w.save(tmp_path / "expanded_65536.t7", _claiming_planes(65536)),
+             w.save(tmp_path / "stored_8192.t7", _claiming_planes(8192, z_dim=1, stored=True)),
+             w.save(tmp_path / "function.t7", w.Function(b"\x1bLua", length=2**31 - 1))]
+    done = subprocess.run([sys.executable, "-c", _PEAK_MEMORY, *map(str, files)], capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    errors = done.stderr.splitlines()
+    assert result["codes"] == [2] * len(files) and len(errors) == len(files), done.stderr
+    for path, error in zip(files, errors, strict=True):
+        assert error.startswith(f"videogan: error: {path}: "), error
+    assert "truncated Torch7 file" in errors[-1]
+    assert result["peak"] < 2**30
+    assert not any(path.with_name(path.name + ".run").exists() for path in files)
 
 
 # ----------------------------------------------------------------------------- the command line

@@ -1,13 +1,21 @@
+import errno
 import json
 import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from videogan import checkpoint
+from videogan import train as train_module
 from videogan.checkpoint import CheckpointError, list_checkpoints
 from videogan.ema import ema_decay_at, recalibrate_batchnorm, update_ema
-from videogan.train import TrainingError, to_model_range, train
+from videogan.train import StopRequests, TrainingError, next_batch, to_model_range, train
 
 
 def _metrics(run):
@@ -41,9 +49,9 @@ def test_lazy_r1_runs_every_r1_every_steps_and_is_logged_there(tmp_path, small_c
 def test_r1_is_refused_with_a_negative_weight_or_no_interval(tmp_path, small_config):
     from videogan.config import ConfigError
 
-    for weight, every in ((-1.0, 4), (1.0, 0)):
+    for weight, every, message in ((-1.0, 4, "train.r1_weight=-1.0: must be"), (1.0, 0, "train.r1_every=0: must be")):
         small_config.train.r1_weight, small_config.train.r1_every = weight, every
-        with pytest.raises(ConfigError, match="train.r1_weight must be >= 0 and train.r1_every >= 1"):
+        with pytest.raises(ConfigError, match=message):
             train(small_config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
 
@@ -131,3 +139,194 @@ def test_without_ema_there_is_no_ema_file(tmp_path, small_config):
     small_config.train.steps = 1
     train(small_config, tmp_path / "run", progress=False)
     assert not list((tmp_path / "run").rglob("generator_ema.safetensors"))
+
+
+TIMING = ("time", "seconds_per_step", "clips_per_second")
+
+
+def _losses(run):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in _metrics(run)]
+
+
+def _same_weights(run_a, run_b, step):
+    for name in ("generator", "generator_ema", "discriminator"):
+        a = load_file(run_a / "checkpoints" / f"step_{step:08d}" / f"{name}.safetensors")
+        b = load_file(run_b / "checkpoints" / f"step_{step:08d}" / f"{name}.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("interruption", ["killed after a checkpoint", "ended, then extended"])
+def test_resume_between_two_log_steps_logs_the_uninterrupted_rows(tmp_path, small_config, interruption):
+    small_config.train.steps, small_config.train.log_every, small_config.train.checkpoint_every = 8, 4, 3
+    train(small_config, tmp_path / "full", progress=False)  # rows at 4 and 8; checkpoints at 3, 6, 8
+    split = tmp_path / "split"
+    if interruption == "killed after a checkpoint":  # the last checkpoint, at 6, holds half the interval 5-8
+        shutil.copytree(tmp_path / "full", split)
+        shutil.rmtree(split / "checkpoints" / "step_00000008")
+    else:  # a run of 6 steps logs a row at 6 and carries its interval on; extended, it is logged again at 8
+        small_config.train.steps = 6
+        train(small_config, split, progress=False)
+        assert [r["step"] for r in _metrics(split)] == [4, 6]
+        small_config.train.steps = 8
+    train(small_config, split, resume=True, progress=False)
+    assert _losses(split) == _losses(tmp_path / "full") and [r["step"] for r in _metrics(split)] == [4, 8]
+    assert [list(r) for r in _metrics(split)] == [list(r) for r in _metrics(tmp_path / "full")]  # same order
+    _same_weights(split, tmp_path / "full", 8)
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_ends_in_one_line_naming_the_file_and_the_last_checkpoint(tmp_path, small_config,
+                                                                               monkeypatch):
+    run = tmp_path / "run"
+    real_save = checkpoint.save_file
+
+    def full_from_step_4(tensors, path):
+        if "step_00000004" in str(path):
+            _no_space()
+        real_save(tensors, path)
+
+    monkeypatch.setattr(checkpoint, "save_file", full_from_step_4)
+    with pytest.raises(TrainingError) as raised:
+        train(small_config, run, progress=False)
+    root = run / "checkpoints"
+    assert str(raised.value) == (f"cannot write {root}/step_00000004/generator.safetensors (No space left on "
+                                 f"device); the last good checkpoint is {root}/step_00000002")
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000002"]  # no temporary folder
+    monkeypatch.undo()  # space freed: the run resumes and finishes; a leftover of a killed write is swept
+    (run / "checkpoints" / ".step_00000004.x1y2z3ab").mkdir()
+    assert train(small_config, run, resume=True, progress=False).step == 4
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000002", "step_00000004"]
+
+
+def test_a_full_disk_before_any_checkpoint_says_so(tmp_path, small_config, monkeypatch):
+    monkeypatch.setattr(train_module, "save_progress_grid", _no_space)  # before step 2's checkpoint
+    with pytest.raises(TrainingError) as raised:
+        train(small_config, tmp_path / "run", progress=False)
+    assert str(raised.value) == (f"cannot write {tmp_path}/run/progress/step_00000002.gif (No space left on "
+                                 "device); no checkpoint was written yet")
+
+
+def _signal_during_step(monkeypatch, at_call, *signals):
+    """Make train_step's `at_call`-th call (1-based) deliver `signals` to this process while it runs."""
+    calls, real_step = [], train_module.train_step
+
+    def step(*args, **kwargs):
+        calls.append(None)
+        if len(calls) == at_call:
+            for signum in signals:
+                signal.raise_signal(signum)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", step)
+    return calls
+
+
+def test_sigterm_finishes_the_step_writes_a_checkpoint_and_resumes_exactly(tmp_path, small_config,
+                                                                           monkeypatch):
+    small_config.train.steps, small_config.train.log_every, small_config.train.checkpoint_every = 8, 4, 0
+    train(small_config, tmp_path / "full", progress=False)
+    before = signal.getsignal(signal.SIGTERM)
+    calls = _signal_during_step(monkeypatch, 3, signal.SIGTERM)
+    result = train(small_config, tmp_path / "split", progress=False)
+    assert len(calls) == 3 and result.step == 3 and result.stopped_by_signal == signal.SIGTERM
+    assert result.checkpoint == tmp_path / "split" / "checkpoints" / "step_00000003"
+    assert [p.name for p in list_checkpoints(tmp_path / "split")] == ["step_00000003"]
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler lives only as long as train()
+    monkeypatch.undo()
+    assert train(small_config, tmp_path / "split", resume=True, progress=False).stopped_by_signal is None
+    assert _losses(tmp_path / "split") == _losses(tmp_path / "full")
+    _same_weights(tmp_path / "split", tmp_path / "full", 8)
+
+
+class Terminated(Exception):
+    """What the handler installed before train() does with SIGTERM in this test (the default one exits)."""
+
+
+def test_a_second_signal_goes_at_once_to_the_handler_from_before(tmp_path, small_config, monkeypatch):
+    def previous(signum, frame):
+        raise Terminated
+
+    monkeypatch.setattr(StopRequests, "repeat_window", 0.0)  # the second signal is not a copy of the first
+    old = signal.signal(signal.SIGTERM, previous)
+    try:
+        _signal_during_step(monkeypatch, 1, signal.SIGTERM, signal.SIGTERM)
+        with pytest.raises(Terminated):
+            train(small_config, tmp_path / "run", progress=False)
+        assert signal.getsignal(signal.SIGTERM) is previous
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert list_checkpoints(tmp_path / "run") == []  # it did not wait for the step nor write a checkpoint
+    _signal_during_step(monkeypatch, 1, signal.SIGINT, signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C twice: Python's own handler
+        train(small_config, tmp_path / "run2", progress=False)
+
+
+def test_a_copy_of_the_signal_forwarded_by_a_launcher_stops_the_run_cleanly(tmp_path, small_config,
+                                                                            monkeypatch):
+    monkeypatch.setattr(StopRequests, "repeat_window", 1e9)  # however late the copy comes in this test
+    _signal_during_step(monkeypatch, 1, signal.SIGINT, signal.SIGINT)  # a terminal's Ctrl-C, torchrun's copy
+    result = train(small_config, tmp_path / "run", progress=False)
+    assert result.step == 1 and result.stopped_by_signal == signal.SIGINT
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step_00000001"]
+
+
+def test_an_ignored_signal_stays_ignored(tmp_path, small_config, monkeypatch):
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a background job of a shell
+    try:
+        _signal_during_step(monkeypatch, 1, signal.SIGINT)
+        result = train(small_config, tmp_path / "run", progress=False)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert result.step == 4 and result.stopped_by_signal is None
+
+
+def test_a_batch_lost_to_the_stop_signal_is_no_error():
+    def broken_loader():
+        raise RuntimeError("DataLoader worker (pid(s) 123) exited unexpectedly")  # Ctrl-C reached the workers
+        yield
+
+    stop = StopRequests()
+    with pytest.raises(RuntimeError, match="exited unexpectedly"):
+        next_batch(broken_loader(), stop)
+    stop.signum = signal.SIGINT
+    assert next_batch(broken_loader(), stop) is None
+
+
+RANK_SCRIPT = """
+import json, os, signal, sys
+from pathlib import Path
+from videogan import train as train_module
+from videogan.config import from_dict
+
+calls, real_step = [], train_module.train_step
+
+def step(*args, **kwargs):
+    calls.append(None)
+    if len(calls) == 2 and os.environ["RANK"] == "1":  # only rank 1 is told to stop, during its second step
+        signal.raise_signal(signal.SIGTERM)
+    return real_step(*args, **kwargs)
+
+train_module.train_step = step
+result = train_module.train(from_dict(json.loads(sys.argv[2])), sys.argv[1], progress=False)
+report = Path(sys.argv[1]).parent / f"rank{os.environ['RANK']}.json"
+report.write_text(json.dumps({"step": result.step, "signal": result.stopped_by_signal}))
+"""
+
+
+def test_under_torchrun_every_rank_stops_after_the_same_step(tmp_path, small_config):
+    small_config.train.steps, small_config.train.log_every, small_config.train.checkpoint_every = 6, 4, 0
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(script), str(tmp_path / "run"), json.dumps(small_config.to_dict())]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert reports == [{"step": 2, "signal": signal.SIGTERM}] * 2
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step_00000002"]
+    meta = json.loads((tmp_path / "run" / "checkpoints" / "step_00000002" / "checkpoint.json").read_text())
+    assert meta["log_interval"]["steps"] == 2  # both steps, to be logged at step 4 once resumed

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .config import Config, DataConfig
+from .config import (AT_LEAST_0, AT_LEAST_1, FIELD_RANGES, Config, ConfigError, DataConfig, check_fields,
+                     check_number, validate)
 from .data.shards import IMAGE_KEYS, ShardClips, _image_bytes, decode_image, read_shard, resolve_shards
 
 
@@ -45,7 +46,12 @@ def data_throughput(source: str, frames: int, size: int, batch_size: int = 64, w
     """Clips per second that `ShardClips` (the real training path: tar reading, shuffle buffer, decoding,
     batching, DataLoader workers) delivers from prepared shards. The first `warmup` batches (worker start-up,
     filling the shuffle buffer) are timed separately as `startup_seconds`."""
+    counts = {"frames": frames, "size": size, "batch_size": batch_size, "num_batches": num_batches}
+    for name, value in counts.items():
+        check_number(name, value, AT_LEAST_1, integer=True)
+    check_number("warmup", warmup, AT_LEAST_0, integer=True)
     cfg = DataConfig(workers=workers, shuffle_buffer=shuffle_buffer, fast_dct=fast_dct)
+    check_fields(cfg, "data", FIELD_RANGES)
     src = ShardClips(source, frames, size, seed=0, cfg=cfg)
     it = src.batches(0, batch_size)
     t0 = time.perf_counter()
@@ -176,6 +182,12 @@ def train_step_speed(cfg: Config, steps: int = 5, warmup: int = 1, peak_size: in
     from .runtime import adam, check_options, clip_layout, configure_backends, prepare_networks
     from .train import r1_due, to_model_range, train_step
 
+    validate(cfg)
+    check_number("steps", steps, AT_LEAST_1, integer=True)
+    check_number("warmup", warmup, AT_LEAST_0, integer=True)
+    check_number("peak_size", peak_size, AT_LEAST_1, integer=True)
+    if upsample not in ("auto", "gemm", "stock"):
+        raise ConfigError(f"upsample={upsample!r}: must be auto, gemm or stock")
     tc = cfg.train
     ctx = distributed.setup(tc.device)
     if tc.num_threads > 0:

@@ -4,19 +4,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
-from .config import PRESETS, Config, ConfigError, from_dict, override, parse_assignment, preset
+from .config import (MAX_INT, PRESETS, Config, ConfigError, from_dict, override, parse_assignment, preset,
+                     validate)
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
     return value
 
 
@@ -39,21 +45,25 @@ def _non_negative_float(text: str) -> float:
 
 def _int(text: str) -> int:
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if abs(value) > MAX_INT:  # no count, seed or step comes near it: a typo (config.MAX_INT)
+        raise argparse.ArgumentTypeError(f"expected an integer of at most 2**53 in magnitude, got {text!r}")
+    return value
 
 
 def build_config(name: str | None, sets: list[str], base: Config | None = None, **fields) -> Config:
-    """Preset (or `base`) + `--set section.field=value` overrides + the dedicated flags.
-    `--model conditional` picks the preset's image-to-video variant (config.CONDITIONAL_PRESETS)."""
+    """Preset (or `base`) + `--set section.field=value` overrides + the dedicated flags, validated as a whole
+    (config.validate). `--model conditional` picks the preset's image-to-video variant
+    (config.CONDITIONAL_PRESETS)."""
     cfg = base if base is not None else preset(name or "tiny", fields.get("model.kind"))
     for text in sets:
         override(cfg, *parse_assignment(text))
     for key, value in fields.items():
         if value is not None:
             override(cfg, key, value)
-    return cfg
+    return validate(cfg)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -93,6 +103,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.is_main:
         print(json.dumps({"run_dir": str(result.run_dir), "step": result.step,
                           "checkpoint": str(result.checkpoint) if result.checkpoint else None, **result.last_metrics}))
+    if result.stopped_by_signal:
+        # 128 + N, as a shell reports a process ended by signal N: schedulers tell a stop from a finished run.
+        if result.is_main:
+            print(f"videogan: stopped by {signal.Signals(result.stopped_by_signal).name} at step {result.step}; "
+                  f"checkpoint {result.checkpoint}; continue with --resume", file=sys.stderr)
+        return 128 + result.stopped_by_signal
     return 0
 
 
@@ -321,7 +337,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--eval-every", type=_int, help="FVD/KVD against the training data every K steps (0: never)")
+    p.add_argument("--eval-every", type=_non_negative_int,
+                   help="FVD/KVD against the training data every K steps (0: never)")
     p.add_argument("--eval-num", type=_positive_int, help="clips per side for --eval-every (default 256)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
     p.set_defaults(func=cmd_train)
@@ -415,7 +432,8 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument("--root", help="'path label' list: folder its paths are relative to (default: the list's folder)")
         p.add_argument("--test-list", help="'path label' list of the test clips (default: a fixed 20%% of each class is held out)")
         p.add_argument("--bn-stats", choices=["data", "checkpoint"], default="data", help=bn_help)
-        p.add_argument("--workers", type=_int, default=2, help="processes decoding videos (default 2)")
+        p.add_argument("--workers", type=_non_negative_int, default=2,
+                       help="processes decoding videos (default 2)")
         p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda or cuda:N")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -436,7 +454,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=1000, help="optimiser steps (default 1000)")
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--lr", type=_positive_float, default=2e-4, help="Adam learning rate (default 2e-4; beta1 0.5, as the original)")
-    p.add_argument("--eval-every", type=_int, default=0, help="also score the test split every K steps, into the summary's history")
+    p.add_argument("--eval-every", type=_non_negative_int, default=0,
+                   help="also score the test split every K steps, into the summary's history")
     p.add_argument("--preset", choices=presets, help="--init random: the architecture (default: paper)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="--init random: override a model field")
     p.add_argument("--out", required=True, help="output folder: summary.json, confusion.png, predictions.csv, classifier.safetensors")
@@ -450,7 +469,8 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--frames", type=_positive_int, default=32)
     b.add_argument("--size", type=_positive_int, default=64)
     b.add_argument("--batch-size", type=_positive_int, default=64)
-    b.add_argument("--workers", type=_int, default=0, help="DataLoader worker processes (0: in this process)")
+    b.add_argument("--workers", type=_non_negative_int, default=0,
+                   help="DataLoader worker processes (0: in this process)")
     b.add_argument("--batches", type=_positive_int, default=50, help="batches to time (after warm-up)")
     b.add_argument("--exact-dct", action="store_true", help="decode JPEG with the exact DCT (data.fast_dct=false)")
     b.set_defaults(func=cmd_bench_data)
@@ -458,7 +478,8 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--preset", choices=presets, default="paper")
     b.add_argument("--batch-size", type=_positive_int, help="default: the preset's train.batch_size")
     b.add_argument("--steps", type=_positive_int, default=5, help="timed steps (median), after warm-up")
-    b.add_argument("--warmup", type=_int, default=1, help="untimed steps after the FLOP-counting one (default 1)")
+    b.add_argument("--warmup", type=_non_negative_int, default=1,
+                   help="untimed steps after the FLOP-counting one (default 1)")
     b.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     b.add_argument("--peak-size", type=_positive_int, default=4096, help="N of the N x N fp32 matmul timed for the peak")
     b.add_argument("--upsample", choices=["auto", "gemm", "stock"], default="auto",

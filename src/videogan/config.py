@@ -2,12 +2,15 @@
 
 A run is fully described by one `Config`. Presets are plain functions returning a
 Config; the CLI applies `section.field=value` overrides on top. Unknown keys and
-values of the wrong type are errors, so a typo never silently trains the wrong model.
+values of the wrong type are errors, so a typo never silently trains the wrong model;
+`validate` then checks every field's range and the rules between fields, once, wherever
+a config is built.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -91,8 +94,8 @@ class TrainConfig:
     sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)
     log_every: int = 10
     sample_every: int = 500  # write a progress grid every K steps (0: never)
-    checkpoint_every: int = 1000  # write a checkpoint every K steps (and always at the end)
-    keep_checkpoints: int = 3  # how many recent checkpoints to keep on disk
+    checkpoint_every: int = 1000  # write a checkpoint every K steps (0: none) and always at the end
+    keep_checkpoints: int = 3  # how many recent checkpoints to keep on disk (0: all)
     num_samples: int = 16  # clips in each progress grid
     # Exponential moving average of G's weights, used for sampling (0 disables). Not in the paper;
     # averaging out the GAN's step-to-step oscillation gives steadier samples (as in DiT, StyleGAN).
@@ -272,7 +275,8 @@ def parse_assignment(text: str) -> tuple[str, str]:
 
 
 def from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a Config from `to_dict()` output (a saved run), rejecting unknown keys."""
+    """Rebuild a Config from `to_dict()` output (a saved run), rejecting unknown keys and what `validate`
+    refuses."""
     cfg = Config()
     if not isinstance(data, dict):
         raise ConfigError("config must be a JSON object")
@@ -282,8 +286,193 @@ def from_dict(data: dict[str, Any]) -> Config:
         for field_name, value in values.items():
             key = f"{section_name}.{field_name}"
             override(cfg, RENAMED_KEYS.get(key, key), value)
-    return cfg
+    return validate(cfg)
 
 
 # Keys of earlier versions, still read from saved runs and checkpoints.
 RENAMED_KEYS = {"train.data": "data.source"}  # 0.1.0: the data section did not exist yet
+
+
+# ----------------------------------------------------------------------------- validation
+
+# Integers beyond 2**53 do not survive JSON readers that hold numbers as doubles (config.json, checkpoint.json
+# read elsewhere); no count, seed or step of a run comes near it, so a larger one is a typo.
+MAX_INT = 2**53
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take: low <= x <= high, either end open (excluded) where said."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, x: float) -> bool:
+        above = x > self.low if self.low_open else x >= self.low
+        below = x < self.high if self.high_open else x <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        if self.low == self.high:
+            return f"equal to {self.low:g}"
+        low = "" if math.isinf(self.low) else f"{'>' if self.low_open else '>='} {self.low:g}"
+        high = "" if math.isinf(self.high) else f"{'<' if self.high_open else '<='} {self.high:g}"
+        if low and high:  # interval notation: in [0, 1)
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"in {left}{self.low:g}, {self.high:g}{right}"
+        return low or high  # "" when any finite number will do
+
+
+ANY = Range()
+POSITIVE = Range(0, low_open=True)
+AT_LEAST_0 = Range(0)
+AT_LEAST_1 = Range(1)
+FRACTION = Range(0, 1, high_open=True)  # [0, 1): Adam's betas, an EMA's decay
+RADIUS = Range(0, 0.5, low_open=True, high_open=True)  # an object inside the frame, in frame sizes
+
+# The allowed range of every numeric field (0 means "off" or "all" where the field's comment says so). Rules
+# between fields and the architecture's own (model.size, the widths) follow in validate's helpers.
+FIELD_RANGES: dict[str, Range] = {
+    "model.frames": Range(2),  # one frame has no motion to learn
+    "model.size": Range(8),  # and a power of two: models/geometry.py
+    "model.channels": Range(3, 3),  # every data source and the metrics read RGB
+    "model.z_dim": AT_LEAST_1,
+    "model.g_width": AT_LEAST_1,
+    "model.d_width": AT_LEAST_1,
+    "model.d_bn_eps": POSITIVE,
+    "model.mask_bias_init": ANY,
+    "model.motion_layers": AT_LEAST_0,
+    "train.steps": AT_LEAST_1,
+    "train.batch_size": AT_LEAST_1,
+    "train.lr_g": POSITIVE,
+    "train.lr_d": POSITIVE,
+    "train.beta1": FRACTION,
+    "train.beta2": FRACTION,
+    "train.mask_l1_weight": AT_LEAST_0,
+    "train.first_frame_l1_weight": AT_LEAST_0,
+    "train.flow_tv_weight": AT_LEAST_0,
+    "train.layer_entropy_weight": AT_LEAST_0,
+    "train.r1_weight": AT_LEAST_0,
+    "train.r1_every": AT_LEAST_1,
+    "train.seed": ANY,
+    "train.num_threads": AT_LEAST_0,
+    "train.grad_accumulation": AT_LEAST_1,
+    "train.log_every": AT_LEAST_1,
+    "train.sample_every": AT_LEAST_0,
+    "train.checkpoint_every": AT_LEAST_0,
+    "train.keep_checkpoints": AT_LEAST_0,
+    "train.num_samples": AT_LEAST_1,
+    "train.ema_decay": FRACTION,
+    "train.eval_every": AT_LEAST_0,
+    "train.eval_num": Range(2),  # KVD compares pairs of clips within each side
+    "data.workers": AT_LEAST_0,
+    "data.shuffle_buffer": AT_LEAST_0,
+    "synthetic.max_objects": AT_LEAST_1,
+    "synthetic.min_radius": RADIUS,
+    "synthetic.max_radius": RADIUS,
+    "synthetic.max_speed": AT_LEAST_0,
+    "synthetic.background_shapes": AT_LEAST_0,
+}
+
+# Options of the image-to-video model that no other model kind has.
+CONDITIONAL_ONLY = ("stochastic", "input_background", "image_skips", "warp_foreground")
+
+
+def check_number(key: str, value: Any, allowed: Range = ANY, integer: bool = False) -> None:
+    """ConfigError naming `key`, `value` and what is allowed unless `value` is a finite number (with
+    `integer`: an integer of at most MAX_INT in magnitude) in `allowed`."""
+    kind = "an integer" if integer else "a finite number"
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise ConfigError(f"{key}={value!r}: must be {kind} {allowed}".rstrip())
+    if integer and abs(value) > MAX_INT:  # first: math.isfinite cannot convert a huge int to a float
+        raise ConfigError(f"{key}={value}: must be {kind} of at most 2**53 ({MAX_INT}) in magnitude")
+    if not math.isfinite(value) or value not in allowed:
+        raise ConfigError(f"{key}={value!r}: must be {kind} {allowed}".rstrip())
+
+
+def check_fields(section: Any, prefix: str, ranges: dict[str, Range]) -> None:
+    """Every field of the dataclass `section` against its annotation and, numbers, against their range in
+    `ranges` (keyed prefix.field). Strict: a value of the wrong type is refused, not converted (as `override`
+    does for text)."""
+    for name, annotation in _field_types(section).items():
+        key, value = f"{prefix}.{name}", getattr(section, name)
+        if annotation in (int, float):
+            check_number(key, value, ranges[key], integer=annotation is int)
+        elif typing.get_origin(annotation) is Literal:
+            choices = typing.get_args(annotation)
+            if value not in choices:
+                raise ConfigError(f"{key}={value!r}: must be one of {', '.join(map(str, choices))}")
+        elif not isinstance(value, annotation):
+            raise ConfigError(f"{key}={value!r}: must be a {annotation.__name__}")
+
+
+def validate(cfg: Config) -> Config:
+    """`cfg` itself if every field is in range and the fields fit together, else ConfigError: one line naming
+    the key, the value and what is allowed. Called wherever a config is built (the CLI, `from_dict`, `train`,
+    `bench`, `finetune`), before anything runs or is written."""
+    for section in dataclasses.fields(cfg):
+        check_fields(getattr(cfg, section.name), section.name, FIELD_RANGES)
+    _check_architecture(cfg.model)
+    _check_model_options(cfg.model)
+    _check_combinations(cfg)
+    return cfg
+
+
+def validate_model(model: ModelConfig) -> ModelConfig:
+    """`validate` for a model section on its own (an architecture to build without training it)."""
+    check_fields(model, "model", FIELD_RANGES)
+    _check_architecture(model)
+    _check_model_options(model)
+    return model
+
+
+def _check_architecture(m: ModelConfig) -> None:
+    """The clip shape and widths the networks can be built with (the rules are models/geometry.py's)."""
+    from .models.geometry import ArchitectureError, check_width, geometry  # imports torch: not at start-up
+
+    try:
+        geo = geometry(m.frames, m.size)
+        check_width("model.g_width", m.g_width, geo, "halve")
+        check_width("model.d_width", m.d_width, geo, "double")
+    except ArchitectureError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _check_model_options(m: ModelConfig) -> None:
+    for name in CONDITIONAL_ONLY:
+        if getattr(m, name) and m.kind != "conditional":
+            raise ConfigError(f"model.{name}=true applies to the conditional model only, not to {m.kind}")
+    if m.motion_layers and not m.warp_foreground:
+        raise ConfigError(f"model.motion_layers={m.motion_layers} needs model.warp_foreground=true "
+                          "(the layers move the warped image)")
+
+
+def _check_combinations(cfg: Config) -> None:
+    """Rules between the sections' fields: options that do nothing, or cannot work, without another."""
+    from .diffaugment import ClipAugment  # imports torch: not at start-up
+
+    m, tc, s = cfg.model, cfg.train, cfg.synthetic
+    if tc.flow_tv_weight and not m.warp_foreground:
+        raise ConfigError(f"train.flow_tv_weight={tc.flow_tv_weight} needs model.warp_foreground=true "
+                          "(only a warping model has a flow)")
+    if tc.layer_entropy_weight and not m.motion_layers:
+        raise ConfigError(f"train.layer_entropy_weight={tc.layer_entropy_weight} needs "
+                          "model.motion_layers > 0 (only a layered model has layers)")
+    if tc.eval_every and m.kind == "conditional":
+        raise ConfigError(f"train.eval_every={tc.eval_every}: FVD during training is not available for the "
+                          "conditional model (0 turns it off)")
+    if tc.r1_weight and tc.compile:
+        raise ConfigError(f"train.r1_weight={tc.r1_weight} needs train.compile=false: torch.compile's "
+                          "autograd does not run the double backward that R1 takes")
+    if tc.batch_size % tc.grad_accumulation:
+        raise ConfigError(f"train.batch_size={tc.batch_size} is not divisible into train.grad_accumulation="
+                          f"{tc.grad_accumulation} micro-batches")
+    ClipAugment.parse(tc.augment)  # ConfigError naming train.augment and the transforms there are
+    if not cfg.data.source:
+        raise ConfigError("data.source='': name the data to train on (synthetic, shards, a LIST.txt or "
+                          "videos)")
+    if s.min_radius > s.max_radius:
+        raise ConfigError(f"synthetic.min_radius={s.min_radius} must be at most "
+                          f"synthetic.max_radius={s.max_radius}")

@@ -48,11 +48,12 @@ class DistributedContext:
         return nullcontext() if sync else self.no_sync(module)
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
-        """Average a tensor over ranks (for logging)."""
+        """Average a tensor over ranks (for logging), returned on the tensor's own device. The all-reduce runs on
+        this rank's device: NCCL takes no CPU tensors."""
         if self.enabled:
-            value = value.clone()
-            dist.all_reduce(value)
-            value /= self.world_size
+            reduced = value.to(self.device, copy=True)
+            dist.all_reduce(reduced)
+            value = (reduced / self.world_size).to(value.device)
         return value
 
     def barrier(self) -> None:

@@ -21,6 +21,7 @@ import io
 import json
 import os
 import time
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -32,7 +33,8 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
-from .config import ConfigError, ModelConfig
+from .config import (ANY, AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, ConfigError, ModelConfig, Range,
+                     check_number, validate_model)
 from .data.actions import ActionsConfig
 from .data.labeled import label_subset, open_labeled
 from .features import (BatchNormStats, ClipSplit, LoadedD, extract, feature_shape, load_discriminator, load_split,
@@ -43,6 +45,12 @@ from .train import to_model_range
 
 Mode = Literal["linear", "finetune"]
 MAX_TRAIN_SCORED = 200  # training clips scored at the end (to show over-fitting; costs a forward pass each)
+
+# The numeric settings' ranges (FinetuneSettings.validate); label_fraction has its own message.
+SETTING_RANGES: dict[str, Range] = {
+    "seed": ANY, "steps": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": POSITIVE, "beta1": FRACTION,
+    "dropout": FRACTION, "eval_every": AT_LEAST_0, "split": AT_LEAST_1, "workers": AT_LEAST_0,
+}
 
 
 @dataclass
@@ -68,12 +76,17 @@ class FinetuneSettings:
     workers: int = 2  # processes decoding videos
 
     def validate(self) -> None:
+        """ConfigError (one line naming the setting, its value and what is allowed) before anything runs."""
         if self.mode not in ("linear", "finetune"):
             raise ConfigError(f"mode must be linear or finetune, got {self.mode!r}")
         if not 0 < self.label_fraction <= 1:
             raise ConfigError(f"label fraction must be in (0, 1], got {self.label_fraction}")
         if self.bn_stats not in ("data", "checkpoint"):
             raise ConfigError(f"bn_stats must be data or checkpoint, got {self.bn_stats!r}")
+        types = typing.get_type_hints(type(self))
+        for name, allowed in SETTING_RANGES.items():
+            check_number(name, getattr(self, name), allowed, integer=types[name] is int)
+        validate_model(self.model)
 
 
 @dataclass

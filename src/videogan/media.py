@@ -61,20 +61,43 @@ def _frames_hwc(clip: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(clip.permute(1, 2, 3, 0).numpy())
 
 
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's or a folder's data and metadata to the disk (a folder: the names in it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Rename `src` onto `dst` so that a power cut leaves either the old or the new file, never an empty one:
+    `src` is flushed before the rename and the folder after it, as databases do (ext4's delayed allocation
+    otherwise may commit the rename before the data). `src` may be a folder whose files are already flushed."""
+    fsync_path(src)
+    os.replace(src, dst)
+    fsync_path(Path(dst).parent)
+
+
+def umask_mode(mode: int = 0o666) -> int:
+    """`mode` less the process's umask: the permissions an ordinary open() or mkdir() would give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
-    The file gets the usual permissions (0666 less the umask), not mkstemp's private 0600."""
+    """Yield a temporary path beside `path`; move it onto `path` only if the block succeeds, durably
+    (durable_replace). The file gets the usual permissions (0666 less the umask), not mkstemp's private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        os.chmod(tmp, umask_mode(0o666))
+        durable_replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

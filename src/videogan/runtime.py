@@ -18,18 +18,12 @@ from .distributed import DistributedContext
 
 
 def check_options(tc: TrainConfig, ctx: DistributedContext) -> None:
-    """Options that cannot work on this device or world size: one line for the user, before anything runs."""
-    if tc.grad_accumulation < 1:
-        raise ConfigError(f"train.grad_accumulation must be at least 1, got {tc.grad_accumulation}")
+    """Options that cannot work on this device or world size: one line for the user, before anything runs.
+    What holds on any run (ranges, rules between fields) is config.validate's, which `tc` has passed."""
     local = tc.batch_size // max(ctx.world_size, 1)
     if local % tc.grad_accumulation:
         raise ConfigError(f"train.batch_size {tc.batch_size} over {ctx.world_size} process(es) gives {local} clips per "
                           f"rank, not divisible into train.grad_accumulation {tc.grad_accumulation} micro-batches")
-    if tc.r1_weight < 0 or tc.r1_every < 1:
-        raise ConfigError(f"train.r1_weight must be >= 0 and train.r1_every >= 1, got {tc.r1_weight} and {tc.r1_every}")
-    if tc.r1_weight and tc.compile:
-        raise ConfigError("train.r1_weight needs train.compile=false: torch.compile's autograd does not run the double "
-                          "backward that R1 takes")
     if tc.sync_batchnorm and ctx.enabled and ctx.device.type != "cuda":
         # torch.nn.SyncBatchNorm only synchronises GPU tensors (it raises on CPU inputs).
         raise ConfigError("train.sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm does not run on CPU)")

@@ -25,9 +25,12 @@ version): its first two axes are swapped here.
 """
 from __future__ import annotations
 
+import io
+import math
 import os
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,26 +61,51 @@ class _Corrupt(Exception):
     pass
 
 
-class _CheckedReader(torchfile.T7Reader):
-    """torchfile's reader, refusing to read past the end of the file.
+class _BoundedFile(io.BufferedReader):
+    """A file that refuses to read past its end, before allocating anything: torchfile reads a Lua function's
+    bytes with f.read(size), size taken from the file (a claimed 2 GB would be allocated, then read short)."""
 
-    Plain torchfile returns a short storage when a file ends inside one (np.fromfile stops quietly) and then
-    views it with as_strided, reading memory beyond it; here every length is checked against the bytes left.
-    """
-
-    def __init__(self, f, size: int):
-        super().__init__(f, utf8_decode_strings=True)
-        self.size = size
+    def __init__(self, path: Path):
+        super().__init__(io.FileIO(path, "rb"))
+        self.size = os.fstat(self.fileno()).st_size
 
     def remaining(self) -> int:
-        return self.size - self.f.tell()
+        return self.size - self.tell()
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            raise _Corrupt(f"a length of {n}")
+        if n > self.remaining():
+            raise _Truncated()
+        return super().read(n)
+
+
+def _overlapping(size: list[int], stride: list[int]) -> bool:
+    """Whether a view reaches some element twice (a stride-0 "expanded" view, or interleaved strides): with
+    its axes sorted by stride, each stride must step past everything the smaller ones reach."""
+    reach = 0
+    axes = [(n, s) for n, s in zip(size, stride, strict=True) if n > 1]
+    for n, s in sorted(axes, key=lambda axis: axis[1]):
+        if s <= reach:
+            return True
+        reach += (n - 1) * s
+    return False
+
+
+class _CheckedReader(torchfile.T7Reader):
+    """torchfile's reader, refusing whatever the file claims but does not hold.
+
+    Plain torchfile returns a short storage when a file ends inside one (np.fromfile stops quietly) and then
+    views it with as_strided, reading memory beyond it; here every length is checked against the bytes left
+    (_BoundedFile), and every tensor against its storage, before anything is allocated.
+    """
+
+    def __init__(self, f: _BoundedFile):
+        super().__init__(f, utf8_decode_strings=True)
+        self.storages: set[int] = set()  # ids of the storages read (kept alive by self.objects)
 
     def _read(self, fmt):
-        n = struct.calcsize(fmt)
-        data = self.f.read(n)
-        if len(data) < n:
-            raise _Truncated()
-        return struct.unpack(fmt, data)
+        return struct.unpack(fmt, self.f.read(struct.calcsize(fmt)))
 
     def read_long_array(self, n):
         if not 0 <= n <= 64:
@@ -88,8 +116,6 @@ class _CheckedReader(torchfile.T7Reader):
         size = self.read_int()
         if size < 0:
             raise _Corrupt(f"a string of length {size}")
-        if size > self.remaining():
-            raise _Truncated()
         s = self.f.read(size)
         return s if disable_utf8 else s.decode("utf8")
 
@@ -98,9 +124,11 @@ class _CheckedReader(torchfile.T7Reader):
         count = self.read_long()
         if count < 0:
             raise _Corrupt(f"a storage of {count} elements")
-        if count * np.dtype(dtype).itemsize > self.remaining():
+        if count * np.dtype(dtype).itemsize > self.f.remaining():
             raise _Truncated()
-        return np.fromfile(self.f, dtype=dtype, count=count)
+        storage = np.fromfile(self.f, dtype=dtype, count=count)
+        self.storages.add(id(storage))
+        return storage
 
     def read_tensor(self, dtype) -> np.ndarray:
         # torch7 generic/Tensor.c write: nDimension, sizes, strides, storageOffset + 1, then the storage object.
@@ -110,8 +138,10 @@ class _CheckedReader(torchfile.T7Reader):
         storage = self.read_obj()
         if storage is None or ndim == 0:
             return np.empty(0, dtype=dtype)
-        if not isinstance(storage, np.ndarray) or storage.ndim != 1:
+        if id(storage) not in self.storages:
             raise _Corrupt("a tensor whose storage is not a storage")
+        if storage.dtype != dtype:
+            raise _Corrupt(f"a tensor of {np.dtype(dtype)} over a storage of {storage.dtype}")
         if min(size) < 0 or min(stride) < 0 or offset < 0:
             raise _Corrupt(f"a tensor of size {size}, stride {stride}, offset {offset}")
         if min(size) == 0:
@@ -119,6 +149,10 @@ class _CheckedReader(torchfile.T7Reader):
         last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
         if last >= len(storage):
             raise _Corrupt(f"a tensor reaching element {last + 1} of a storage of {len(storage)}")
+        # Parameters are never such views; one would let a few stored values pass for a tensor of any size.
+        if _overlapping(size, stride):
+            raise _Corrupt(f"a tensor of size {size} whose strides {stride} reach some element twice "
+                           "(an expanded or overlapping view, not stored values)")
         return np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=[s * storage.itemsize for s in stride])
 
 
@@ -157,9 +191,9 @@ def read_t7(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise T7Error(f"{path}: no such file")
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
+    with _BoundedFile(path) as f:
+        size = f.size
+        head = f.read(min(8, size))
         f.seek(0)
         if re.match(rb"^\d+\n", head):
             raise T7Error(f"{path}: a Torch7 file in ASCII format; expected the binary format (torch.save's default)")
@@ -168,20 +202,31 @@ def read_t7(path: str | os.PathLike) -> Any:
             raise T7Error(f"{path}: not a Torch7 file: expected a serialized Torch object (type code 0-8 in the "
                           f"first 4 bytes), found {_show(head)}")
         try:
-            return _CheckedReader(f, size).read_obj()
+            return _CheckedReader(f).read_obj()
         except _Truncated:
             raise T7Error(f"{path}: truncated Torch7 file: it ends at byte {size} in the middle of an object "
                           "(expected more data; was the download cut short?)") from None
         except NotImplementedError as e:  # torchfile cannot read half-precision tensors
             raise T7Error(f"{path}: {e}; expected float tensors (convert the model with :float() in Torch)") from None
-        except (_Corrupt, torchfile.T7ReaderException, UnicodeDecodeError, RecursionError, MemoryError, ValueError,
-                OverflowError) as e:
+        except RecursionError:  # the reader recurses once per level of nesting
+            raise T7Error(f"{path}: not a readable Torch7 file: found tables nested too deep to read at byte "
+                          f"{f.tell()} (expected an nn module tree, a few levels deep)") from None
+        except (_Corrupt, torchfile.T7ReaderException, UnicodeDecodeError, MemoryError, ValueError,
+                OverflowError, TypeError) as e:  # TypeError: a table keyed by a table torchfile made a list
             raise T7Error(f"{path}: not a readable Torch7 file: found {e or type(e).__name__} at byte {f.tell()}") from None
 
 
 # ----------------------------------------------------------------------------- the Torch module tree
 
 _SKIPPED = {"View", "L1Penalty", "Identity"}  # reshapes, and the mask's sparsity loss (identity going forward)
+
+# Bounds on what a file may claim, checked before anything is built. main.lua's nets nest modules 5 deep and
+# are at most 512 planes wide with kernels of 4: the bounds leave room for variants of them, not absurd ones.
+_MAX_DEPTH = 32  # deeper is a module that contains itself, or not a net at all
+_MAX_PLANES = 1 << 16
+_MAX_KERNEL = 1 << 8  # kernel sizes, strides, paddings (with the planes: a layer's size stays countable)
+_MAX_CLIP = 1 << 12  # frames, height and width of the generator's clips (the paper's: 32x64x64)
+_MAX_PARAMETERS = 1 << 26  # the paper's generator holds 16,245,383, its discriminator 11,057,858
 
 
 @dataclass
@@ -191,6 +236,7 @@ class _Module:
     obj: Any
     path: str
     src: Path
+    depth: int = 0
 
     def __post_init__(self):
         if not isinstance(self.obj, torchfile.TorchObject) or not isinstance(self.obj._obj, dict):
@@ -215,14 +261,25 @@ class _Module:
         return default if value is None else value
 
     def number(self, *names: str, default: float | None = None) -> float:
-        """The first of `names` present (fields were renamed across nn versions), as a number."""
+        """The first of `names` present (fields were renamed across nn versions), as a finite number."""
         for name in names:
             value = self.field(name)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if not math.isfinite(value):
+                    raise T7Error(f"{self.src}: {self}: expected field {name} a finite number, found {value}")
                 return value
         if default is None:
             raise T7Error(f"{self.src}: {self}: missing field {names[0]}")
         return default
+
+    def whole(self, *names: str, low: int, high: int, default: int | None = None) -> int:
+        """number(), a whole number from `low` to `high`: a size the file claims, bounded before any use."""
+        value = self.number(*names, default=default)
+        if value != int(value) or not low <= value <= high:
+            name = next((n for n in names if self.has(n)), names[0])
+            raise T7Error(f"{self.src}: {self}: expected {name} a whole number from {low} to {high}, "
+                          f"found {_fmt(value)}")
+        return int(value)
 
     def tensor(self, name: str) -> np.ndarray | None:
         value = self.field(name)
@@ -236,7 +293,11 @@ class _Module:
         mods = self.field("modules", [])
         if isinstance(mods, dict):  # a table that is not a plain list (torchfile keeps such tables as dicts)
             mods = [mods[k] for k in sorted(mods)] if all(isinstance(k, int) for k in mods) else []
-        return [_Module(m, f"{self.path}.modules[{i + 1}]", self.src) for i, m in enumerate(mods)]
+        if mods and self.depth >= _MAX_DEPTH:  # the tree is walked recursively: a cycle must end here
+            raise T7Error(f"{self.src}: {self}: modules nested more than {_MAX_DEPTH} deep (a module "
+                          "containing itself?); expected main.lua's nets, 5 deep")
+        return [_Module(m, f"{self.path}.modules[{i + 1}]", self.src, self.depth + 1)
+                for i, m in enumerate(mods)]
 
     def layers(self) -> list[_Module]:
         return [m for m in self.children() if m.kind not in _SKIPPED]
@@ -313,11 +374,14 @@ def _torch_conv(m: _Module) -> _ConvSpec:
     early-2016 VolumetricFullConvolution), adjT..; absent strides, paddings and adjustments are Torch's defaults."""
     axes = ("T", "H", "W") if m.kind.startswith("Volumetric") else ("H", "W")
 
-    def per_axis(prefixes: tuple[str, ...], default: int | None = None) -> tuple[int, ...]:
-        return tuple(int(m.number(*(p + axis for p in prefixes), default=default)) for axis in axes)
+    def per_axis(prefixes: tuple[str, ...], low: int, default: int | None = None) -> tuple[int, ...]:
+        return tuple(m.whole(*(p + axis for p in prefixes), low=low, high=_MAX_KERNEL, default=default)
+                     for axis in axes)
 
-    return _ConvSpec(cin=int(m.number("nInputPlane")), cout=int(m.number("nOutputPlane")), kernel=per_axis(("k",)),
-                     stride=per_axis(("d",), 1), padding=per_axis(("pad", "p"), 0), output_padding=per_axis(("adj",), 0))
+    planes = lambda name: m.whole(name, low=1, high=_MAX_PLANES)  # noqa: E731
+    return _ConvSpec(cin=planes("nInputPlane"), cout=planes("nOutputPlane"), kernel=per_axis(("k",), 1),
+                     stride=per_axis(("d",), 1, 1), padding=per_axis(("pad", "p"), 0, 0),
+                     output_padding=per_axis(("adj",), 0, 0))
 
 
 def _our_conv(m: nn.Module) -> _ConvSpec:
@@ -424,6 +488,23 @@ def layer_state(m: _Module, ours: nn.Module, name: str) -> dict[str, torch.Tenso
     return {}
 
 
+def _build_from_file(src: Path, what: str, build: Callable[[], nn.Module],
+                     state_of: Callable[[nn.Module], dict[str, torch.Tensor]]) -> nn.Module:
+    """build(), holding the state that state_of(net) takes from the file, spending no memory on what the file
+    only claims: the net is built first on the meta device (shapes, no storage), its size bounded, and every
+    tensor of the file checked against it; it is built for real once the file is found to hold all of it."""
+    with torch.device("meta"):
+        shapes = build()
+    parameters = sum(p.numel() for p in shapes.parameters())
+    if parameters > _MAX_PARAMETERS:
+        raise T7Error(f"{src}: {what} would hold {parameters:,} parameters; expected at most "
+                      f"{_MAX_PARAMETERS:,} (the paper's generator holds 16,245,383)")
+    state = state_of(shapes)
+    model = build()
+    model.load_state_dict(state, strict=True)  # every tensor of ours came from the file
+    return model.eval()
+
+
 def torch_layer(obj: Any, src: str | os.PathLike = "<layer>") -> nn.Module:
     """One parsed Torch (full) convolution, of any kernel, stride and padding -> the equivalent PyTorch layer."""
     m = _Module(obj, "layer", Path(src))
@@ -433,9 +514,12 @@ def torch_layer(obj: Any, src: str | os.PathLike = "<layer>") -> nn.Module:
         raise T7Error(f"{src}: expected one of {', '.join(builders)}, found {m.typename}")
     spec = _torch_conv(m)
     extra = {} if m.kind == "VolumetricConvolution" else {"output_padding": spec.output_padding}
-    layer = builders[m.kind](spec.cin, spec.cout, spec.kernel, stride=spec.stride, padding=spec.padding, **extra)
-    layer.load_state_dict(layer_state(m, layer, m.kind))
-    return layer.eval()
+
+    def build() -> nn.Module:
+        kind = builders[m.kind]
+        return kind(spec.cin, spec.cout, spec.kernel, stride=spec.stride, padding=spec.padding, **extra)
+
+    return _build_from_file(m.src, f"a {m.kind} {spec}", build, lambda layer: layer_state(m, layer, m.kind))
 
 
 def sequence_state(src: Path, where: str, layers: list[_Module], ours: nn.Sequential, prefix: str) -> dict[str, torch.Tensor]:
@@ -491,6 +575,9 @@ def _generator_config(src: Path, shared: list[_Module], video_head: _Module) -> 
     frames, height, width = _clip_shape(specs)
     if height != width:
         raise T7Error(f"{src}: the generator makes {frames}x{height}x{width} clips; expected square frames")
+    if max(frames, height) > _MAX_CLIP:
+        raise T7Error(f"{src}: the generator makes {frames}x{height}x{width} clips; expected at most "
+                      f"{_MAX_CLIP} frames of {_MAX_CLIP}x{_MAX_CLIP}")
     cfg = paper()
     m = cfg.model
     m.z_dim, m.g_width, m.channels, m.frames, m.size = specs[0].cin, specs[0].cout, specs[-1].cout, frames, height
@@ -533,18 +620,23 @@ def convert_generator(obj: Any, src: str | os.PathLike) -> tuple[Config, TwoStre
     shared, video_head, mask_head = _heads(src, video)
     cfg = _generator_config(src, shared, video_head)
     _check_composition(src, top, cfg.model.frames, cfg.model.channels)
+    m = cfg.model
+
+    def state_of(model: TwoStreamGenerator) -> dict[str, torch.Tensor]:
+        background = model.background_stream.net
+        return {
+            **sequence_state(src, str(video), shared, model.foreground_stream.net, "foreground_stream.net"),
+            **sequence_state(src, str(video_head), video_head.layers(), model.video_head, "video_head"),
+            **sequence_state(src, str(mask_head), mask_head.layers(), model.mask_head, "mask_head"),
+            **sequence_state(src, str(static), static.layers(), background, "background_stream.net"),
+        }
+
+    what = f"the generator of width {m.g_width} making {m.frames}x{m.size}x{m.size} clips"
     try:
-        model = TwoStreamGenerator(cfg.model)
+        model = _build_from_file(src, what, lambda: TwoStreamGenerator(m), state_of)
     except ArchitectureError as e:
-        raise T7Error(f"{src}: the generator makes {cfg.model.frames}x{cfg.model.size}x{cfg.model.size} clips from "
-                      f"width {cfg.model.g_width}, which videogan's architecture cannot build: {e}") from None
-    state = {}
-    state.update(sequence_state(src, str(video), shared, model.foreground_stream.net, "foreground_stream.net"))
-    state.update(sequence_state(src, str(video_head), video_head.layers(), model.video_head, "video_head"))
-    state.update(sequence_state(src, str(mask_head), mask_head.layers(), model.mask_head, "mask_head"))
-    state.update(sequence_state(src, str(static), static.layers(), model.background_stream.net, "background_stream.net"))
-    model.load_state_dict(state, strict=True)  # every tensor of ours came from the file
-    return cfg, model.eval()
+        raise T7Error(f"{src}: {what}, which videogan's architecture cannot build: {e}") from None
+    return cfg, model
 
 
 # ----------------------------------------------------------------------------- discriminator
@@ -567,18 +659,23 @@ def convert_discriminator(obj: Any, src: str | os.PathLike, cfg: Config) -> Disc
     eps = {float(m.number("eps", default=1e-5)) for m in norms}
     if len(eps) > 1:
         raise T7Error(f"{src}: expected one BatchNorm eps in the discriminator, found {sorted(eps)}")
-    cfg.model.d_width = int(layers[0].number("nOutputPlane"))
+    if eps and min(eps) <= 0:
+        raise T7Error(f"{src}: expected a positive BatchNorm eps in the discriminator, found {min(eps):g}")
+    cfg.model.d_width = layers[0].whole("nOutputPlane", low=1, high=_MAX_PLANES)
     cfg.model.d_bn_eps = eps.pop() if eps else cfg.model.d_bn_eps
+
+    def state_of(model: Discriminator) -> dict[str, torch.Tensor]:
+        state = sequence_state(src, str(top), layers[:-1], model.features, "features")
+        head = layer_state(layers[-1], model.classifier, "classifier")
+        real_first = [1, 0]  # Lua label 1 (our index 0 in the file) is real; ours is index 1
+        return {**state, "classifier.weight": head["weight"][real_first],
+                "classifier.bias": head["bias"][real_first]}
+
+    what = f"the discriminator of width {cfg.model.d_width}"
     try:
-        model = Discriminator(cfg.model)
+        return _build_from_file(src, what, lambda: Discriminator(cfg.model), state_of)
     except ArchitectureError as e:
         raise T7Error(f"{src}: width {cfg.model.d_width} does not fit videogan's discriminator: {e}") from None
-    state = sequence_state(src, str(top), layers[:-1], model.features, "features")
-    head = layer_state(layers[-1], model.classifier, "classifier")
-    real_first = [1, 0]  # Lua label 1 (our index 0 in the file) is real; ours is index 1
-    state.update({"classifier.weight": head["weight"][real_first], "classifier.bias": head["bias"][real_first]})
-    model.load_state_dict(state, strict=True)
-    return model.eval()
 
 
 # ----------------------------------------------------------------------------- the run directory

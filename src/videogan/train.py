@@ -9,20 +9,37 @@ from __future__ import annotations
 
 import copy
 import itertools
-from contextlib import contextmanager, nullcontext
+import os
+import signal
+import sys
+import threading
+import time
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
+import torch.distributed as dist
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from . import distributed
-from .checkpoint import TrainingState, list_checkpoints, read_best, restore_training_state, save_training_state, write_best
-from .config import Config, TrainConfig
+from .checkpoint import (
+    BEST_FILE,
+    CheckpointWriteError,
+    TrainingState,
+    list_checkpoints,
+    read_best,
+    restore_training_state,
+    save_training_state,
+    sweep_leftovers,
+    system_reason,
+    write_best,
+)
+from .config import Config, TrainConfig, validate
 from .data import make_source
 from .diffaugment import ClipAugment, augment_generator
 from .ema import ema_decay_at, recalibrate_batchnorm, update_ema
@@ -54,6 +71,7 @@ class TrainResult:
     checkpoint: Path | None
     last_metrics: dict
     is_main: bool  # False on torchrun ranks other than 0, which write nothing
+    stopped_by_signal: int | None = None  # SIGTERM or SIGINT ended the run early, at `step` (checkpointed)
 
 
 def to_model_range(clips: torch.Tensor, device: torch.device | str,
@@ -169,6 +187,7 @@ def frozen(module: torch.nn.Module) -> Iterator[None]:
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
+    validate(cfg)  # the same one-line refusals as the CLI's, before anything is written
     run_dir, tc = Path(run_dir), cfg.train
     ctx = distributed.setup(tc.device)
     if tc.num_threads > 0:
@@ -181,12 +200,6 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
     torch.manual_seed(tc.seed + ctx.rank)
 
     conditional = cfg.model.kind == "conditional"
-    if tc.flow_tv_weight and not cfg.model.warp_foreground:
-        raise TrainingError("train.flow_tv_weight needs model.warp_foreground=true (only a warping model has a flow)")
-    if tc.layer_entropy_weight and not cfg.model.motion_layers:
-        raise TrainingError("train.layer_entropy_weight needs model.motion_layers > 0 (only a layered model has layers)")
-    if conditional and tc.eval_every:
-        raise TrainingError("train.eval_every: FVD during training is not available for the conditional model")
     augment = ClipAugment.parse(tc.augment)
     generator = build_generator(cfg.model).to(ctx.device)
     discriminator = Discriminator(cfg.model).to(ctx.device)
@@ -202,6 +215,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         restore_training_state(run_dir, cfg, state)
     elif existing:
         raise TrainingError(f"{run_dir}: already holds checkpoints; pass --resume to continue it or choose another --out")
+    checkpoint_path = existing[-1] if existing else None  # the last good one, named when a write fails
 
     # The first batch is drawn before anything is written: unusable data fails without leaving a run behind.
     stream = make_source(cfg).batches(state.step, local_batch, ctx.rank, ctx.world_size, ctx.device)
@@ -214,10 +228,13 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
             fixed_images = torch.cat([b[:, :, 0].cpu() for b in drawn])[: max(tc.num_samples, CALIBRATION_IMAGES)]
     batches = itertools.chain(drawn, stream)
     if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", cfg.to_dict(), sort_keys=True)
+        with written(run_dir / "config.json", checkpoint_path):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(run_dir / "config.json", cfg.to_dict(), sort_keys=True)
+        sweep_leftovers(run_dir)  # what an interrupted checkpoint write or rotation left behind
         if conditional:
-            write_conditioning(run_dir, fixed_images, tc.num_samples)
+            with written(run_dir / CONDITIONING_FILE, checkpoint_path):
+                write_conditioning(run_dir, fixed_images, tc.num_samples)
             fixed_inputs = to_model_range(fixed_images[:, :, None], ctx.device)[:, :, 0]  # [N, 3, H, W] in [-1, 1]
 
     def as_noise_generator(g: torch.nn.Module, count: int | None = None) -> torch.nn.Module:
@@ -226,59 +243,187 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
         return OnFixedImages(g, fixed_inputs[:count]) if conditional else g
 
     G, D = prepare_networks(generator, discriminator, tc, ctx)  # DDP, layout, compilation: see runtime.py
-    logger = RunLogger(run_dir, enabled=ctx.is_main, start_step=state.step)
     meter = IntervalMeter(tc.batch_size, elapsed=state.elapsed_seconds)
+    if state.log_interval:  # the checkpoint was written between two log_every steps: the interval goes on
+        meter.resume(state.log_interval)
+    reopened = ()  # the names of the values whose interval the checkpoint carried on
+    if state.log_interval and state.step < tc.steps:
+        reopened = [name for name, _, _ in state.log_interval["values"]]
+    metrics_file = run_dir / "metrics.jsonl"
+    with written(metrics_file, checkpoint_path):
+        logger = RunLogger(run_dir, enabled=ctx.is_main, start_step=state.step, reopened=reopened)
     fixed_z = noise(tc.num_samples, generator.z_dim, tc.seed)  # the same clips in every progress grid
     evaluator = TrainingEvaluator(cfg, ctx.device) if tc.eval_every and ctx.is_main else None
     best = read_best(run_dir) if resume else {}
-    last_metrics, checkpoint_path = {}, (existing[-1] if existing else None)
+    last_metrics, checkpointed_step, stopped_by = {}, state.step, None
     bar = tqdm(total=tc.steps, initial=state.step, disable=not (progress and ctx.is_main), unit="step", dynamic_ncols=True)
 
-    for step in range(state.step, tc.steps):
-        real = to_model_range(next(batches), ctx.device, clip_layout(tc))
-        z = training_noise(tc.seed, ctx.rank, step, local_batch, generator.z_dim).to(ctx.device)
-        seen = partial(augment, generator=augment_generator(tc.seed, ctx.rank, step)) if augment else None
-        meter.add(train_step(G, D, state.opt_g, state.opt_d, real, z, tc, ctx, conditional=conditional, augment=seen,
-                             r1=r1_due(tc, step)))
-        if state.generator_ema is not None:
-            update_ema(state.generator_ema, generator, ema_decay_at(step, tc.ema_decay))
-        state.step = done = step + 1
-        bar.update(1)
-
-        if done % tc.log_every == 0 or done == tc.steps:
-            last_metrics = meter.flush(ctx.mean)
-            if not meter.finite(last_metrics):
-                raise TrainingError(f"{run_dir}: non-finite loss at step {done}: {last_metrics}")
-            logger.log(done, last_metrics)
-            bar.set_postfix(d=f"{last_metrics['d_loss']:.3f}", g=f"{last_metrics['g_adv']:.3f}", m=f"{last_metrics['mask_l1']:.2f}")
-        grid_due = ctx.is_main and tc.sample_every and done % tc.sample_every == 0
-        eval_due = bool(tc.eval_every) and done % tc.eval_every == 0  # every evaluation is also a checkpoint
-        checkpoint_due = (tc.checkpoint_every and done % tc.checkpoint_every == 0) or done == tc.steps or eval_due
-        if ctx.is_main and state.generator_ema is not None and (grid_due or checkpoint_due):
-            recalibrate_batchnorm(as_noise_generator(state.generator_ema), seed=tc.seed)  # once, for the grid and the checkpoint
-        shown = state.generator_ema if state.generator_ema is not None else generator
-        if grid_due:
-            save_progress_grid(generate_from_noise(as_noise_generator(shown, tc.num_samples), fixed_z),
-                               run_dir / "progress" / f"step_{done:08d}")
-        scores = evaluator(shown) if eval_due and evaluator is not None else {}  # rank 0; the others wait below
-        if scores:
-            logger.log(done, scores)
-        if checkpoint_due:
-            state.elapsed_seconds = meter.elapsed
-            if ctx.is_main:
-                improved = bool(scores) and (not best or scores[evaluator.metric] < best["value"])
+    def write_checkpoint(scores: dict) -> None:
+        """Checkpoint state.step (every rank calls this: the open logging interval is averaged over ranks)."""
+        nonlocal checkpoint_path, best, checkpointed_step
+        state.elapsed_seconds = meter.elapsed
+        interval = meter.state(ctx.mean)
+        state.log_interval = interval if interval["steps"] else None
+        if ctx.is_main:
+            with written(metrics_file, checkpoint_path):
+                logger.sync()
+            improved = bool(scores) and (not best or scores[evaluator.metric] < best["value"])
+            with written(run_dir / "checkpoints", checkpoint_path):
                 checkpoint_path = save_training_state(run_dir, cfg, state, keep=tc.keep_checkpoints,
                                                       keep_also=None if improved or not best else Path(best["checkpoint"]))
-                if improved:
-                    best = {"step": done, "metric": evaluator.metric, "value": scores[evaluator.metric], **scores,
-                            "checkpoint": str(checkpoint_path)}
+            if improved:
+                best = {"step": state.step, "metric": evaluator.metric, "value": scores[evaluator.metric],
+                        **scores, "checkpoint": str(checkpoint_path)}
+                with written(run_dir / BEST_FILE, checkpoint_path):
                     write_best(run_dir, best)
-            ctx.barrier()
-    bar.close()
-    stream.close()  # stops the data loader's worker processes now, not at garbage collection
-    logger.close()
+        checkpointed_step = state.step
+        ctx.barrier()
+
+    # The data loader's worker processes stop when the run ends, not at garbage collection.
+    with StopRequests(announce=ctx.is_main) as stop, closing(stream), bar:
+        for step in range(state.step, tc.steps):
+            clips = None if stop.signum else next_batch(batches, stop)
+            if (stopped_by := agreed_signal(stop.signum, ctx)) is not None:
+                break  # before this step; the checkpoint below holds the steps done
+            real = to_model_range(clips, ctx.device, clip_layout(tc))
+            z = training_noise(tc.seed, ctx.rank, step, local_batch, generator.z_dim).to(ctx.device)
+            seen = partial(augment, generator=augment_generator(tc.seed, ctx.rank, step)) if augment else None
+            meter.add(train_step(G, D, state.opt_g, state.opt_d, real, z, tc, ctx, conditional=conditional,
+                                 augment=seen, r1=r1_due(tc, step)))
+            if state.generator_ema is not None:
+                update_ema(state.generator_ema, generator, ema_decay_at(step, tc.ema_decay))
+            state.step = done = step + 1
+            bar.update(1)
+
+            on_boundary = done % tc.log_every == 0
+            if on_boundary or done == tc.steps:
+                # A last row between two log_every steps leaves its interval open (the checkpoint carries it).
+                last_metrics = meter.flush(ctx.mean, restart=on_boundary)
+                if not meter.finite(last_metrics):
+                    raise TrainingError(f"{run_dir}: non-finite loss at step {done}: {last_metrics}")
+                with written(metrics_file, checkpoint_path):
+                    logger.log(done, last_metrics)
+                bar.set_postfix(d=f"{last_metrics['d_loss']:.3f}", g=f"{last_metrics['g_adv']:.3f}",
+                                m=f"{last_metrics['mask_l1']:.2f}")
+            grid_due = ctx.is_main and tc.sample_every and done % tc.sample_every == 0
+            eval_due = bool(tc.eval_every) and done % tc.eval_every == 0  # each evaluation is checkpointed
+            checkpoint_due = ((tc.checkpoint_every and done % tc.checkpoint_every == 0) or done == tc.steps
+                              or eval_due)
+            if ctx.is_main and state.generator_ema is not None and (grid_due or checkpoint_due):
+                # once, for the grid and the checkpoint
+                recalibrate_batchnorm(as_noise_generator(state.generator_ema), seed=tc.seed)
+            shown = state.generator_ema if state.generator_ema is not None else generator
+            if grid_due:
+                prefix = run_dir / "progress" / f"step_{done:08d}"
+                with written(prefix.with_suffix(".gif"), checkpoint_path):
+                    samples = generate_from_noise(as_noise_generator(shown, tc.num_samples), fixed_z)
+                    save_progress_grid(samples, prefix)
+            scores = evaluator(shown) if eval_due and evaluator is not None else {}  # rank 0; the others wait
+            if scores:
+                with written(metrics_file, checkpoint_path):
+                    logger.log(done, scores)
+            if checkpoint_due:
+                write_checkpoint(scores)
+        if stopped_by is not None and checkpointed_step != state.step:
+            if ctx.is_main and state.generator_ema is not None:
+                recalibrate_batchnorm(as_noise_generator(state.generator_ema), seed=tc.seed)
+            write_checkpoint({})
+    with written(metrics_file, checkpoint_path):
+        logger.close()
     ctx.close()
-    return TrainResult(run_dir, max(state.step, tc.steps), checkpoint_path, last_metrics, ctx.is_main)
+    return TrainResult(run_dir, state.step if stopped_by else max(state.step, tc.steps), checkpoint_path,
+                       last_metrics, ctx.is_main, stopped_by_signal=stopped_by)
+
+
+@contextmanager
+def written(path: Path, last_checkpoint: Path | None) -> Iterator[None]:
+    """A failed write inside the block (a full disk) as one TrainingError line naming what could not be
+    written (`path`, or the checkpoint file) and the checkpoint to resume from."""
+    try:
+        yield
+    except CheckpointWriteError as e:
+        raise TrainingError(cannot_write(e.path, e.reason, last_checkpoint)) from None
+    except (OSError, SafetensorError) as e:
+        raise TrainingError(cannot_write(path, system_reason(e), last_checkpoint)) from None
+
+
+def cannot_write(path: Path, reason: str, last_checkpoint: Path | None) -> str:
+    if last_checkpoint is None:
+        return f"cannot write {path} ({reason}); no checkpoint was written yet"
+    return f"cannot write {path} ({reason}); the last good checkpoint is {last_checkpoint}"
+
+
+class StopRequests:
+    """SIGTERM (what timeout, Slurm and Kubernetes send before a kill) and SIGINT (Ctrl-C) while training: the
+    first one lets the current step finish, then the run writes a checkpoint and returns; a second one goes to
+    the handlers that were there before (Python's KeyboardInterrupt, the default exit), at once. A repeat
+    within `repeat_window` seconds of the first is taken for a copy of it: torchrun forwards a terminal's
+    Ctrl-C to workers that got it already, and timeout signals both the process and its process group.
+
+    Only the main thread can take signals; signals ignored before (a background job's SIGINT) stay ignored. A
+    process forked meanwhile (a data loader's worker) inherits the handler and takes signals as it would have
+    without it."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    repeat_window = 1.0
+
+    def __init__(self, announce: bool = True):
+        self.announce = announce
+        self.signum: int | None = None
+        self._first_at = 0.0
+        self._previous: dict[int, object] = {}
+        self._pid = 0
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            self._pid = os.getpid()
+            for signum in self.SIGNALS:
+                # None: a handler set outside Python, which could not be put back
+                if signal.getsignal(signum) not in (signal.SIG_IGN, None):
+                    self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+    def _handle(self, signum: int, frame) -> None:
+        if os.getpid() == self._pid:
+            if self.signum is None:
+                self.signum, self._first_at = signum, time.monotonic()
+                if self.announce:
+                    tqdm.write(f"videogan: {signal.Signals(signum).name} received: finishing this step and "
+                               "writing a checkpoint (send it again to stop at once)", file=sys.stderr)
+                return
+            if time.monotonic() - self._first_at < self.repeat_window:
+                return
+        self._restore()
+        signal.raise_signal(signum)
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+
+def next_batch(batches: Iterator[torch.Tensor], stop: StopRequests) -> torch.Tensor | None:
+    """The next batch; None if it could not be drawn after a stop request (a terminal's Ctrl-C, and a Slurm or
+    timeout SIGTERM, also reach the data loader's worker processes, which then end)."""
+    try:
+        return next(batches)
+    except Exception:
+        if stop.signum is None:
+            raise
+        return None
+
+
+def agreed_signal(signum: int | None, ctx) -> int | None:
+    """The stop signal every rank acts on: under torchrun the highest any rank received (one all-reduce of one
+    number per step, so that all ranks stop after the same step), else this process's."""
+    if not ctx.enabled:
+        return signum
+    flag = torch.tensor(signum or 0, device=ctx.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item()) or None
 
 
 def write_conditioning(run_dir: Path, images: torch.Tensor, num_shown: int) -> None:

@@ -1,17 +1,27 @@
 import dataclasses
+import errno
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import tarfile
+import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from videogan import media
 from videogan.cli import main
 from videogan.data import prepare as prepare_module
 from videogan.data.decode import DataError
-from videogan.data.prepare import PrepareConfig, VideoStats, clip_motion, list_inputs, prepare, video_clips
+from videogan.data.prepare import (STATE_FILE, PrepareConfig, VideoStats, clip_motion, list_inputs, prepare,
+                                   video_clips)
+from videogan.data.shards import resolve_shards
 
 FAST = dict(size=16, frames=8, stabilize=False, clips_per_shard=3)
 
@@ -66,7 +76,7 @@ def test_lossless_shards_hold_exactly_the_cut_clips(make_video, tmp_path):
     assert len(stored) == len(expected) == 3
     for (meta, frames), clip in zip(stored, expected, strict=True):
         np.testing.assert_array_equal(frames, clip.frames)
-        assert meta == clip.meta
+        assert meta == {**clip.meta, "crc32": meta["crc32"]}  # the crc32 of the stored image: test_shards.py
     assert all(n.endswith((".png", ".json")) for n in shard_members(tmp_path / "out"))
 
 
@@ -137,6 +147,173 @@ def test_resumed_preparation_equals_an_uninterrupted_one(make_video, tmp_path, m
     assert again.already_complete and again.clips_written == 12
     with pytest.raises(DataError, match="other inputs or settings"):
         prepare(videos, tmp_path / "resumed", PrepareConfig(**{**FAST, "size": 8}), progress=False)
+
+
+def same_shard_bytes(a: Path, b: Path) -> bool:
+    names = sorted(p.name for p in a.glob("clips-*.tar"))
+    return names == sorted(p.name for p in b.glob("clips-*.tar")) and all(
+        (a / name).read_bytes() == (b / name).read_bytes() for name in names)
+
+
+def test_a_resumed_run_removes_what_a_killed_one_was_writing(make_video, tmp_path, monkeypatch):
+    videos = [make_video(f"v{i}.mp4", count=24 + 8 * i, seed=i) for i in range(3)]  # 12 clips: 4 shards
+    cfg, out = PrepareConfig(**FAST), tmp_path / "resumed"
+    prepare(videos, tmp_path / "whole", cfg, progress=False)
+    real_write = prepare_module.write_shard
+
+    def interrupted_at_the_third_shard(path, samples):
+        if path.name == "clips-000002.tar":
+            raise KeyboardInterrupt
+        return real_write(path, samples)
+
+    monkeypatch.setattr(prepare_module, "write_shard", interrupted_at_the_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(videos, out, cfg, progress=False)
+    # Killed outright (SIGKILL, power cut) mid-shard, it would also leave the temporary files it was writing.
+    leftovers = [out / ".clips-000002.x8k2m1q9.tar", out / "..prepare-state.a1b2c3d4.json"]
+    leftovers[0].write_bytes((out / "clips-000001.tar").read_bytes()[:3000])
+    leftovers[1].write_text('{"shards": 1')
+    assert resolve_shards(str(out)) == [str(out / "clips-000000.tar"), str(out / "clips-000001.tar")]
+    monkeypatch.setattr(prepare_module, "write_shard", real_write)
+    assert prepare(videos, out, cfg, progress=False).resumed
+    assert not any(path.exists() for path in leftovers)
+    assert sorted(os.listdir(out)) == sorted(os.listdir(tmp_path / "whole"))
+    assert same_shard_bytes(out, tmp_path / "whole")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert resolve_shards(str(out)) == [str(out / name) for name in manifest["shards"]]
+
+
+def no_space_left() -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_the_same_command_resumes(make_video, tmp_path,
+                                                                              monkeypatch, capsys):
+    videos = [make_video(f"v{i}.mp4", count=24 + 8 * i, seed=i) for i in range(3)]  # 12 clips: 4 shards
+
+    def command(out: Path) -> list[str]:
+        return ["prepare", *map(str, videos), "--out", str(out), "--size", "16", "--frames", "8",
+                "--no-stabilize", "--clips-per-shard", "3", "--workers", "1", "--quiet"]
+
+    assert main(command(tmp_path / "whole")) == 0
+    out = tmp_path / "full"
+    real_write, shards_begun = prepare_module.write_shard, []
+
+    def disk_fills_in_the_third_shard(path, samples):
+        shards_begun.append(path)
+
+        def until_full():
+            for number, sample in enumerate(samples):
+                if len(shards_begun) == 3 and number == 1:
+                    raise no_space_left()
+                yield sample
+        return real_write(path, until_full())
+
+    monkeypatch.setattr(prepare_module, "write_shard", disk_fills_in_the_third_shard)
+    capsys.readouterr()
+    assert main(command(out)) == 2
+    assert capsys.readouterr().err == (
+        f"videogan: error: {out / 'clips-000002.tar'}: cannot write (No space left on device); the 2 shards "
+        "written before are kept: run the same command again to resume once that is fixed\n")
+    # Nothing of the third shard is left, not even its temporary file.
+    assert sorted(os.listdir(out)) == [STATE_FILE, "clips-000000.tar", "clips-000001.tar"]
+
+    monkeypatch.setattr(prepare_module, "write_shard", real_write)
+    real_write_json = prepare_module.write_json
+
+    def disk_full_at_the_manifest(path, data, **options):
+        if Path(path).name == "manifest.json":
+            raise no_space_left()
+        real_write_json(path, data, **options)
+
+    monkeypatch.setattr(prepare_module, "write_json", disk_full_at_the_manifest)
+    assert main(command(out)) == 2  # space ran out again, at the very end
+    error = capsys.readouterr().err
+    assert f"{out / 'manifest.json'}: cannot write (No space left on device); the 4 shards" in error
+
+    monkeypatch.setattr(prepare_module, "write_json", real_write_json)
+    assert main(command(out)) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["resumed"] and summary["clips_written"] == 12 and summary["shards"] == 4
+    assert same_shard_bytes(out, tmp_path / "whole")
+
+
+def test_every_output_is_renamed_into_place_durably(make_video, tmp_path, monkeypatch):
+    real_replace, replaced, synced = media.durable_replace, set(), []
+
+    def recorded(src, dst):
+        replaced.add(Path(dst).name)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(media, "durable_replace", recorded)
+    monkeypatch.setattr(prepare_module, "fsync_path", synced.append)
+    prepare([make_video("a.mp4", count=32)], tmp_path / "new" / "out", PrepareConfig(**FAST), progress=False)
+    assert replaced == {"clips-000000.tar", "clips-000001.tar", STATE_FILE, "report.json", "manifest.json"}
+    assert synced == [tmp_path / "new"]  # the new output folder's own entry
+
+
+# Run as a script: the whole preparation in this process, with a pool of workers each of which, as spawned
+# processes run their parent's script too, spends a minute on its video.
+BUSY_WORKERS = """
+    import os, sys, time
+    from pathlib import Path
+    from videogan.data import prepare as prepare_module
+
+    def busy_for_a_minute(index, path, cfg, skip=0, on_frame=None):
+        (Path(sys.argv[1]) / str(os.getpid())).touch()
+        time.sleep(60)
+
+    prepare_module.prepare_video = busy_for_a_minute
+
+    if __name__ == "__main__":
+        prepare_module.prepare(sys.argv[2:4], sys.argv[4], workers=2, progress=False)
+"""
+
+
+def process(pid: int) -> tuple[str, int] | None:
+    """(state, start time in clock ticks since boot) of process `pid`, from Linux's /proc; None once gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except FileNotFoundError:
+        return None
+    return fields[0], int(fields[19])
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from Linux's /proc")
+def test_workers_end_with_a_killed_prepare(tmp_path):
+    script, started, log = tmp_path / "busy.py", tmp_path / "started", tmp_path / "log.txt"
+    script.write_text(textwrap.dedent(BUSY_WORKERS))
+    started.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        (tmp_path / name).write_bytes(b"never decoded")
+    with open(log, "wb") as output:
+        arguments = [str(started), str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4"), str(tmp_path / "out")]
+        parent = subprocess.Popen([sys.executable, str(script), *arguments], stdout=output, stderr=output)
+    workers: dict[int, int] = {}  # pid: start time (a pid alone may be reused once the process has gone)
+
+    def alive(pid: int) -> bool:  # not gone, nor a zombie its new parent has yet to reap, nor another process
+        state = process(pid)
+        return state is not None and state[0] != "Z" and state[1] == workers[pid]
+
+    try:
+        for _ in range(1200):  # both workers busy with a video (starting takes seconds on a loaded machine)
+            if len(list(started.iterdir())) == 2 or parent.poll() is not None:
+                break
+            time.sleep(0.1)
+        workers = {int(p.name): process(int(p.name))[1] for p in started.iterdir()}
+        assert len(workers) == 2 and parent.poll() is None, log.read_text()
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        for _ in range(300):  # within 30 s, against the minute they would otherwise go on for
+            if not any(map(alive, workers)):
+                break
+            time.sleep(0.1)
+        assert not any(map(alive, workers))
+    finally:
+        parent.kill()
+        parent.wait()
+        for pid in filter(alive, workers):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_worker_processes_give_the_same_shards(make_video, tmp_path):

@@ -3,6 +3,7 @@ import json
 import os
 import tarfile
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,9 @@ import torch
 
 from videogan.config import DataConfig
 from videogan.data.decode import DataError
-from videogan.data.shards import (DataWarning, ShardClips, TarError, decode_clip, decode_image, encode_clip, read_shard,
-                                  resolve_shards, tar_members, write_shard)
+from videogan.data.shards import (DataWarning, EmptyTarError, ShardClips, TarError, decode_clip, decode_image,
+                                  encode_clip, is_shard_source, read_shard, resolve_shards, tar_members,
+                                  write_shard)
 
 T, S = 6, 8
 
@@ -44,6 +46,13 @@ def write_dataset(folder: Path, shards: int, per: int, lossless: bool = True, t:
     return ids
 
 
+def with_image(sample: dict, ext: str, data: bytes) -> dict:
+    """`sample` with other image bytes and a crc32 that matches them: damage done before the shard was
+    written, which only decoding can find."""
+    meta = {**json.loads(sample["json"]), "crc32": zlib.crc32(data)}
+    return {**sample, ext: data, "json": json.dumps(meta).encode()}
+
+
 def cfg(**kw) -> DataConfig:
     base = dict(workers=0, shuffle_buffer=1, hflip=False, random_offset=False)
     return DataConfig(**{**base, **kw})
@@ -62,7 +71,8 @@ def test_png_round_trip_is_exact():
     sample = encode_clip("0000003_00000", clip, {"source": "a.mp4", "start_time": 1.5}, lossless=True)
     assert set(sample) == {"__key__", "png", "json"}
     meta = json.loads(sample["json"])
-    assert meta == {"source": "a.mp4", "start_time": 1.5, "frames": T, "size": S}
+    assert meta == {"source": "a.mp4", "start_time": 1.5, "frames": T, "size": S,
+                    "crc32": zlib.crc32(sample["png"])}
     out = decode_clip(sample)
     assert out.dtype == torch.uint8 and out.shape == (3, T, S, S)
     assert torch.equal(out, torch.from_numpy(clip).permute(3, 0, 1, 2))
@@ -114,9 +124,8 @@ def test_decode_clip_rejects_wrong_shape_naming_the_key():
     sample["json"] = json.dumps({"frames": T + 1, "size": S}).encode()
     with pytest.raises(DataError, match="0000001_00002"):
         decode_clip(sample)
-    bad = dict(sample, png=b"not an image")
     with pytest.raises(DataError, match="does not decode"):
-        decode_clip(bad)
+        decode_clip(with_image(sample, "png", b"not an image"))
 
 
 def test_encode_clip_asserts_shape():
@@ -280,7 +289,8 @@ def test_corrupt_shards_and_clips_are_skipped_with_warnings(tmp_path):
     # a garbage "shard"
     (tmp_path / "clips-000002.tar").write_bytes(os.urandom(3000))
     # a shard with a clip that does not decode and one whose image does not match its json
-    bad_img = dict(encode_clip("0000100_00000", make_clip(100), {}, lossless=True), png=b"\x89PNG garbage")
+    bad_img = with_image(encode_clip("0000100_00000", make_clip(100), {}, lossless=True), "png",
+                         b"\x89PNG garbage")
     wrong = encode_clip("0000101_00001", make_clip(101), {}, lossless=True)
     wrong["json"] = json.dumps({"frames": T, "size": S // 2}).encode()
     short = encode_clip("0000102_00002", make_clip(102, t=T - 2), {}, lossless=True)
@@ -301,6 +311,84 @@ def test_corrupt_shards_and_clips_are_skipped_with_warnings(tmp_path):
     assert all("\n" not in m for m in messages)
 
 
+def flipped_but_decodable(jpeg: bytes) -> bytes:
+    """`jpeg` with one bit of its compressed data flipped such that it still decodes, into another image."""
+    original = decode_image(jpeg)
+    for position in range(jpeg.find(b"\xff\xda") + 20, len(jpeg) - 2):  # after the start-of-scan header
+        damaged = bytearray(jpeg)
+        damaged[position] ^= 0x10
+        image = decode_image(bytes(damaged))
+        if image is not None and image.shape == original.shape and not np.array_equal(image, original):
+            return bytes(damaged)
+    raise AssertionError("no bit flip of this JPEG decodes")
+
+
+def test_flipped_bytes_in_a_clip_are_caught_by_its_crc32_and_skipped(tmp_path):
+    good = [encode_clip(f"{i:07d}_00000", make_clip(i), {}, quality=90) for i in range(3)]
+    corrupt = encode_clip("0000009_00000", make_clip(9), {}, quality=90)
+    corrupt["jpg"] = flipped_but_decodable(corrupt["jpg"])  # silent damage: nothing but the crc32 tells
+    write_shard(tmp_path / "clips-000000.tar", [good[0], corrupt, *good[1:]])
+    source = ShardClips(str(tmp_path), T, S, cfg=cfg(shuffle_buffer=4, fast_dct=False))
+    batches, messages = record(lambda: take(source, 3, 4))
+    decoded = torch.cat(batches).permute(0, 2, 3, 4, 1)  # [N, T, S, S, 3]
+    expected = [torch.from_numpy(decode_image(s["jpg"]).reshape(T, S, S, 3)) for s in good]
+    assert all(any(torch.equal(clip, e) for e in expected) for clip in decoded)  # never the damaged clip
+    assert {i for i, e in enumerate(expected) if any(torch.equal(clip, e) for clip in decoded)} == {0, 1, 2}
+    assert {m for m in messages if "corrupt" in m} == {  # once a pass
+        f"skipped: {tmp_path / 'clips-000000.tar'}: clip 0000009_00000: corrupt: the image's bytes do not "
+        "match the crc32 in its json"}
+    shard = str(tmp_path / "clips-000000.tar")
+    sample = next(s for s in read_shard(shard) if s["__key__"] == "0000009_00000")
+    with pytest.raises(DataError, match="0000009_00000: corrupt"):
+        decode_clip(sample)
+    # Shards written before the crc32 field existed still load, unchecked.
+    old = dict(sample, json=json.dumps({"frames": T, "size": S}).encode())
+    assert decode_clip(old).shape == (3, T, S, S)
+
+
+def test_a_zero_byte_shard_is_reported_as_empty(tmp_path):
+    write_dataset(tmp_path, shards=1, per=2)
+    (tmp_path / "clips-000001.tar").write_bytes(b"")
+    with pytest.raises(EmptyTarError, match="empty"):
+        list(tar_members(io.BytesIO(b"")))
+    samples, messages = record(lambda: list(read_shard(str(tmp_path / "clips-000001.tar"))))
+    assert samples == []
+    assert messages == [f"{tmp_path / 'clips-000001.tar'}: skipped: the shard is empty (0 bytes)"]
+    cut = (tmp_path / "clips-000000.tar").read_bytes()[:1024]
+    (tmp_path / "clips-000002.tar").write_bytes(cut)  # one whole member, then nothing: truncated, not empty
+    messages = record(lambda: list(read_shard(str(tmp_path / "clips-000002.tar"))))[1]
+    assert messages == [f"{tmp_path / 'clips-000002.tar'}: skipped the rest of this shard "
+                        "(TarError: truncated (no end-of-archive marker))"]
+    batches, messages = record(lambda: take(ShardClips(str(tmp_path), T, S, cfg=cfg()), 1, 2))
+    assert sorted(clip_ids(batches[0])) == [0, 1]
+
+
+def test_a_prepared_folder_is_read_as_its_manifest_lists_it(tmp_path):
+    write_dataset(tmp_path, shards=3, per=1)
+    # What a prepare killed mid-shard leaves: the temporary file of the shard it was writing.
+    (tmp_path / ".clips-000003.k2x9_q7a.tar").write_bytes((tmp_path / "clips-000000.tar").read_bytes())
+    shards = [str(tmp_path / f"clips-{k:06d}.tar") for k in range(3)]
+    assert resolve_shards(str(tmp_path)) == shards  # no manifest (yet): the visible .tar files
+    (tmp_path / "manifest.json").write_text(json.dumps({"shards": ["clips-000000.tar", "clips-000002.tar"]}))
+    assert resolve_shards(str(tmp_path)) == [shards[0], shards[2]]  # others in the folder are not part of it
+    (tmp_path / "manifest.json").write_text(json.dumps({"shards": ["clips-000002.tar", "clips-000007.tar"]}))
+    found, messages = record(lambda: resolve_shards(str(tmp_path)))
+    assert found == [shards[2]]
+    assert messages == [f"{tmp_path}: 1 of 2 shards do not exist (first: {tmp_path / 'clips-000007.tar'}); "
+                        "reading the other 1"]
+    (tmp_path / "manifest.json").write_text(json.dumps({"shards": ["clips-000009.tar"]}))
+    with pytest.raises(DataError, match="none of the 1 shards manifest.json lists exist"):
+        resolve_shards(str(tmp_path))
+    (tmp_path / "manifest.json").write_text('{"shards": ["clips-0000')  # cut short
+    found, messages = record(lambda: resolve_shards(str(tmp_path)))
+    assert found == shards and messages == [f"{tmp_path / 'manifest.json'}: unreadable (JSONDecodeError); "
+                                            "reading the folder's visible .tar files instead"]
+    hidden_only = tmp_path / "hidden"
+    hidden_only.mkdir()
+    (hidden_only / ".clips-000000.abcdefgh.tar").write_bytes(b"partial")
+    assert not is_shard_source(str(hidden_only)) and is_shard_source(str(tmp_path))
+
+
 def test_nothing_readable_raises(tmp_path):
     (tmp_path / "clips-000000.tar").write_bytes(b"garbage" * 500)
     (tmp_path / "clips-000001.tar").write_bytes(b"")
@@ -318,7 +406,8 @@ def test_all_clips_too_short_raises_from_a_worker_with_a_clean_message(tmp_path)
 
 
 def test_undecodable_images_with_valid_json_raise(tmp_path):
-    samples = [dict(encode_clip(f"k{i}", make_clip(i), {}, lossless=True), png=b"junk") for i in range(3)]
+    samples = [with_image(encode_clip(f"k{i}", make_clip(i), {}, lossless=True), "png", b"junk")
+               for i in range(3)]
     write_shard(tmp_path / "clips-000000.tar", samples)
     src = ShardClips(str(tmp_path), T, S, cfg=cfg(shuffle_buffer=2))
     with pytest.raises(DataError, match="none of the first"):

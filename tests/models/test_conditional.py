@@ -22,7 +22,7 @@ from videogan.models.conditional import (
     warp,
 )
 from videogan.sample import generate_from_noise
-from videogan.train import TrainingError, train
+from videogan.train import train
 
 
 @pytest.fixture
@@ -257,12 +257,12 @@ def test_flow_total_variation_is_zero_for_rigid_translation_and_counts_each_edge
 @pytest.mark.parametrize("motion_layers", [0, 2])
 def test_flow_tv_weight_trains_a_warping_model_only(conditional_config, tmp_path, motion_layers):
     conditional_config.train.flow_tv_weight = 1.0
-    with pytest.raises(TrainingError, match="needs model.warp_foreground"):
+    with pytest.raises(ConfigError, match="needs model.warp_foreground"):
         train(conditional_config, tmp_path / "plain", progress=False)
     conditional_config.model.input_background = conditional_config.model.warp_foreground = True
     conditional_config.train.layer_entropy_weight = 1.0
     if not motion_layers:
-        with pytest.raises(TrainingError, match="layer_entropy_weight needs model.motion_layers"):
+        with pytest.raises(ConfigError, match="layer_entropy_weight=1.0 needs model.motion_layers"):
             train(conditional_config, tmp_path / "free", progress=False)
         conditional_config.train.layer_entropy_weight = 0.0
     conditional_config.model.motion_layers = motion_layers

@@ -1,5 +1,9 @@
 import csv
 import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -91,3 +95,36 @@ def test_cli_report(fresh_study, tmp_path, capsys):
     assert "per_rater" not in printed and (tmp_path / "r" / "answers.csv").is_file()
     assert main(["study", "report", str(tmp_path / "nothing")]) == 2
     assert "not a study directory" in capsys.readouterr().err
+
+
+def _crash_mid_write(db: Path) -> None:
+    """What a server killed in the middle of committing an answer leaves: a hot rollback journal."""
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import sqlite3, sys, time
+db = sqlite3.connect({str(db)!r}, isolation_level=None)
+db.execute("PRAGMA cache_size = 1")  # spill the changes into the database file before the commit
+db.execute("BEGIN IMMEDIATE")
+for i in range(100):
+    db.execute("INSERT INTO answers VALUES (?, 'p000', 'left', 'a', 1, 'x')", (f"ghost{{i}}" + "x" * 60,))
+print("written", flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline() == "written\n"
+    finally:
+        writer.kill()  # SIGKILL: no rollback, no cleanup
+        writer.wait()
+        writer.stdout.close()
+
+
+def test_report_recovers_a_database_left_mid_write_by_a_crash(fresh_study, tmp_path, capsys):
+    answered = _answer_all(fresh_study, "r1", _prefer("a"))
+    db = fresh_study / "answers.sqlite"
+    _crash_mid_write(db)
+    journal = fresh_study / "answers.sqlite-journal"
+    assert journal.stat().st_size > 0
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):  # hot: read-only cannot roll it back
+        sqlite3.connect(f"file:{db}?mode=ro", uri=True).execute("SELECT count(*) FROM answers").fetchall()
+    assert main(["study", "report", str(fresh_study), "--out", str(tmp_path / "r")]) == 0
+    assert json.loads(capsys.readouterr().out)["answers"] == len(answered)  # the committed ones, no ghost
+    assert not journal.exists()

@@ -1,12 +1,15 @@
 import http.client
 import json
+import socket
+import sqlite3
+import threading
 
 import pytest
 
 from videogan.cli import make_parser
 from videogan.config import ConfigError
 from videogan.study.manifest import load_study
-from videogan.study.server import MAX_BODY, StudyServer, rater_order
+from videogan.study.server import MAX_BODY, StudyHandler, StudyServer, rater_order
 from videogan.study.store import read_answers
 
 
@@ -158,3 +161,117 @@ def test_binds_loopback_by_default_and_refuses_a_busy_port_or_missing_clips(serv
     (fresh_study / "clips" / f"{study.pairs[0].right}.mp4").unlink()
     with pytest.raises(ConfigError, match="1 clip files are missing"):
         StudyServer(fresh_study, "127.0.0.1", 0)
+
+
+def raw_request(srv, data: bytes, half_close=False) -> tuple[int, dict, dict]:
+    """Send bytes as they are; (status, headers, JSON body) of the reply."""
+    with socket.create_connection(srv.server_address[:2], timeout=10) as s:
+        s.sendall(data)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), headers, json.loads(body)
+
+
+def post_bytes(body: bytes, length: bytes | None = None) -> bytes:
+    length = str(len(body)).encode() if length is None else length
+    return (b"POST /api/answer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + length + b"\r\n\r\n" + body)
+
+
+@pytest.mark.parametrize("data,status,message", [
+    (post_bytes(b"[" * 1000 + b"]" * 1000), 400, "not JSON"),  # nested past the recursion limit
+    (post_bytes(b"[" * MAX_BODY), 400, "not JSON"),
+    (post_bytes(b"{}", length="\N{SUPERSCRIPT TWO}".encode("latin-1")), 400, "bad Content-Length"),
+    (post_bytes(b"{}", length=b"-2"), 400, "bad Content-Length"),
+    (post_bytes(b"{}", length=b"9" * 5000), 413, "at most"),  # int() refuses over 4,300 digits
+    (post_bytes(b"{}", length=b"0002"), 400, "exactly the fields"),  # leading zeros are still a length
+    (post_bytes(b"{}", length=b"2\r\nContent-Length: 3"), 400, "bad Content-Length"),
+    (b"NOT A REQUEST LINE\r\n\r\n", 400, "Bad request"),
+    (b"GET / HTTP/9.1\r\n\r\n", 505, "Invalid HTTP version"),
+    (b"BREW /api/answer HTTP/1.1\r\n\r\n", 501, "Unsupported method"),
+])
+def test_malformed_requests_get_a_json_error_and_no_traceback(server, fresh_study, capsys, data, status,
+                                                                message):
+    before = current(server)
+    got, headers, reply = raw_request(server, data)
+    assert got == status and message in reply["error"] and headers["Content-Type"] == "application/json"
+    assert "Traceback" not in capsys.readouterr().err
+    assert read_answers(fresh_study / "answers.sqlite") == [] and current(server) == before
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"])
+def test_other_methods_get_405_with_allow(server, method):
+    status, headers, reply = raw_request(server, f"{method} /api/answer HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert status == 405 and headers["Allow"] == "GET, HEAD, POST" and method in reply["error"]
+
+
+def test_a_body_shorter_than_its_length_does_not_hold_a_thread(server, fresh_study, monkeypatch):
+    monkeypatch.setattr(StudyHandler, "timeout", 0.2)  # read when a connection is accepted
+    status, _, reply = raw_request(server, post_bytes(b"{", length=b"100"))  # and then nothing more
+    assert status == 408 and "did not arrive" in reply["error"]
+    status, _, reply = raw_request(server, post_bytes(b"{", length=b"100"), half_close=True)
+    assert status == 400 and "ended after 1 of 100 bytes" in reply["error"]
+    assert read_answers(fresh_study / "answers.sqlite") == []
+    assert current(server) is not None
+
+
+def test_raters_arriving_together_are_all_accepted_and_answered(fresh_study):
+    """36 raters connect before the server accepts anyone: all must be queued, then answered."""
+    study = load_study(fresh_study)
+    srv = StudyServer(fresh_study, "127.0.0.1", 0)  # listening, not yet serving
+    raters = [f"rater{i}" for i in range(36)]
+    clients = []
+    serving = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    try:
+        for rater in raters:  # a connection the kernel could not queue would time out here
+            clients.append(socket.create_connection(srv.server_address[:2], timeout=5))
+            first = rater_order(study.pairs, study.seed, rater)[0]
+            clients[-1].sendall(post_bytes(json.dumps({"rater": rater, "pair": first.id, "choice": "left",
+                                                       "ms": 5}).encode()))
+        serving.start()
+        for client in clients:
+            client.settimeout(30)  # the answers are committed one at a time
+            reply = b""
+            while chunk := client.recv(65536):
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.0 200 ") and reply.endswith(b'{"answered": 1, "total": 6}')
+    finally:
+        for client in clients:
+            client.close()
+        if serving.is_alive():
+            srv.shutdown()
+        srv.server_close()
+    stored = read_answers(fresh_study / "answers.sqlite")
+    assert sorted((a.rater, a.pair) for a in stored) == sorted(
+        (r, rater_order(study.pairs, study.seed, r)[0].id) for r in raters)
+
+
+def test_an_answer_the_database_cannot_take_is_a_503_and_not_counted(server, fresh_study, monkeypatch):
+    def disk_full(answer):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(server.store, "add", disk_full)
+    before = current(server)
+    status, reply = post_answer(server, rater="r1", pair=before["id"], choice="left", ms=1)
+    assert status == 503 and "not saved (database or disk is full)" in reply["error"]
+    assert current(server) == before and read_answers(fresh_study / "answers.sqlite") == []
+
+
+def test_a_client_that_went_away_is_logged_in_a_line(fresh_study, capsys):
+    srv = StudyServer(fresh_study, "127.0.0.1", 0, quiet=False)
+    try:
+        for error in (BrokenPipeError(32, "Broken pipe"), TimeoutError("timed out")):
+            try:
+                raise error
+            except OSError:
+                srv.handle_error(None, ("127.0.0.1", 5555))
+    finally:
+        srv.server_close()
+    assert capsys.readouterr().err.splitlines() == ["127.0.0.1: connection dropped ([Errno 32] Broken pipe)",
+                                                    "127.0.0.1: connection dropped (timed out)"]

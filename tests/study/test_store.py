@@ -3,7 +3,7 @@ import sqlite3
 import pytest
 
 from videogan.data.decode import DataError
-from videogan.study.store import Answer, AnswerStore, DuplicateAnswer, read_answers
+from videogan.study.store import Answer, AnswerStore, DuplicateAnswer, read_answers, unreadable
 
 
 def test_answers_are_committed_and_unique_per_rater_and_pair(tmp_path):
@@ -39,3 +39,13 @@ def test_reading_a_missing_or_broken_database(tmp_path):
     (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
     with pytest.raises(DataError, match="junk.sqlite: unreadable answers database"):
         read_answers(tmp_path / "junk.sqlite")
+
+
+def test_a_hot_journal_that_cannot_be_rolled_back_is_explained_in_a_line(tmp_path):
+    path = tmp_path / "answers.sqlite"
+    error = sqlite3.OperationalError("attempt to write a readonly database")  # SQLITE_READONLY_ROLLBACK
+    assert unreadable(path, error) == f"{path}: unreadable answers database ({error})"
+    (tmp_path / "answers.sqlite-journal").write_bytes(b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7")
+    message = unreadable(path, error)
+    assert "answers.sqlite-journal" in message and f"write access to the file and {tmp_path}" in message
+    assert "\n" not in message

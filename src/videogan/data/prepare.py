@@ -8,19 +8,24 @@ first frame) -> centre square crop -> area resize to `size` -> optional motion f
 
 The original dropped a whole video on one failed match and never said why; here an unreliable
 window is dropped and counted, and every input gets a line in report.json. Shards are written
-atomically in input order, and a state file records how far the output got, so re-running the
-same command after a crash or Ctrl-C resumes and produces exactly what an uninterrupted run does.
+atomically and durably in input order, and a state file records how far the output got, so re-running
+the same command after a crash, Ctrl-C or a full disk resumes and produces exactly what an uninterrupted
+run does.
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import itertools
 import json
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -29,7 +34,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..media import write_json
+from ..media import fsync_path, write_json
 from .decode import DataError, VideoDecodeError, iter_timed_frames, resample, videos_in
 from .shards import encode_clip, write_shard
 from .shots import CutDetector
@@ -259,12 +264,31 @@ def _why_no_clips(path: Path, stats: VideoStats, cfg: PrepareConfig) -> str:
 # ----------------------------------------------------------------------------- worker processes
 
 _frame_counter = None  # a shared counter in worker processes, for the frames progress bar
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
-def _init_worker(counter) -> None:
+def _init_worker(counter, parent: int) -> None:
     global _frame_counter
     _frame_counter = counter
+    _end_with_parent(parent)
     cv2.setNumThreads(1)  # parallelism comes from the processes; OpenCV's own threads would oversubscribe
+
+
+def _end_with_parent(parent: int) -> None:
+    """Make this worker end as soon as `parent` does, even when that is killed outright (SIGKILL, the
+    out-of-memory killer) and cannot stop its pool: the worker would otherwise go on with its video for
+    nobody. Linux kills it then (PR_SET_PDEATHSIG); elsewhere a thread looks every second for the parent."""
+    if sys.platform.startswith("linux") and ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0:
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+        return
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _count_frame() -> None:
@@ -306,6 +330,31 @@ def shard_name(number: int) -> str:
     return f"clips-{number:06d}.tar"
 
 
+# How media.atomic_path names the temporary file of each output while writing it: `.STEM.XXXXXXXX.SUFFIX`.
+TEMPORARY_PATTERNS = tuple(f".{Path(name).stem}.*{Path(name).suffix}"
+                           for name in ("clips-*.tar", STATE_FILE, "manifest.json", "report.json"))
+
+
+def remove_temporary_files(out: Path) -> list[Path]:
+    """Delete the temporary files a killed run left in `out` (it had no chance to): hidden, so readers already
+    pass them by, but each may hold most of a shard. Returns what was removed."""
+    stale = sorted({path for pattern in TEMPORARY_PATTERNS for path in out.glob(pattern) if path.is_file()})
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+@contextmanager
+def _writing(path: Path, shards_kept: int):
+    """Turn a failed write (full disk, no permission, read-only file system) into one line naming the file.
+    What is already written stays, and the state file says where the same command resumes."""
+    try:
+        yield
+    except OSError as e:
+        raise DataError(f"{path}: cannot write ({e.strerror or e}); the {shards_kept} shards written before "
+                        f"are kept: run the same command again to resume once that is fixed") from None
+
+
 class _ShardBuffer:
     """Collects samples in input order and writes full shards atomically, recording after each shard
     where a resumed run must start: (video index, clips of that video already written)."""
@@ -329,7 +378,9 @@ class _ShardBuffer:
         """Write the first `count` pending samples as the next shard (count 0: just record progress)."""
         if count:
             batch, self.pending = self.pending[:count], self.pending[count:]
-            write_shard(self.out / shard_name(self.state["shards"]), (s for _, _, s in batch))
+            path = self.out / shard_name(self.state["shards"])
+            with _writing(path, self.state["shards"]):
+                write_shard(path, (s for _, _, s in batch))
             self.state["shards"] += 1
             self.state["clips"] += count
         # Resume point: the first sample not yet in a shard, else the first video not yet seen.
@@ -338,14 +389,16 @@ class _ShardBuffer:
             self.state["videos"].append(self.entries.pop(index))
         self.state.update(resume_video=video, resume_clip=clip,
                           seconds=self.earlier_seconds + time.perf_counter() - self.started)
-        write_json(self.out / STATE_FILE, {**self.identity, **self.state})
+        with _writing(self.out / STATE_FILE, self.state["shards"]):
+            write_json(self.out / STATE_FILE, {**self.identity, **self.state})
 
 
 def prepare(inputs: list[str | os.PathLike], out: str | os.PathLike, cfg: PrepareConfig = PrepareConfig(),
             workers: int = 1, progress: bool = True) -> PrepareSummary:
     """Prepare `inputs` into shards under `out`; resumes an interrupted run of the same command.
 
-    Raises DataError only when nothing usable came out (or `out` holds a different preparation).
+    Raises DataError only when nothing usable came out, `out` holds a different preparation, or a file cannot
+    be written there (then what was written is kept, and the same command resumes from it).
     """
     cfg.validate()
     out = Path(out)
@@ -368,7 +421,11 @@ def prepare(inputs: list[str | os.PathLike], out: str | os.PathLike, cfg: Prepar
         state.update({k: previous[k] for k in state})
         print(f"resuming {out}: {state['shards']} shards ({state['clips']} clips) already written; "
               f"continuing at video {state['resume_video'] + 1} of {len(videos)}", file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
+    with _writing(out, state["shards"]):
+        _make_folder(out)
+        removed = remove_temporary_files(out)
+    if removed:
+        print(f"removed {len(removed)} temporary files an interrupted run left in {out}", file=sys.stderr)
     buffer = _ShardBuffer(out, cfg, identity, state)
     start = state["resume_video"]
     tasks = [(i, videos[i], cfg, state["resume_clip"] if i == start else 0) for i in range(start, len(videos))]
@@ -403,20 +460,33 @@ def prepare(inputs: list[str | os.PathLike], out: str | os.PathLike, cfg: Prepar
         seconds=seconds,
         resumed=resumed,
     )
-    write_json(out / "report.json", {"videos": entries})
+    with _writing(out / "report.json", summary.shards):
+        write_json(out / "report.json", {"videos": entries})
     if summary.clips_written == 0:
         raise DataError(f"{out}: no clips came out of {len(videos) + len(missing)} inputs (reasons in {out / 'report.json'})")
     from .. import __version__
 
-    write_json(manifest_path, {
-        **identity, "videogan_version": __version__, "format": "webdataset",
-        "image": "png" if cfg.lossless else "jpg", "layout": "frames stacked vertically: height frames*size, width size",
-        "frames": cfg.frames, "size": cfg.size,
-        "shards": [shard_name(i) for i in range(summary.shards)],
-        "summary": {k: v for k, v in summary.to_dict().items() if k not in ("out", "resumed", "already_complete")},
-    })
-    state_path.unlink(missing_ok=True)
+    # The manifest comes last: its shard list is what readers of the folder take, so it must name only
+    # complete shards, and a folder without one is still being prepared.
+    with _writing(manifest_path, summary.shards):
+        write_json(manifest_path, {
+            **identity, "videogan_version": __version__, "format": "webdataset",
+            "image": "png" if cfg.lossless else "jpg",
+            "layout": "frames stacked vertically: height frames*size, width size",
+            "frames": cfg.frames, "size": cfg.size,
+            "shards": [shard_name(i) for i in range(summary.shards)],
+            "summary": {k: v for k, v in summary.to_dict().items()
+                        if k not in ("out", "resumed", "already_complete")},
+        })
+        state_path.unlink(missing_ok=True)
     return summary
+
+
+def _make_folder(out: Path) -> None:
+    """Create `out` if needed, durably: its own entry in the parent folder is synced too."""
+    if not out.is_dir():
+        out.mkdir(parents=True, exist_ok=True)
+        fsync_path(out.parent)
 
 
 def _results(tasks: list, workers: int, frame_bar: tqdm) -> Iterator[VideoResult]:
@@ -427,7 +497,8 @@ def _results(tasks: list, workers: int, frame_bar: tqdm) -> Iterator[VideoResult
         return
     context = multiprocessing.get_context("spawn")  # no fork: safe beside torch's and OpenCV's threads
     counter = context.Value("q", 0)
-    with context.Pool(min(workers, len(tasks)), initializer=_init_worker, initargs=(counter,)) as pool:
+    with context.Pool(min(workers, len(tasks)), initializer=_init_worker,
+                      initargs=(counter, os.getpid())) as pool:
         results = pool.imap(_run_task, tasks, chunksize=1)
         for _ in range(len(tasks)):
             while True:

@@ -2,9 +2,10 @@
 
 A sample is one clip: `<key>.jpg` (or lossless `<key>.png`) holding its T frames of S x S stacked
 vertically into one S-wide, T*S-high RGB image, plus `<key>.json` metadata (opaque here, except
-`frames` and `size`). Shards are plain tar files, so they can be read from a local folder, over
-http(s), or from any `pipe:` command (e.g. `pipe:aws s3 cp s3://bucket/clips-000001.tar -`), and the
-data set can be far larger than one disk or one machine's memory.
+`frames`, `size` and `crc32`, the CRC-32 of the image bytes). Shards are plain tar files, so they can be
+read from a local folder, over http(s), or from any `pipe:` command (e.g. `pipe:aws s3 cp
+s3://bucket/clips-000001.tar -`), and the data set can be far larger than one disk or one machine's memory.
+A folder that `videogan prepare` wrote is read as its manifest.json lists it.
 
 Streaming (`ShardClips`) splits the data between distributed ranks and DataLoader workers ("readers"):
 
@@ -22,18 +23,20 @@ Streaming (`ShardClips`) splits the data between distributed ranks and DataLoade
   an uninterrupted run would have seen (which would need the positions of every reader's shard
   and buffer), it starts a fresh, equally random, deterministic stream.
 
-Corrupt data never stops training and never reaches the model: a shard that cannot be opened or is
-truncated, and a clip whose image is missing, does not decode or has the wrong shape, are skipped
-with a one-line warning naming the shard and the key. If a reader finds nothing usable in the whole
-data set, it raises DataError instead of looping forever.
+Corrupt data never stops training and never reaches the model: a shard that cannot be opened, is empty
+or is truncated, and a clip whose image is missing, does not match its crc32, does not decode or has the
+wrong shape, are skipped with a one-line warning naming the shard and the key. If a reader finds nothing
+usable in the whole data set, it raises DataError instead of looping forever.
 """
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import random
 import re
+import zlib
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -55,6 +58,7 @@ from .streaming import BatchBuffers, DataWarning, ReturnSlots, loader_batches, r
 
 IMAGE_KEYS = ("jpg", "png", "jpeg")
 URL_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")  # http:, https:, pipe:, file:, s3:, gs:, ...
+MANIFEST = "manifest.json"  # what `videogan prepare` writes last in its folder, listing the shards
 
 cv2.setNumThreads(1)  # imdecode is single-threaded anyway; keep cv2's pool out of DataLoader workers
 
@@ -65,7 +69,8 @@ cv2.setNumThreads(1)  # imdecode is single-threaded anyway; keep cv2's pool out 
 def encode_clip(key: str, clip: np.ndarray, meta: dict, lossless: bool = False, quality: int = 85) -> dict:
     """A WebDataset sample for one clip uint8 [T, S, S, 3] (RGB): the frames stacked vertically into one
     image (`jpg` at `quality`, 4:2:0 chroma, or lossless `png`) and `json` metadata, with `frames` and
-    `size` set from the clip."""
+    `size` set from the clip and `crc32` from the image bytes (readers check it: a flipped bit in a JPEG
+    often still decodes, into a wrong clip)."""
     assert isinstance(clip, np.ndarray) and clip.dtype == np.uint8, "clip must be a uint8 numpy array"
     assert clip.ndim == 4 and clip.shape[3] == 3 and clip.shape[1] == clip.shape[2], \
         f"clip must be [T, S, S, 3], got {list(clip.shape)}"
@@ -81,22 +86,20 @@ def encode_clip(key: str, clip: np.ndarray, meta: dict, lossless: bool = False, 
         ext = "jpg"
     if not ok:  # pragma: no cover - OpenCV does not fail on a valid uint8 image
         raise DataError(f"{key}: cannot encode the clip as {ext}")
-    meta = {**meta, "frames": t, "size": s}
-    return {"__key__": key, ext: buf.tobytes(), "json": json.dumps(meta, sort_keys=True).encode()}
+    image = buf.tobytes()
+    meta = {**meta, "frames": t, "size": s, "crc32": zlib.crc32(image)}
+    return {"__key__": key, ext: image, "json": json.dumps(meta, sort_keys=True).encode()}
 
 
 def write_shard(path: str | os.PathLike, samples: Iterable[dict]) -> int:
-    """Write `samples` (from `encode_clip`) to the tar shard `path` atomically (a temporary file in the same
-    folder, renamed over `path` only once complete and synced). Byte-identical for identical samples
-    (mtime 0). Returns the number of samples written."""
+    """Write `samples` (from `encode_clip`) to the tar shard `path` atomically and durably (media.atomic_path:
+    a hidden temporary file in the same folder, synced, renamed over `path` only once complete, the folder
+    synced). Byte-identical for identical samples (mtime 0). Returns the number of samples written."""
     count = 0
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        with TarWriter(f, encoder=False, mtime=0) as writer:
-            for sample in samples:
-                writer.write(sample)
-                count += 1
-        f.flush()
-        os.fsync(f.fileno())
+    with atomic_path(path) as tmp, open(tmp, "wb") as f, TarWriter(f, encoder=False, mtime=0) as writer:
+        for sample in samples:
+            writer.write(sample)
+            count += 1
     return count
 
 
@@ -107,13 +110,58 @@ def is_shard_source(source: str) -> bool:
     """Prepared shards: a URL or pipe: command, a brace pattern, a .tar file, or a folder of .tar files."""
     path = Path(source)
     return (URL_PATTERN.match(source) is not None or "{" in source or "::" in source or source.endswith(".tar")
-            or (path.is_dir() and any(path.glob("*.tar"))))
+            or (path.is_dir() and bool(_visible_tars(path))))
+
+
+def _visible_tars(folder: Path) -> list[str]:
+    """The folder's *.tar files, sorted, less hidden ones: an interrupted atomic write leaves its temporary
+    file as `.NAME.XXXXXXXX.tar` (pathlib's glob would match it), holding a partial or duplicate shard."""
+    return sorted(str(p) for p in folder.glob("*.tar") if p.is_file() and not p.name.startswith("."))
+
+
+def _manifest_shards(manifest: Path) -> list[str] | None:
+    """The shard names a prepared folder's manifest lists; None when there is no usable manifest (a warning
+    says why when one is there but unreadable)."""
+    if not manifest.is_file():
+        return None
+    try:
+        listed = json.loads(manifest.read_text()).get("shards")
+    except (OSError, ValueError, AttributeError) as e:
+        warn(f"{manifest}: unreadable ({type(e).__name__}); reading the folder's visible .tar files instead")
+        return None
+    if not isinstance(listed, list) or not all(isinstance(name, str) for name in listed):
+        return None  # not written by `videogan prepare`
+    return listed
+
+
+def _folder_shards(folder: str) -> list[str]:
+    """The shards of a folder: those its manifest.json lists (a prepared folder; others there are not part of
+    it), else its visible *.tar files, sorted."""
+    listed = _manifest_shards(Path(folder) / MANIFEST)
+    if listed is None:
+        found = _visible_tars(Path(folder))
+        if not found:
+            raise DataError(f"{folder}: no .tar shards in this folder")
+        return found
+    return _existing(folder, [os.path.join(folder, name) for name in listed], f"{MANIFEST} lists")
+
+
+def _existing(source: str, paths: list[str], what: str) -> list[str]:
+    """The `paths` that exist; a warning names the first missing one, DataError when none exists."""
+    found = [p for p in paths if os.path.isfile(p)]
+    if not found:
+        raise DataError(f"{source}: none of the {len(paths)} shards {what} exist")
+    if len(found) < len(paths):
+        missing = next(p for p in paths if not os.path.isfile(p))
+        warn(f"{source}: {len(paths) - len(found)} of {len(paths)} shards do not exist "
+             f"(first: {missing}); reading the other {len(found)}")
+    return found
 
 
 def resolve_shards(source: str) -> list[str]:
-    """The shard URLs of `source`: a folder (its *.tar files, sorted), one tar file, a brace pattern
-    (`data/clips-{000000..000099}.tar`), http(s):// URLs or `pipe:` commands (passed to WebDataset's
-    opener unchecked). Several sources can be joined with `::`."""
+    """The shard URLs of `source`: a folder (`_folder_shards`: the shards its manifest lists, else its visible
+    *.tar files), one tar file, a brace pattern (`data/clips-{000000..000099}.tar`), http(s):// URLs or
+    `pipe:` commands (passed to WebDataset's opener unchecked). Several sources can be joined with `::`."""
     urls: list[str] = []
     for part in source.split("::"):
         part = part.strip()
@@ -122,22 +170,11 @@ def resolve_shards(source: str) -> list[str]:
         if URL_PATTERN.match(part) and not os.path.exists(part):
             urls += list(braceexpand.braceexpand(part))
         elif os.path.isdir(part):
-            found = sorted(str(p) for p in Path(part).glob("*.tar") if p.is_file())
-            if not found:
-                raise DataError(f"{part}: no .tar shards in this folder")
-            urls += found
+            urls += _folder_shards(part)
         elif os.path.isfile(part):
             urls.append(part)
         elif "{" in part:
-            expanded = list(braceexpand.braceexpand(part))
-            found = [p for p in expanded if os.path.isfile(p)]
-            if not found:
-                raise DataError(f"{part}: none of the {len(expanded)} shards of this pattern exist")
-            if len(found) < len(expanded):
-                missing = next(p for p in expanded if p not in set(found))
-                warn(f"{part}: {len(expanded) - len(found)} of {len(expanded)} shards do not exist "
-                     f"(first: {missing}); reading the other {len(found)}")
-            urls += found
+            urls += _existing(part, list(braceexpand.braceexpand(part)), "of this pattern")
         else:
             raise DataError(f"{part}: no such shard file, folder or pattern")
     if not urls:
@@ -205,15 +242,20 @@ def _check_shape(width: int, height: int, meta: dict, where: str) -> tuple[int, 
 
 
 def _image_and_meta(sample: dict) -> tuple[bytes, dict, str]:
-    """(image bytes, json metadata, "shard: clip key" for messages); DataError naming them if either is bad."""
+    """(image bytes, json metadata, "shard: clip key" for messages); DataError naming them if either is bad
+    or the image's bytes differ from the crc32 its json records (shards from before that field: unchecked)."""
     where = _where(sample)
     data = _image_bytes(sample)
     if data is None:
         raise DataError(f"{where}: no .jpg or .png image")
     try:
-        return data, _meta(sample), where
+        meta = _meta(sample)
     except ValueError as e:
         raise DataError(f"{where}: bad json metadata ({e})") from None
+    recorded = meta.get("crc32")
+    if recorded is not None and zlib.crc32(data) != recorded:
+        raise DataError(f"{where}: corrupt: the image's bytes do not match the crc32 in its json")
+    return data, meta, where
 
 
 def decode_clip(sample: dict) -> torch.Tensor:
@@ -256,6 +298,10 @@ class TarError(ValueError):
     """A damaged tar stream."""
 
 
+class EmptyTarError(TarError):
+    """A tar stream with no bytes at all (e.g. a zero-byte file): nothing lost, but nothing there."""
+
+
 def _read_exact(stream, n: int) -> bytes:
     data = stream.read(n)
     while len(data) < n:  # pipes and sockets may return less than asked
@@ -281,13 +327,16 @@ def tar_members(stream) -> Iterator[tuple[str, bytes]]:
     WebDataset's own iterator goes through Python's `tarfile`, which costs ~0.35 ms per member here: a
     third of the whole per-clip budget of the 1,000 clips/s goal (benchmarks/RESULTS.md). This reads the
     same POSIX ustar/GNU/pax archives (as written by webdataset's TarWriter, GNU tar or Python's tarfile)
-    directly, verifies every header checksum, and raises TarError on damage or a missing end marker.
+    directly, verifies every header checksum, and raises TarError on damage or a missing end marker
+    (EmptyTarError when the stream holds no bytes at all).
     """
     long_name = None
-    while True:
+    for headers_read in itertools.count():
         header = _read_exact(stream, _BLOCK)
         if header == _END:
             return
+        if headers_read == 0 and not header:
+            raise EmptyTarError("empty (0 bytes)")
         if len(header) < _BLOCK:
             raise TarError("truncated (no end-of-archive marker)" if not header else "truncated header")
         if _octal(header[148:156]) != sum(header) - sum(header[148:156]) + 8 * 32:
@@ -340,7 +389,8 @@ def read_shard(url: str) -> Iterator[dict]:
     def handler(exn: BaseException) -> bool:
         if not warned:
             warned.append(True)
-            warn(f"{url}: skipped the rest of this shard ({_reason(exn)})")
+            warn(f"{url}: skipped: the shard is empty (0 bytes)" if isinstance(exn, EmptyTarError)
+                 else f"{url}: skipped the rest of this shard ({_reason(exn)})")
         return True  # go on with the next shard
 
     streams = list(url_opener([dict(url=url)], handler=handler))
@@ -469,5 +519,5 @@ class ShardClips:
         yield from loader_batches(self.stream(start_step, batch_size, rank, world_size), self.cfg.workers, device)
 
 
-__all__: list[str] = ["DataWarning", "ShardClips", "TarError", "tar_members", "decode_clip", "decode_image", "encode_clip", "read_shard",
-                      "resolve_shards", "write_shard"]
+__all__: list[str] = ["DataWarning", "EmptyTarError", "ShardClips", "TarError", "tar_members", "decode_clip",
+                      "decode_image", "encode_clip", "read_shard", "resolve_shards", "write_shard"]

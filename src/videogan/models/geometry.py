@@ -37,9 +37,10 @@ def _twos(n: int) -> int:
 
 def geometry(frames: int, size: int) -> Geometry:
     if size < 8 or size & (size - 1):
-        raise ArchitectureError(f"size {size} is not supported: use a power of two >= 8 (e.g. 32, 64, 128)")
+        raise ArchitectureError(f"model.size {size} is not supported: use a power of two >= 8 "
+                                "(e.g. 32, 64, 128)")
     if frames < 1:
-        raise ArchitectureError(f"frames {frames} is not supported: use 1 or more")
+        raise ArchitectureError(f"model.frames {frames} is not supported: use 1 or more")
     stages = size.bit_length() - 3  # log2(size / 4)
     doublings = min(stages, _twos(frames))
     # Time-keeping stages come first (next to the core), doubling stages last, as in the paper.

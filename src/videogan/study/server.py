@@ -9,13 +9,17 @@ Only those paths exist: clip URLs are looked up in a table built from study.json
 folder, so `..`, `%2e%2e` or absolute paths cannot reach any other file (study.json and the database
 included). Each rater sees every pair once, in an order of their own (seeded by the study's seed and the
 rater id, so a reload shows the same next pair), one at a time: the server accepts an answer only to the
-pair it is showing that rater. A malformed answer gets a 4xx and changes nothing.
+pair it is showing that rater. A malformed answer gets a 4xx and changes nothing; so does any malformed
+request (every error is a JSON {"error": ...}; other methods get 405), and a client that stops sending is
+dropped after REQUEST_TIMEOUT seconds rather than holding a thread.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import random
+import sqlite3
+import sys
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -28,6 +32,9 @@ from .store import BAD_RATER_ID, RATER_ID, Answer, AnswerStore, DuplicateAnswer
 
 MAX_BODY = 2048  # bytes: an answer is ~100
 MAX_MS = 24 * 3600 * 1000  # a day: longer "time taken" is not a real answer
+REQUEST_TIMEOUT = 30  # seconds a connection may go without sending or taking a byte
+LISTEN_BACKLOG = 256  # connections the kernel holds until accepted: a class of raters starting at once
+ALLOWED_METHODS = "GET, HEAD, POST"
 CONTENT_TYPES = {"webm": "video/webm", "mp4": "video/mp4"}
 # The page may load nothing from elsewhere (the machine may be offline; raters' answers stay here).
 SECURITY_HEADERS = {
@@ -57,11 +64,24 @@ def next_pair(study: Study, rater: str, answered: set[str]) -> Pair | None:
     return next((p for p in rater_order(study.pairs, study.seed, rater) if p.id not in answered), None)
 
 
+def content_length(values: list[str]) -> int:
+    """The body's size from the request's Content-Length headers, or BadRequest. Only ASCII digits (isdigit
+    and int() also take '²' or '٣'), judged by their count first (int() refuses over 4,300 of them)."""
+    if not values:
+        raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "Content-Length required")
+    if len(set(values)) > 1 or not (values[0].isascii() and values[0].isdigit()):
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "bad Content-Length")
+    digits = values[0].lstrip("0") or "0"
+    if len(digits) > len(str(MAX_BODY)) or int(digits) > MAX_BODY:
+        raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"an answer is at most {MAX_BODY} bytes")
+    return int(digits)
+
+
 def parse_answer(body: bytes, study: Study) -> tuple[str, Pair, str, int]:
     """A POSTed answer -> (rater, pair, choice, ms), or BadRequest saying what is wrong with it."""
     try:
         d = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON or not UTF-8, or nested too deep: [[[[...]]]]
         raise BadRequest(HTTPStatus.BAD_REQUEST, "the body is not JSON") from None
     if not isinstance(d, dict) or set(d) != {"rater", "pair", "choice", "ms"}:
         raise BadRequest(HTTPStatus.BAD_REQUEST, "expected exactly the fields rater, pair, choice, ms")
@@ -80,6 +100,7 @@ def parse_answer(body: bytes, study: Study) -> tuple[str, Pair, str, int]:
 
 class StudyServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG  # the default, 5, had the kernel drop raters' connections under load
 
     def __init__(self, study_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, quiet: bool = True):
         self.study = load_study(study_dir)
@@ -107,6 +128,15 @@ class StudyServer(ThreadingHTTPServer):
         super().server_close()
         self.store.close()
 
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away or stalled is logged in a line; anything else keeps its traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            if not self.quiet:
+                print(f"{client_address[0]}: connection dropped ({error})", file=sys.stderr)
+        else:
+            super().handle_error(request, client_address)
+
     def progress(self, rater: str) -> dict:
         answered = self.store.answered(rater)
         pair = next_pair(self.study, rater, answered)
@@ -133,6 +163,7 @@ class StudyHandler(BaseHTTPRequestHandler):
     server: StudyServer
     server_version = "videogan-study"
     sys_version = ""
+    timeout = REQUEST_TIMEOUT  # set on each connection's socket: a short body cannot hold a thread forever
 
     def log_message(self, format, *args):  # noqa: A002 (the base class's name)
         if not self.server.quiet:
@@ -151,8 +182,22 @@ class StudyHandler(BaseHTTPRequestHandler):
     def send_json(self, status: HTTPStatus, data: dict) -> None:
         self.send(status, json.dumps(data).encode(), "application/json")
 
-    def send_error_json(self, status: HTTPStatus, message: str) -> None:
-        self.send_json(status, {"error": message})
+    def send_error_json(self, status: HTTPStatus, message: str, extra: dict | None = None) -> None:
+        self.send(status, json.dumps({"error": message}).encode(), "application/json", extra)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The base class's own errors (bad request line or headers, unknown method) as JSON, as the API's."""
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # or an unparsable request line: still send a status line
+            self.request_version = "HTTP/1.0"
+        self.send_error_json(HTTPStatus(code), message or HTTPStatus(code).phrase)
+
+    def method_not_allowed(self) -> None:
+        self.close_connection = True  # a body, if any, is left unread
+        self.send_error_json(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} is not allowed here",
+                             {"Allow": ALLOWED_METHODS})
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = method_not_allowed
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
@@ -199,25 +244,30 @@ class StudyHandler(BaseHTTPRequestHandler):
             self.send_json(HTTPStatus.OK, self.server.answer(body))
         except BadRequest as e:
             self.send_error_json(e.status, str(e))
+        except sqlite3.Error as e:  # e.g. a full disk, or the database locked elsewhere: not saved, so say so
+            self.log_error("answer not saved: %s", e)
+            self.send_error_json(HTTPStatus.SERVICE_UNAVAILABLE, f"the answer was not saved ({e}); try again")
 
     def read_body(self) -> bytes:
         """The request body, refusing before reading it anything too large, unsized, or not JSON. Requiring
         application/json also keeps other web sites out: a cross-origin JSON POST needs a CORS preflight, which
         this server never grants."""
-        if self.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
-            self.close_connection = True
-            raise BadRequest(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "expected Content-Type: application/json")
-        length = self.headers.get("Content-Length")
-        if length is None:
-            self.close_connection = True
-            raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "Content-Length required")
-        if not length.isdigit():
-            self.close_connection = True
-            raise BadRequest(HTTPStatus.BAD_REQUEST, "bad Content-Length")
-        if int(length) > MAX_BODY:
-            self.close_connection = True  # the unread body must not be taken for the next request
-            raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"an answer is at most {MAX_BODY} bytes")
-        return self.rfile.read(int(length))
+        try:
+            if self.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
+                raise BadRequest(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "expected Content-Type: application/json")
+            length = content_length(self.headers.get_all("Content-Length", []))
+            try:
+                body = self.rfile.read(length)
+            except TimeoutError:
+                raise BadRequest(HTTPStatus.REQUEST_TIMEOUT,
+                                 f"the body did not arrive within {self.timeout} s") from None
+            if len(body) < length:
+                raise BadRequest(HTTPStatus.BAD_REQUEST,
+                                 f"the body ended after {len(body)} of {length} bytes")
+            return body
+        except BadRequest:
+            self.close_connection = True  # an unread body must not be taken for the next request
+            raise
 
 
 def serve(study_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False) -> None:

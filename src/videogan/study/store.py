@@ -87,17 +87,30 @@ class AnswerStore:
 
 
 def read_answers(path: str | Path) -> list[Answer]:
-    """All answers in the order given, read-only (a server may be writing at the same time)."""
+    """All answers in the order given (a server may be writing at the same time). Opened for writing but
+    only queried: an answer cut off by a crash leaves a hot journal, which SQLite rolls back on the first
+    read, and only a connection that may write can do that (mode=rw still reads a write-protected file)."""
     path = Path(path)
     if not path.is_file():
         return []
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
         try:
+            db.execute("PRAGMA query_only = 1")
             names = ", ".join(f.name for f in fields(Answer))
             rows = db.execute(f"SELECT {names} FROM answers ORDER BY rowid").fetchall()
         finally:
             db.close()
     except sqlite3.DatabaseError as e:
-        raise DataError(f"{path}: unreadable answers database ({e})") from None
+        raise DataError(unreadable(path, e)) from None
     return [Answer(*row) for row in rows]
+
+
+def unreadable(path: Path, error: sqlite3.DatabaseError) -> str:
+    """Why the answers database at `path` could not be read, and what to do, in a line."""
+    journal = path.with_name(f"{path.name}-journal")
+    if "readonly" in str(error) and journal.exists():  # SQLITE_READONLY_ROLLBACK (Python 3.10 has no name)
+        return (f"{path}: a write cut off by a crash left {journal.name}, which SQLite must roll back first, "
+                f"but cannot without write access to the file and {path.parent}; run the report with that "
+                "access, or on a copy of the study folder")
+    return f"{path}: unreadable answers database ({error})"
