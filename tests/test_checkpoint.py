@@ -257,3 +257,11 @@ def test_the_open_logging_interval_travels_with_the_training_state(tmp_path):
     restored = TrainingState(g, d, torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters()))
     restore_training_state(tmp_path, preset("tiny"), restored)
     assert restored.step == 7 and restored.log_interval == state.log_interval
+
+
+def test_metadata_nested_too_deep_to_parse_is_one_line(tmp_path):
+    path, _, _ = _save(tmp_path, 3)
+    (path / "checkpoint.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CheckpointError, match="corrupt checkpoint metadata") as e:
+        load_checkpoint(path)
+    assert "\n" not in str(e.value)

@@ -52,7 +52,7 @@ def _exit_status(argv: list[str]) -> int:
 @pytest.mark.parametrize("argv,message", [
     (["--set", "train.lr_g=nan"], "train.lr_g=nan: must be a finite number > 0"),
     (["--set", "train.log_every=0"], "train.log_every=0: must be an integer >= 1"),
-    (["--set", "model.frames=1"], "model.frames=1: must be an integer >= 2"),
+    (["--set", "model.frames=1"], "model.frames=1: must be an integer in [2, 1024]"),
     (["--set", "train.ema_decay=2"], "train.ema_decay=2.0: must be a finite number in [0, 1)"),
     (["--eval-every", "-1"], "argument --eval-every: expected 0 or a positive integer, got '-1'"),
     (["--steps", "99999999999999999999999"], "argument --steps: expected an integer of at most 2**53"),
@@ -73,7 +73,7 @@ def test_resume_refuses_a_saved_config_out_of_range(tmp_path, capsys):
     (run / "config.json").write_text(json.dumps(saved))
     assert main(["train", "--out", str(run), "--resume", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "config.json: cannot read the run's config (model.z_dim=0: must be an integer >= 1)" in err
+    assert "config.json: cannot read the run's config (model.z_dim=0: must be an integer in [1, 4096])" in err
     assert len(err.splitlines()) == 1 and sorted(p.name for p in run.iterdir()) == ["config.json"]
 
 
@@ -134,3 +134,27 @@ def test_train_stopped_by_a_signal_says_so_in_a_line_and_exits_128_plus_its_numb
     assert "SIGTERM received" in received
     assert "stopped by SIGTERM at step 1" in stopped and "--resume" in stopped
     assert (run / "checkpoints" / "step_00000001" / "checkpoint.json").is_file()
+
+
+def test_a_path_the_system_refuses_is_one_line_naming_it(tmp_path, capsys):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    assert main(["generate", "--pretrained", "synthetic", "--num", "1", "--out", str(a_file / "samples")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"videogan: error: {a_file}") and "Not a directory" in err and len(err.splitlines()) == 1
+
+
+def test_a_run_config_nested_too_deep_is_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{\"model\": " * 50_000 + "1" + "}" * 50_000)
+    assert main(["train", "--resume", "--out", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "config.json: cannot read the run's config" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("key", ["model.g_width", "model.d_width", "model.z_dim"])
+def test_widths_that_no_machine_could_hold_are_refused_before_allocating(key, capsys):
+    assert main(["info", "--set", f"{key}=1000000000000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{key}=1000000000000: must be an integer in [1, 4096]" in err and len(err.splitlines()) == 1

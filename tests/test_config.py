@@ -129,7 +129,7 @@ def test_fields_that_do_not_fit_together_are_refused(sets, message):
 
 def test_values_of_the_wrong_type_from_python_are_refused():
     """The Python API builds dataclasses directly: nothing converted them as `override` does text."""
-    with pytest.raises(ConfigError, match=re.escape("model.frames='8': must be an integer >= 2")):
+    with pytest.raises(ConfigError, match=re.escape("model.frames='8': must be an integer in [2, 1024]")):
         validate(Config(model=ModelConfig(frames="8")))
     with pytest.raises(ConfigError, match=re.escape("train.lr_g=None: must be a finite number > 0")):
         validate(Config(train=TrainConfig(lr_g=None)))

@@ -138,8 +138,8 @@ def test_cli_rejects_bad_options(tmp_path, capsys):
     ({"eval_every": -1}, "eval_every=-1: must be an integer >= 0"),
     ({"workers": -1}, "workers=-1: must be an integer >= 0"),
     ({"dropout": 1.0}, "dropout=1.0: must be a finite number in [0, 1)"),
-    ({"model": ModelConfig(z_dim=0)}, "model.z_dim=0: must be an integer >= 1"),
-    ({"model": ModelConfig(frames=1)}, "model.frames=1: must be an integer >= 2"),
+    ({"model": ModelConfig(z_dim=0)}, "model.z_dim=0: must be an integer in [1, 4096]"),
+    ({"model": ModelConfig(frames=1)}, "model.frames=1: must be an integer in [2, 1024]"),
 ])
 def test_settings_out_of_range_are_refused_before_anything_is_written(tmp_path, changes, message):
     s = FinetuneSettings(init="random", steps=2, batch_size=4, model=SMALL, workers=0)
@@ -155,7 +155,7 @@ def test_cli_refuses_out_of_range_values_in_one_line(tmp_path, capsys):
     base = ["finetune", "--init", "random", "--data", "synthetic-actions", "--out", str(out), "--quiet"]
     assert main([*base, "--set", "model.z_dim=0"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "model.z_dim=0: must be an integer >= 1" in err and len(err.splitlines()) == 1
+    assert "model.z_dim=0: must be an integer in [1, 4096]" in err and len(err.splitlines()) == 1
     for flag in ("--eval-every", "--workers"):
         with pytest.raises(SystemExit) as e:
             main([*base, flag, "-1"])

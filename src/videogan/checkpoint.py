@@ -256,7 +256,7 @@ def _read_meta(ckpt_dir: Path) -> tuple[dict, int, Config]:
     meta_path = ckpt_dir / "checkpoint.json"
     try:
         meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, RecursionError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{meta_path}: corrupt checkpoint metadata ({e})") from None
     except OSError as e:
         raise CheckpointError(f"{meta_path}: unreadable ({system_reason(e)})") from None
@@ -420,7 +420,7 @@ def read_best(run_dir: str | os.PathLike) -> dict:
     path = Path(run_dir) / BEST_FILE
     try:
         return json.loads(path.read_text()) if path.is_file() else {}
-    except (json.JSONDecodeError, OSError) as e:
+    except (json.JSONDecodeError, RecursionError, OSError) as e:
         raise CheckpointError(f"{path}: unreadable ({e})") from None
 
 

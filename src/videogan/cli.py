@@ -91,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and saved.is_file() and args.preset is None:
         try:
             base = from_dict(json.loads(saved.read_text()))
-        except (json.JSONDecodeError, ConfigError) as e:
+        except (json.JSONDecodeError, RecursionError, ConfigError) as e:
             raise ConfigError(f"{saved}: cannot read the run's config ({e})") from None
     cfg = build_config(
         args.preset, args.set, base,
@@ -521,6 +521,12 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """An allocation that failed (host or device memory), as opposed to a bug."""
+    text = str(error)
+    return isinstance(error, MemoryError) or "out of memory" in text.lower() or "can't allocate memory" in text
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     from .checkpoint import CheckpointError
@@ -534,6 +540,17 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except user_errors as e:
         print(f"videogan: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path that is a file, a folder without permission, ...: the system names it
+        if e.filename is None:
+            raise
+        print(f"videogan: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:
+        if not is_out_of_memory(e):
+            raise
+        print(f"videogan: error: out of memory ({str(e).splitlines()[0][:200]}); try a smaller batch or model",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("videogan: interrupted", file=sys.stderr)

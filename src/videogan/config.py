@@ -335,12 +335,14 @@ RADIUS = Range(0, 0.5, low_open=True, high_open=True)  # an object inside the fr
 # The allowed range of every numeric field (0 means "off" or "all" where the field's comment says so). Rules
 # between fields and the architecture's own (model.size, the widths) follow in validate's helpers.
 FIELD_RANGES: dict[str, Range] = {
-    "model.frames": Range(2),  # one frame has no motion to learn
-    "model.size": Range(8),  # and a power of two: models/geometry.py
+    # Upper bounds far above any trained model (the paper: 32 frames of 64x64, z 100, widths 512/64; its image to
+    # video model 1024/128) that keep a typo from asking the allocator for terabytes.
+    "model.frames": Range(2, 1024),  # one frame has no motion to learn
+    "model.size": Range(8, 1024),  # and a power of two: models/geometry.py
     "model.channels": Range(3, 3),  # every data source and the metrics read RGB
-    "model.z_dim": AT_LEAST_1,
-    "model.g_width": AT_LEAST_1,
-    "model.d_width": AT_LEAST_1,
+    "model.z_dim": Range(1, 4096),
+    "model.g_width": Range(1, 4096),
+    "model.d_width": Range(1, 4096),
     "model.d_bn_eps": POSITIVE,
     "model.mask_bias_init": ANY,
     "model.motion_layers": AT_LEAST_0,

@@ -31,7 +31,7 @@ def truncate_metrics(path: Path, after_step: int, reopened: Collection[str] = ()
             row = json.loads(line)
             if row["step"] < after_step or (row["step"] == after_step and not row.keys() & set(reopened)):
                 kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        except (json.JSONDecodeError, RecursionError, KeyError, TypeError, AttributeError):
             continue  # a line cut short by a crash
     with atomic_path(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in kept))

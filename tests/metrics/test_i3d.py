@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from videogan.data.decode import DataError
 from videogan.metrics import i3d as i3d_mod
 from videogan.metrics.i3d import I3DWeightsError, kinetics400_labels, i3d_state_dict, load_i3d, load_numpy_pickle
 
@@ -78,7 +79,7 @@ def test_matches_jax_reference_on_real_frames(net, reference, sample_videos_dir)
 
 
 def test_input_is_checked(net):
-    with pytest.raises(AssertionError, match="T >= 9"):
+    with pytest.raises(DataError, match="at least 9 frames"):
         net(torch.zeros(1, 3, 8, 224, 224))  # too short: the final pooling needs 9 frames
     with pytest.raises(AssertionError, match=r"\[-1, 1\]"):
         net(torch.full((1, 3, 16, 224, 224), 255.0))
@@ -173,3 +174,8 @@ def test_real_videos_get_sensible_kinetics_labels(net, sample_videos_dir):
         with torch.no_grad():
             top5 = net(to_i3d_input(clip, 16))[0].topk(5).indices.tolist()
         assert expected in [labels[i] for i in top5], (name, [labels[i] for i in top5])
+
+
+def test_clips_shorter_than_the_pooling_allows_are_a_one_line_data_error(net):
+    with pytest.raises(DataError, match="I3D needs clips of at least 9 frames .*got 4: use --frames 9 or more"):
+        net(torch.zeros(1, 3, 4, 224, 224))

@@ -128,3 +128,11 @@ def test_cli_create_prints_a_summary_and_errors_are_one_line(tmp_path, tiny_run,
     assert main(["study", "create", "--a", "synthetic", "--b", str(tmp_path / "nope"), "--out", str(tmp_path / "x"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "nope: no such file or folder" in err and len(err.splitlines()) == 1
+
+
+def test_an_empty_side_is_refused_in_one_line(tmp_path, capsys):
+    argv = ["study", "create", "--a", "", "--b", "synthetic", "--out", str(tmp_path / "s"), "--pairs", "2",
+            "--frames", "4", "--size", "8"]
+    assert main(argv) == 2
+    assert "an empty source" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

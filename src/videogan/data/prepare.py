@@ -516,7 +516,7 @@ def _read_json(path: Path) -> dict | None:
         return None
     try:
         return json.loads(path.read_text())
-    except (json.JSONDecodeError, OSError) as e:
+    except (json.JSONDecodeError, RecursionError, OSError) as e:
         raise DataError(f"{path}: unreadable ({e}); delete it to start this preparation over") from None
 
 

@@ -126,7 +126,7 @@ def _manifest_shards(manifest: Path) -> list[str] | None:
         return None
     try:
         listed = json.loads(manifest.read_text()).get("shards")
-    except (OSError, ValueError, AttributeError) as e:
+    except (OSError, ValueError, AttributeError, RecursionError) as e:
         warn(f"{manifest}: unreadable ({type(e).__name__}); reading the folder's visible .tar files instead")
         return None
     if not isinstance(listed, list) or not all(isinstance(name, str) for name in listed):
@@ -220,7 +220,10 @@ def _meta(sample: dict) -> dict:
     raw = sample.get("json")
     if raw is None:
         return {}
-    meta = json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except RecursionError:
+        raise ValueError("json metadata nested too deep") from None
     if not isinstance(meta, dict):
         raise ValueError("json metadata is not an object")
     return meta

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.decode import DataError
 from ..media import atomic_path, file_sha256
 
 SIZE = 224
@@ -138,8 +139,11 @@ class I3D(nn.Module):
         self.logits = Unit3D(cin, NUM_CLASSES, logits=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        assert x.ndim == 5 and x.shape[1] == 3 and x.shape[3:] == (SIZE, SIZE) and x.shape[2] >= MIN_FRAMES, \
+        assert x.ndim == 5 and x.shape[1] == 3 and x.shape[3:] == (SIZE, SIZE), \
             f"I3D expects [B, 3, T >= {MIN_FRAMES}, {SIZE}, {SIZE}], got {list(x.shape)}"
+        if x.shape[2] < MIN_FRAMES:  # a protocol a user chose (evaluate --frames, a short model), not a bug
+            raise DataError(f"I3D needs clips of at least {MIN_FRAMES} frames (its pooling), got {x.shape[2]}: "
+                            f"use --frames {MIN_FRAMES} or more")
         assert x.is_floating_point(), f"I3D expects float input in [-1, 1], got {x.dtype}"
         lo, hi = torch.aminmax(x.detach())
         # Cheap guard against the commonest mistake: pixels in [0, 1] pass, [0, 255] does not.

@@ -57,7 +57,7 @@ def strip_prefix(spec: str) -> str | None:
 def _read_card(path: Path, mtime_ns: int) -> dict[str, Any]:
     try:
         card = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, json.JSONDecodeError, RecursionError) as e:
         raise ConfigError(f"{path}: unreadable model card ({e})") from None
     missing = [k for k in REQUIRED if k not in card]
     if missing:

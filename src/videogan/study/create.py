@@ -84,6 +84,8 @@ def resolve_side(spec: str, label: str | None) -> tuple[Side, Config | None]:
     from ..checkpoint import _read_meta, resolve
     from ..pretrained import card, config as pretrained_config, strip_prefix
 
+    if not spec.strip():
+        raise ConfigError("an empty source: give a data source, a run directory or pretrained:NAME")
     if (name := strip_prefix(spec)) is not None:
         return Side(source=spec, kind="run", label=label or spec, step=int(card(name)["steps"])), pretrained_config(name)
     if not is_run_dir(spec):

@@ -92,7 +92,7 @@ def load_study(path: str | Path) -> Study:
         sides = {k: Side(**d[k]) for k in ("a", "b", "real")}
         pairs = [Pair(**p) for p in d["pairs"]]
         rest = {k: d[k] for k in ("frames", "size", "upscale", "fps", "seed", "question", "version", "formats")}
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (json.JSONDecodeError, RecursionError, KeyError, TypeError) as e:
         raise DataError(f"{manifest}: unreadable study file ({type(e).__name__}: {e})") from None
     for p in pairs:
         if {p.left_is, p.right_is} not in ({"a", "b"}, {"real", "broken"}):  # A against B, or a catch trial
