@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from videogan.benchmarks import cpu_name, data_throughput, decode_cost
+from videogan.bench import cpu_name, data_throughput, decode_cost
 from videogan.data import SyntheticScenes
 from videogan.data.shards import encode_clip, write_shard
 

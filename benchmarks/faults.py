@@ -658,7 +658,8 @@ def inject_and_run(argv: list[str]) -> int:
     half-written; -1: never). The last call recorded is the write's return."""
     write, point, events_file, args = int(argv[0]), argv[1], Path(argv[2]), argv[3:]
     target, torn = int(point.split("/")[0]), point.endswith("/torn")
-    from videogan import checkpoint, cli
+    from videogan.training import checkpoint
+    from videogan import cli
 
     state = {"writes": 0, "inside": False, "events": 0}
     truncate = os.truncate  # before it is wrapped: tearing a file is not one of the write's own calls
@@ -1179,14 +1180,14 @@ def t7_nested_tables(depth: int) -> bytes:
 
 def hostile_t7_files(folder: Path) -> list[tuple[str, Path]] | str:
     """(name, file) of hostile .t7 files, built on main.lua's generator as the tests write it
-    (tests/test_t7.py); a reason where those helpers cannot be imported. Runs in the fixtures process."""
-    sys.path.insert(0, str(REPO / "tests"))
+    (tests/interop/test_t7.py); a reason where those helpers cannot be imported. Runs in the fixtures process."""
+    sys.path.insert(0, str(REPO / "tests" / "interop"))
     try:
         import numpy as np
         import t7_writer as w
         from test_t7 import original_net
     except Exception as e:  # noqa: BLE001 - tests/ may be absent or mid-change: say so instead of stopping
-        return f"the Torch7 fixture writer (tests/t7_writer.py, tests/test_t7.py) cannot be imported: {e}"
+        return f"the Torch7 fixture writer (tests/interop/t7_writer.py, tests/interop/test_t7.py) cannot be imported: {e}"
 
     def net():
         return original_net(width=16, frames=16, size=32)
@@ -1231,7 +1232,8 @@ def make_fixtures(folder: Path) -> dict:
     counts a child's peak memory from the resident size of the process that started it, so the harness stays
     small (~30 MB) and imports neither. The machine's name, the sample videos' folder, the config's defaults
     and the hostile .t7 files (written into `folder`)."""
-    from videogan.benchmarks import cpu_name, sample_videos_dir
+    from sample_data import sample_videos_dir
+    from videogan.bench import cpu_name
 
     folder.mkdir(parents=True, exist_ok=True)
     t7 = hostile_t7_files(folder)

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import torch
 
-from videogan.benchmarks import cpu_name
-from videogan.checkpoint import checkpoint_config, list_checkpoints
+from videogan.bench import cpu_name
+from videogan.training.checkpoint import checkpoint_config, list_checkpoints
 from videogan.data.actions import ActionsConfig
-from videogan.features import load_discriminator, pooled
-from videogan.finetune import FinetuneSettings, Splits, finetune, frozen_features, load_splits
+from videogan.representation.features import load_discriminator, pooled
+from videogan.representation.finetune import FinetuneSettings, Splits, finetune, frozen_features, load_splits
 from videogan.media import write_json
 
 def run(settings: FinetuneSettings, out: Path, splits: Splits, tag: str) -> dict:

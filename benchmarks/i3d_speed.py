@@ -15,7 +15,7 @@ from datetime import date
 
 import torch
 
-from videogan.benchmarks import cpu_name
+from videogan.bench import cpu_name
 from videogan.metrics.i3d import load_i3d
 
 

@@ -32,16 +32,16 @@ from pathlib import Path
 import cv2
 import torch
 
-from videogan.animate import animate, measures
-from videogan.benchmarks import cpu_name
-from videogan.checkpoint import list_checkpoints
+from videogan.generation.animate import animate, measures
+from videogan.bench import cpu_name
+from videogan.training.checkpoint import list_checkpoints
 from videogan.config import preset
 from videogan.data import SyntheticScenes
 from videogan.media import from_uint8, upscale, write_png
 from videogan.models import GeneratorOutput, build_generator
 from videogan.models.conditional import motion, object_flow_spread
-from videogan.sample import load_generator
-from videogan.train import train
+from videogan.generation.sample import load_generator
+from videogan.training.loop import train
 
 
 def trained(run_dir: str, stochastic: bool, steps: int, threads: int) -> float:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from videogan.benchmarks import sample_videos_dir
+from sample_data import sample_videos_dir
 from videogan.data.prepare import PrepareConfig, VideoStats, video_clips
 from videogan.data.shards import decode_image, encode_clip
 

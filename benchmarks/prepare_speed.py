@@ -14,7 +14,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from videogan.benchmarks import cpu_name, sample_videos_dir
+from sample_data import sample_videos_dir
+from videogan.bench import cpu_name
 from videogan.data.prepare import PrepareConfig, prepare
 from videogan.data.stabilize import StabilizeSettings
 

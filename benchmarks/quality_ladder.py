@@ -20,8 +20,8 @@ from typing import Iterator
 
 import torch
 
-from videogan.benchmarks import cpu_name
-from videogan.checkpoint import checkpoint_config
+from videogan.bench import cpu_name
+from videogan.training.checkpoint import checkpoint_config
 from videogan.metrics.distances import fvd_from_features, kernel_distance
 from videogan.metrics.evaluate import Protocol, clip_source, generator_clips, i3d_features, real_features
 from videogan.metrics.i3d import load_i3d, weights_sha256

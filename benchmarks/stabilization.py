@@ -26,7 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from videogan.benchmarks import cpu_name, sample_videos_dir
+from sample_data import sample_videos_dir
+from videogan.bench import cpu_name
 from videogan.data.decode import iter_frames
 from videogan.data.shots import CutDetector
 from videogan.data.stabilize import (

@@ -6,7 +6,7 @@
     python benchmarks/step_time.py --upsample stock       # the step with PyTorch's own transposed convolutions
     python benchmarks/step_time.py --set train.num_threads=1 ...
 
-The step is `videogan bench train` (videogan.benchmarks.train_step_speed: the real train_step after warm-up,
+The step is `videogan bench train` (videogan.bench.train_step_speed: the real train_step after warm-up,
 FLOPs counted, fraction of the measured matmul peak); one JSON line per preset. `--layers` times each
 FastConvTranspose3d of the preset's generator at its real input shape, forward and forward + backward (input,
 weight and bias gradients), with PyTorch's kernel ("stock") and with the layer's automatic choice ("auto").
@@ -20,11 +20,11 @@ import time
 
 import torch
 
-from videogan.benchmarks import set_upsample_impl, train_step_speed
+from videogan.bench import set_upsample_impl, train_step_speed
 from videogan.cli import build_config
 from videogan.config import Config
 from videogan.models import build_generator
-from videogan.models.upsample import use_gemm
+from videogan.ops.upsample import use_gemm
 
 
 CLOCK = time.perf_counter  # --cpu-time: time.thread_time, the CPU time of this thread (one thread, busy machine)

@@ -24,7 +24,7 @@ from datetime import date
 import torch
 import torch.nn.functional as F
 
-from videogan.benchmarks import cpu_name
+from videogan.bench import cpu_name
 
 # (in channels, out channels, input frames, input size): the paper preset's D at 32 frames of 64x64
 PAPER_D_LAYERS = ((3, 64, 32, 64), (64, 128, 16, 32), (128, 256, 8, 16), (256, 512, 4, 8))

@@ -116,7 +116,7 @@ def test_console_entry_point_runs():
 def test_train_stopped_by_a_signal_says_so_in_a_line_and_exits_128_plus_its_number(tmp_path, monkeypatch, capsys):
     import signal
 
-    from videogan import train as train_module
+    from videogan.training import loop as train_module
 
     real_step = train_module.train_step
 

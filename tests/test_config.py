@@ -59,7 +59,7 @@ def test_configs_saved_before_the_data_section_still_load():
 
 
 def test_every_preset_and_every_shipped_model_config_is_valid():
-    from videogan import pretrained
+    from videogan.generation import pretrained
 
     for name in PRESETS:
         for kind in (None, "conditional"):

@@ -1,7 +1,7 @@
 """videogan: Generating Videos with Scene Dynamics (Vondrick, Pirsiavash, Torralba, NIPS 2016) in PyTorch."""
 from .config import Config, preset
 from .models import Discriminator, GeneratorOutput, OneStreamGenerator, TwoStreamGenerator, build_generator
-from .sample import LoadedGenerator, load_generator, mask_statistics, sample, save_samples
+from .generation.sample import LoadedGenerator, load_generator, mask_statistics, sample, save_samples
 
 __version__ = "0.1.0"
 

@@ -84,7 +84,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
+    from .training.loop import train
 
     base = None
     saved = Path(args.out) / "config.json"
@@ -113,8 +113,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .distributed import resolve_device
-    from .sample import load_generator, sample, save_samples
+    from .training.distributed import resolve_device
+    from .generation.sample import load_generator, sample, save_samples
 
     loaded = load_generator(_generator_source(args.source, args.pretrained), device=resolve_device(args.device),
                             weights=args.weights)
@@ -125,12 +125,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_animate(args: argparse.Namespace) -> int:
-    from .animate import animate_files
-    from .distributed import resolve_device
+    from .generation.animate import animate_files
+    from .training.distributed import resolve_device
 
     run, images = args.run, args.images
     if args.pretrained:  # no RUN_DIR: every positional is an image; none: the model's shipped examples
-        from .pretrained import PREFIX, examples
+        from .generation.pretrained import PREFIX, examples
 
         images = [run, *images] if run is not None else [str(p) for p in examples(args.pretrained)]
         run = PREFIX + args.pretrained
@@ -146,7 +146,7 @@ def cmd_animate(args: argparse.Namespace) -> int:
 
 
 def cmd_import_t7(args: argparse.Namespace) -> int:
-    from .t7 import import_t7
+    from .interop.t7 import import_t7
 
     r = import_t7(args.net, args.out, discriminator=args.discriminator, progress=not args.quiet)
     m = r.config.model
@@ -164,7 +164,7 @@ def _generator_source(source: str | None, name: str | None) -> str:
 
 
 def cmd_pretrained(args: argparse.Namespace) -> int:
-    from . import pretrained
+    from .generation import pretrained
 
     names = [args.name] if args.name else pretrained.names()
     rows = [pretrained.summary(n) for n in names]
@@ -191,7 +191,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .distributed import resolve_device
+    from .training.distributed import resolve_device
     from .media import write_json
     from .metrics.evaluate import Protocol, evaluate, run_config
 
@@ -219,8 +219,8 @@ def _fraction(text: str) -> float:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from .distributed import resolve_device
-    from .features import features
+    from .training.distributed import resolve_device
+    from .representation.features import features
 
     result = features(args.run, args.data, args.out, batchnorm=args.bn_stats, split=args.split, root=args.root,
                       test_list=args.test_list, device=resolve_device(args.device), workers=args.workers,
@@ -230,8 +230,8 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from .distributed import resolve_device
-    from .finetune import FinetuneSettings, finetune
+    from .training.distributed import resolve_device
+    from .representation.finetune import FinetuneSettings, finetune
 
     if args.init != "random" and (args.preset or args.set):
         raise ConfigError("--preset and --set choose the architecture of --init random; a run brings its own")
@@ -248,7 +248,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_train(args: argparse.Namespace) -> int:
-    from .benchmarks import train_step_speed
+    from .bench import train_step_speed
 
     cfg = build_config(args.preset, args.set, **{"train.batch_size": args.batch_size, "train.device": args.device})
     result = train_step_speed(cfg, steps=args.steps, warmup=args.warmup, peak_size=args.peak_size, upsample=args.upsample,
@@ -258,7 +258,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_data(args: argparse.Namespace) -> int:
-    from .benchmarks import data_throughput
+    from .bench import data_throughput
 
     result = data_throughput(args.data, frames=args.frames, size=args.size, batch_size=args.batch_size,
                              workers=args.workers, num_batches=args.batches, fast_dct=not args.exact_dct)
@@ -274,7 +274,7 @@ def _port(text: str) -> int:
 
 
 def cmd_study_create(args: argparse.Namespace) -> int:
-    from .distributed import resolve_device
+    from .training.distributed import resolve_device
     from .study.create import CreateSettings, create
 
     settings = CreateSettings(pairs=args.pairs, catch=args.catch, seed=args.seed, frames=args.frames, size=args.size,
@@ -529,11 +529,11 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    from .checkpoint import CheckpointError
+    from .training.checkpoint import CheckpointError
     from .data.decode import DataError
     from .metrics.i3d import I3DWeightsError
     from .models import ArchitectureError
-    from .train import TrainingError
+    from .training.loop import TrainingError
 
     user_errors = (ConfigError, ArchitectureError, CheckpointError, DataError, TrainingError, I3DWeightsError, FileNotFoundError)
     try:

@@ -453,7 +453,7 @@ def _check_model_options(m: ModelConfig) -> None:
 
 def _check_combinations(cfg: Config) -> None:
     """Rules between the sections' fields: options that do nothing, or cannot work, without another."""
-    from .diffaugment import ClipAugment  # imports torch: not at start-up
+    from .training.diffaugment import ClipAugment  # imports torch: not at start-up
 
     m, tc, s = cfg.model, cfg.train, cfg.synthetic
     if tc.flow_tv_weight and not m.warp_foreground:

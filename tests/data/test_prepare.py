@@ -413,7 +413,7 @@ def test_real_videos_prepare_and_train(sample_videos_dir, tmp_path):
     assert all(r is not None and 0 <= r < 1 for r in residuals)  # output pixels
 
     from videogan.config import DataConfig
-    from videogan.train import train
+    from videogan.training.loop import train
 
     cfg = dataclasses.replace(_tiny_cfg(), data=DataConfig(source=str(tmp_path / "data"), workers=1))
     result = train(cfg, tmp_path / "run", progress=False)

@@ -10,7 +10,7 @@ from torch import nn
 from videogan.cli import main
 from videogan.metrics import evaluate as ev
 from videogan.metrics.evaluate import Protocol, evaluate, metric_name, to_i3d_input
-from videogan.train import train
+from videogan.training.loop import train
 
 
 class StandInI3D(nn.Module):

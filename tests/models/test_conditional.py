@@ -21,8 +21,8 @@ from videogan.models.conditional import (
     ownership_entropy,
     warp,
 )
-from videogan.sample import generate_from_noise
-from videogan.train import train
+from videogan.generation.sample import generate_from_noise
+from videogan.training.loop import train
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from videogan.config import Config, ModelConfig, TrainConfig
 from videogan.study.create import CreateSettings, create
 from videogan.study.server import StudyServer
-from videogan.train import train
+from videogan.training.loop import train
 
 
 @pytest.fixture(scope="session")

@@ -94,7 +94,7 @@ def test_webm_pads_odd_sizes(tmp_path):
 
 def test_study_from_a_pretrained_model(tmp_path):
     """"pretrained:NAME" is a run side: its step comes from the model card, its shape from the card's config."""
-    from videogan import pretrained
+    from videogan.generation import pretrained
 
     study = create("pretrained:synthetic", "synthetic", tmp_path / "s", CreateSettings(pairs=2, catch=1, frames=4, upscale=2),
                    progress=False)

@@ -77,8 +77,8 @@ def to_i3d_input(clips: torch.Tensor, frames: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- where clips come from
 
 def is_run_dir(spec: str) -> bool:
-    """A generator to sample: a run directory, a checkpoint folder, or "pretrained:NAME" (videogan.pretrained)."""
-    from ..pretrained import strip_prefix
+    """A generator to sample: a run directory, a checkpoint folder, or "pretrained:NAME" (videogan.generation.pretrained)."""
+    from ..generation.pretrained import strip_prefix
 
     if strip_prefix(spec) is not None:
         return True
@@ -88,7 +88,7 @@ def is_run_dir(spec: str) -> bool:
 
 def generator_clips(generator: torch.nn.Module, z_dim: int, protocol: Protocol, batch_size: int) -> Iterator[torch.Tensor]:
     """uint8 clips from a generator (quantised as saved videos are), noise seeded by the protocol."""
-    from ..sample import generate_from_noise, noise
+    from ..generation.sample import generate_from_noise, noise
 
     z = noise(protocol.num, z_dim, protocol.seed)
     for start in range(0, protocol.num, batch_size):
@@ -101,7 +101,7 @@ def animated_clips(generator: torch.nn.Module, images: str, protocol: Protocol, 
     """uint8 clips from an image-to-video model: it animates the first frames of clips of `images` (a data source)
     drawn with seed + 1, so not the very clips the real side (seed) holds; noise z (stochastic models) seeded by
     the protocol, one row per clip."""
-    from ..sample import noise
+    from ..generation.sample import noise
 
     draw = replace(protocol, seed=protocol.seed + 1, size=generator.image_shape[-1])  # images at the model's size
     z = noise(protocol.num, generator.z_dim, protocol.seed)
@@ -122,7 +122,7 @@ def run_clips(spec: str, protocol: Protocol, batch_size: int, device: torch.devi
     """uint8 clips sampled from a run's latest checkpoint (EMA weights where kept). An image-to-video model animates
     first frames of `images` (default: its training data; see animated_clips)."""
     from ..models import ImageToVideoGenerator
-    from ..sample import load_generator
+    from ..generation.sample import load_generator
 
     loaded = load_generator(spec, device=device)
     if loaded.config.model.frames < protocol.frames:
@@ -163,8 +163,8 @@ def run_config(spec: str) -> Config | None:
 
 def generator_config(spec: str) -> Config:
     """run_config of a spec known to pass is_run_dir: a pretrained model's config or a checkpoint's."""
-    from ..checkpoint import checkpoint_config
-    from ..pretrained import config as pretrained_config, strip_prefix
+    from ..training.checkpoint import checkpoint_config
+    from ..generation.pretrained import config as pretrained_config, strip_prefix
 
     if (name := strip_prefix(spec)) is not None:
         return pretrained_config(name)

@@ -13,7 +13,7 @@ from torch import nn
 from ..config import ModelConfig
 from .geometry import Geometry, check_width, geometry
 from .init import init_weights
-from .upsample import FastConvTranspose3d
+from ..ops.upsample import FastConvTranspose3d
 
 
 @dataclass

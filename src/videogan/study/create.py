@@ -81,8 +81,8 @@ def frozen_halfway(clip: torch.Tensor) -> torch.Tensor:
 def resolve_side(spec: str, label: str | None) -> tuple[Side, Config | None]:
     """The side `spec` names and its generator's config (None for data), its metadata read once: a data source, a
     run or checkpoint directory (step of its latest checkpoint), or "pretrained:NAME" (step from its model card)."""
-    from ..checkpoint import _read_meta, resolve
-    from ..pretrained import card, config as pretrained_config, strip_prefix
+    from ..training.checkpoint import _read_meta, resolve
+    from ..generation.pretrained import card, config as pretrained_config, strip_prefix
 
     if not spec.strip():
         raise ConfigError("an empty source: give a data source, a run directory or pretrained:NAME")

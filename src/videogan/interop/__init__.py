@@ -1,0 +1,1 @@
+"""Reading other implementations' files: the original Torch7 models."""

@@ -1,0 +1,1 @@
+"""The discriminator as a video representation: features for action recognition, linear probes and fine-tuning."""
