@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 DEMO_RUN ?= runs/demo
 DEMO_STEPS ?= 3000  # the tiny preset's own step count; ~15 minutes of training on a 2-core CPU
 
-.PHONY: install demo test chromium bench clean
+.PHONY: install demo lint test chromium bench clean
 
 install: $(STAMP)
 
@@ -28,7 +28,13 @@ demo: $(STAMP)
 	$(BIN)/videogan generate $(DEMO_RUN) --num 16 --seed 0 --upscale 2 --out $(DEMO_RUN)/samples
 	@echo "samples: $(DEMO_RUN)/samples (composite.gif, foreground.gif, mask.gif, background.png, clips/)"
 
+# Style findings fail the run before any test does (the rules are in pyproject.toml's [tool.ruff]).
+LINT_PATHS := src tests benchmarks tools
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+
 test: $(STAMP) chromium
+	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/python -m pytest -q
 
 # The study page's browser test drives Debian's chromium through Playwright (never `playwright install`: it

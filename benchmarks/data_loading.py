@@ -22,8 +22,6 @@ from videogan.data import SyntheticScenes
 from videogan.data.shards import encode_clip, write_shard
 
 
-
-
 def make_shards(folder: Path, shards: int, clips: int, frames: int, size: int, lossless: bool) -> None:
     scenes = SyntheticScenes(frames, size, seed=123)
     for k in range(shards):
@@ -52,8 +50,8 @@ def main() -> None:
             make_shards(folder, args.shards, args.clips, args.frames, args.size, lossless=fmt == "png")
             print(json.dumps({"format": fmt, **decode_cost(str(folder))}))
             for w in args.workers:
-                print(json.dumps(data_throughput(str(folder), args.frames, args.size, args.batch_size, workers=w,
-                                                 num_batches=args.batches)), flush=True)
+                print(json.dumps(data_throughput(str(folder), args.frames, args.size, args.batch_size,
+                                                 workers=w, num_batches=args.batches)), flush=True)
 
 
 if __name__ == "__main__":

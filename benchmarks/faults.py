@@ -63,9 +63,9 @@ import time
 import zipfile
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 VIDEOGAN = [sys.executable, "-m", "videogan"]
@@ -658,8 +658,8 @@ def inject_and_run(argv: list[str]) -> int:
     half-written; -1: never). The last call recorded is the write's return."""
     write, point, events_file, args = int(argv[0]), argv[1], Path(argv[2]), argv[3:]
     target, torn = int(point.split("/")[0]), point.endswith("/torn")
-    from videogan.training import checkpoint
     from videogan import cli
+    from videogan.training import checkpoint
 
     state = {"writes": 0, "inside": False, "events": 0}
     truncate = os.truncate  # before it is wrapped: tearing a file is not one of the write's own calls
@@ -1180,14 +1180,16 @@ def t7_nested_tables(depth: int) -> bytes:
 
 def hostile_t7_files(folder: Path) -> list[tuple[str, Path]] | str:
     """(name, file) of hostile .t7 files, built on main.lua's generator as the tests write it
-    (tests/interop/test_t7.py); a reason where those helpers cannot be imported. Runs in the fixtures process."""
+    (tests/interop/test_t7.py); a reason where those helpers cannot be imported.
+    Runs in the fixtures process."""
     sys.path.insert(0, str(REPO / "tests" / "interop"))
     try:
         import numpy as np
         import t7_writer as w
         from test_t7 import original_net
     except Exception as e:  # noqa: BLE001 - tests/ may be absent or mid-change: say so instead of stopping
-        return f"the Torch7 fixture writer (tests/interop/t7_writer.py, tests/interop/test_t7.py) cannot be imported: {e}"
+        return ("the Torch7 fixture writer (tests/interop/t7_writer.py, tests/interop/test_t7.py) "
+                f"cannot be imported: {e}")
 
     def net():
         return original_net(width=16, frames=16, size=32)
@@ -1233,6 +1235,7 @@ def make_fixtures(folder: Path) -> dict:
     small (~30 MB) and imports neither. The machine's name, the sample videos' folder, the config's defaults
     and the hostile .t7 files (written into `folder`)."""
     from sample_data import sample_videos_dir
+
     from videogan.bench import cpu_name
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -1355,7 +1358,7 @@ def raw_request(port: int, payload: bytes, timeout: float = 10.0,
                 if not chunk:
                     break
                 data += chunk
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return None, "no response"
     except ConnectionResetError:
         return None, "connection reset"
@@ -1562,7 +1565,7 @@ class StudyLoad:
             try:
                 data = s.recv(4096)
                 t.details["closed_with"] = data[:40].decode(errors="replace") or "EOF"
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 t.problem(f"idle connection still open after {IDLE_LIMIT_S} s")
             except OSError as e:
                 t.details["closed_with"] = type(e).__name__

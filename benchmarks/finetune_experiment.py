@@ -1,20 +1,23 @@
-"""Does unsupervised GAN training make the discriminator a better action recogniser? (the paper's Table 3, Sec. 5.3)
+r"""Does unsupervised GAN training make D a better action recogniser? (the paper's Table 3, Sec. 5.3)
 
-    nohup nice -n 10 python benchmarks/finetune_experiment.py --init runs/demo --out runs/finetune-exp > runs/finetune-exp.log 2>&1 &
+    nohup nice -n 10 python benchmarks/finetune_experiment.py --out runs/finetune-exp \
+        > runs/finetune-exp.log 2>&1 &
 
-On synthetic-actions (data/actions.py) at the pretrained run's clip shape: D from GAN training on the unlabeled
-synthetic scenes (--init) versus the same architecture randomly initialised, as a frozen linear probe and fine-tuned,
-at label fractions 1, 1/2, 1/4, 1/8, for --seeds seeds each (label subset, random init, head init, dropout and
-batch order all follow the seed; the test split is the same fixed one for every run). Then the investigations
-(`--investigate`): the probe with the checkpoint's own BatchNorm statistics, with earlier GAN checkpoints, with a
-5x learning rate, on the pooled map (C numbers per clip instead of C x t x 4 x 4), and one longer fine-tuning per
-init with the test accuracy recorded along the way.
+On synthetic-actions (data/actions.py) at the pretrained run's clip shape: D from GAN training on the
+unlabeled synthetic scenes (--init) versus the same architecture randomly initialised, as a frozen linear
+probe and fine-tuned, at label fractions 1, 1/2, 1/4, 1/8, for --seeds seeds each
+(label subset, random init, head init, dropout and batch order all follow the seed; the test split is the same
+fixed one for every run). Then the investigations (`--investigate`): the probe with the checkpoint's own
+BatchNorm statistics, with earlier GAN checkpoints, with a 5x learning rate, on the pooled map
+(C numbers per clip instead of C x t x 4 x 4), and one longer fine-tuning per init with the test accuracy
+recorded along the way.
 
 `--modes` and `--fractions` run part of the grid, e.g. a longer fine-tuning at two fractions:
-    python benchmarks/finetune_experiment.py --out runs/finetune-exp-300 --modes finetune --fractions 1,0.125 --finetune-steps 300
+    python benchmarks/finetune_experiment.py --out runs/finetune-exp-300 --modes finetune \
+        --fractions 1,0.125 --finetune-steps 300
 
-Resumable: a run whose OUT/.../summary.json exists is not run again. Writes OUT/results.json (every run's numbers)
-and prints a markdown table of mean, standard deviation and range per setting.
+Resumable: a run whose OUT/.../summary.json exists is not run again. Writes OUT/results.json
+(every run's numbers) and prints a markdown table of mean, standard deviation and range per setting.
 """
 from __future__ import annotations
 
@@ -28,11 +31,12 @@ from pathlib import Path
 import torch
 
 from videogan.bench import cpu_name
-from videogan.training.checkpoint import checkpoint_config, list_checkpoints
 from videogan.data.actions import ActionsConfig
+from videogan.media import write_json
 from videogan.representation.features import load_discriminator, pooled
 from videogan.representation.finetune import FinetuneSettings, Splits, finetune, frozen_features, load_splits
-from videogan.media import write_json
+from videogan.training.checkpoint import checkpoint_config, list_checkpoints
+
 
 def run(settings: FinetuneSettings, out: Path, splits: Splits, tag: str) -> dict:
     """One run, or its saved summary when it already finished."""
@@ -41,18 +45,21 @@ def run(settings: FinetuneSettings, out: Path, splits: Splits, tag: str) -> dict
         summary = json.loads(done.read_text())
     else:
         summary = finetune(settings, out, splits=splits, progress=False)
-        print(f"{time.strftime('%H:%M:%S')} {tag}: test {summary['test_accuracy']:.3f} train {summary['train_accuracy']:.3f} "
-              f"({summary['seconds']:.0f} s)", flush=True)
-    return {"tag": tag, "mode": settings.mode, "init": "pretrained" if settings.init != "random" else "random",
-            "label_fraction": settings.label_fraction, "seed": settings.seed, "test_accuracy": summary["test_accuracy"],
-            "train_accuracy": summary["train_accuracy"], "num_train": summary["num_train"], "seconds": summary["seconds"],
+        print(f"{time.strftime('%H:%M:%S')} {tag}: test {summary['test_accuracy']:.3f} train "
+              f"{summary['train_accuracy']:.3f} ({summary['seconds']:.0f} s)", flush=True)
+    return {"tag": tag, "mode": settings.mode,
+            "init": "pretrained" if settings.init != "random" else "random",
+            "label_fraction": settings.label_fraction, "seed": settings.seed,
+            "test_accuracy": summary["test_accuracy"], "train_accuracy": summary["train_accuracy"],
+            "num_train": summary["num_train"], "seconds": summary["seconds"],
             "history": [h for h in summary["history"] if "test_accuracy" in h], "dir": str(out)}
 
 
 def pooled_probe(init: str, model, splits: Splits, seed: int = 0, steps: int = 1000) -> dict:
     """The "which features" check: a linear classifier (softmax regression, full batch, Adam 1e-3) on D's map
-    averaged over time and space ([N, C]) instead of the whole flattened map the original head reads. D's map is
-    the one the linear grid computed (BatchNorm statistics from the training clips), reused from `splits` if there."""
+    averaged over time and space ([N, C]) instead of the whole flattened map the original head reads. D's map
+    is the one the linear grid computed (BatchNorm statistics from the training clips), reused from `splits`
+    if there."""
     loaded = load_discriminator(init, model, seed=seed)
     train, test = (pooled(f) for f in frozen_features(loaded, splits, seed, "data"))
     mean, std = train.mean(0), train.std(0) + 1e-6  # standardised: the pooled channels differ in scale
@@ -73,21 +80,24 @@ def pooled_probe(init: str, model, splits: Splits, seed: int = 0, steps: int = 1
 
 def table(records: list[dict], tags: list[str]) -> str:
     """Markdown: one row per setting tag, mean and spread of the test accuracy over seeds."""
-    lines = ["| setting | labels | seeds | test top-1 mean | std | min - max | train top-1 |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| setting | labels | seeds | test top-1 mean | std | min - max | train top-1 |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for tag in tags:
         group = [r for r in records if r["tag"] == tag]
         if not group:
             continue
         acc = [r["test_accuracy"] for r in group]
         std = statistics.stdev(acc) if len(acc) > 1 else 0.0
-        lines.append(f"| {tag} | {group[0]['num_train']} | {len(acc)} | {100 * statistics.mean(acc):.1f}% | {100 * std:.1f} | "
-                     f"{100 * min(acc):.1f} - {100 * max(acc):.1f} | {100 * statistics.mean(r['train_accuracy'] for r in group):.1f}% |")
+        lines.append(f"| {tag} | {group[0]['num_train']} | {len(acc)} | {100 * statistics.mean(acc):.1f}% | "
+                     f"{100 * std:.1f} | {100 * min(acc):.1f} - {100 * max(acc):.1f} | "
+                     f"{100 * statistics.mean(r['train_accuracy'] for r in group):.1f}% |")
     return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--init", default="runs/demo", help="the GAN run whose discriminator is the pretrained init")
+    p.add_argument("--init", default="runs/demo",
+                   help="the GAN run whose discriminator is the pretrained init")
     p.add_argument("--out", default="runs/finetune-exp")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--train-per-class", type=int, default=100)
@@ -98,7 +108,8 @@ def main() -> None:
     p.add_argument("--long-steps", type=int, default=300, help="--investigate: the longer fine-tuning runs")
     p.add_argument("--modes", default="linear,finetune", help="which of the main grid's modes to run")
     p.add_argument("--fractions", default="1,0.5,0.25,0.125", help="label fractions of the main grid")
-    p.add_argument("--investigate", action="store_true", help="also run the investigations (after the main grid)")
+    p.add_argument("--investigate", action="store_true",
+                   help="also run the investigations (after the main grid)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = p.parse_args()
     if args.threads:
@@ -108,10 +119,12 @@ def main() -> None:
     started = time.perf_counter()
 
     actions = ActionsConfig(train_per_class=args.train_per_class, test_per_class=args.test_per_class)
-    base = FinetuneSettings(init=args.init, data="synthetic-actions", model=model, actions=actions, device="cpu", workers=0)
+    base = FinetuneSettings(init=args.init, data="synthetic-actions", model=model, actions=actions,
+                            device="cpu", workers=0)
     splits = load_splits(base, model, progress=False)
-    print(f"{time.strftime('%H:%M:%S')} synthetic-actions: {len(splits.train.ids)} train, {len(splits.test.ids)} test clips of "
-          f"{model.frames}x{model.size}x{model.size}; init {args.init}; {cpu_name()}, {torch.get_num_threads()} threads", flush=True)
+    print(f"{time.strftime('%H:%M:%S')} synthetic-actions: {len(splits.train.ids)} train, "
+          f"{len(splits.test.ids)} test clips of {model.frames}x{model.size}x{model.size}; init "
+          f"{args.init}; {cpu_name()}, {torch.get_num_threads()} threads", flush=True)
 
     records, tags = [], []
 
@@ -122,11 +135,12 @@ def main() -> None:
         if tag not in tags:
             tags.append(tag)
         for seed in range(args.seeds):
-            s = replace(base, init=init, mode=mode, label_fraction=fraction, seed=seed, steps=steps, batch_size=batch,
-                        eval_every=eval_every, **changes)
+            s = replace(base, init=init, mode=mode, label_fraction=fraction, seed=seed, steps=steps,
+                        batch_size=batch, eval_every=eval_every, **changes)
             name = tag.replace(" ", "_").replace("/", "-").replace(",", "")
             records.append(run(s, out / name / f"seed{seed}", splits, tag))
-            write_json(out / "results.json", {"records": records, "seconds": round(time.perf_counter() - started)})
+            write_json(out / "results.json", {"records": records,
+                                              "seconds": round(time.perf_counter() - started)})
 
     label = lambda f: "1" if f == 1 else f"1/{round(1 / f)}"  # noqa: E731
     inits = [("pretrained", args.init), ("random", "random")]
@@ -136,22 +150,26 @@ def main() -> None:
                 grid(mode, init, fraction, f"{mode}, {init_name}, labels {label(fraction)}")
     if args.investigate:
         for init_name, init in inits:
-            grid("linear", init, 1.0, f"linear, {init_name}, labels 1, BatchNorm stats from checkpoint", bn_stats="checkpoint")
+            grid("linear", init, 1.0, f"linear, {init_name}, labels 1, BatchNorm stats from checkpoint",
+                 bn_stats="checkpoint")
             grid("linear", init, 1.0, f"linear, {init_name}, labels 1, lr 1e-3", lr=1e-3)
         for ckpt in list_checkpoints(args.init)[:-1]:  # earlier GAN checkpoints: does more GAN training help?
             grid("linear", str(ckpt), 1.0, f"linear, pretrained {ckpt.name}, labels 1")
         pooled_file = out / "pooled_probe.json"
         if not pooled_file.is_file():
-            write_json(pooled_file, [pooled_probe(init, model, splits, seed) for _, init in inits for seed in range(args.seeds)])
+            write_json(pooled_file, [pooled_probe(init, model, splits, seed) for _, init in inits
+                                     for seed in range(args.seeds)])
         for r in json.loads(pooled_file.read_text()):
-            print(f"pooled probe ({r['dim']} dims), {r['init']} seed {r['seed']}: test {r['test_accuracy']:.3f} train {r['train_accuracy']:.3f}")
+            print(f"pooled probe ({r['dim']} dims), {r['init']} seed {r['seed']}: test "
+                  f"{r['test_accuracy']:.3f} train {r['train_accuracy']:.3f}")
         for init_name, init in inits:
-            s = replace(base, init=init, mode="finetune", steps=args.long_steps, batch_size=args.finetune_batch,
-                        eval_every=max(1, args.long_steps // 5))
+            s = replace(base, init=init, mode="finetune", steps=args.long_steps,
+                        batch_size=args.finetune_batch, eval_every=max(1, args.long_steps // 5))
             tag = f"finetune, {init_name}, labels 1, {args.long_steps} steps"
             tags.append(tag)
             records.append(run(s, out / tag.replace(", ", "_").replace(" ", "_") / "seed0", splits, tag))
-            write_json(out / "results.json", {"records": records, "seconds": round(time.perf_counter() - started)})
+            write_json(out / "results.json", {"records": records,
+                                              "seconds": round(time.perf_counter() - started)})
     print(table(records, tags))
     print(f"total {time.perf_counter() - started:.0f} s")
 

@@ -5,12 +5,13 @@ without bf16 and torch.compile.
     python benchmarks/gpu_speed.py --device cpu --preset tiny --batch-size 4 --steps 1 --peak-size 512 \\
         --sets fp32,bf16 --out /tmp/g
 
-Each option set is one `videogan bench train` in its own process, so that a compile failure or an out-of-memory
-in one cannot spoil the others, and each has a time limit. Writes DIR/gpu_speed.jsonl (one line per set: the
-bench's JSON, or the error) and DIR/gpu_speed.md (the table for benchmarks/RESULTS.md), and prints the table.
+Each option set is one `videogan bench train` in its own process, so that a compile failure or an
+out-of-memory in one cannot spoil the others, and each has a time limit. Writes DIR/gpu_speed.jsonl (one line
+per set: the bench's JSON, or the error) and DIR/gpu_speed.md (the table for benchmarks/RESULTS.md), and
+prints the table.
 
-On the project's lent H200 machine, which has torch but not PyAV, simplejpeg or webdataset, the command is (the
-wheels downloaded here beforehand into the ignored folder .whl/, see benchmarks/RESULTS.md):
+On the project's lent H200 machine, which has torch but not PyAV, simplejpeg or webdataset, the command is
+(the wheels downloaded here beforehand into the ignored folder .whl/, see benchmarks/RESULTS.md):
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \\
     PYTHONPATH=/tmp/site:src PYTHONUNBUFFERED=1 python3 benchmarks/gpu_speed.py --out $OUT
@@ -39,16 +40,17 @@ OPTION_SETS = {  # the most wanted first: a set that runs out of time leaves the
 
 
 def bench_command(args: argparse.Namespace, overrides: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "videogan", "bench", "train", "--preset", args.preset, "--batch-size", str(args.batch_size),
-           "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device,
-           "--peak-size", str(args.peak_size), "--quiet"]
+    cmd = [sys.executable, "-m", "videogan", "bench", "train", "--preset", args.preset,
+           "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
+           "--device", args.device, "--peak-size", str(args.peak_size), "--quiet"]
     for item in overrides:
         cmd += ["--set", item]
     return cmd
 
 
 def run_set(name: str, cmd: list[str], timeout: float) -> dict:
-    """One option set: the bench's JSON (its last stdout line) plus the set's name and wall time, or the error."""
+    """One option set: the bench's JSON (its last stdout line) plus the set's name and wall time,
+    or the error."""
     started = time.perf_counter()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
@@ -62,16 +64,18 @@ def run_set(name: str, cmd: list[str], timeout: float) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown: steps per second, model FLOP utilisation against the fp32 (TF32 as set) and bf16 matmul peaks."""
-    lines = ["| options | s / step | steps / s | clips / s | TFLOP/s | fraction of fp32 peak | fraction of bf16 peak | "
-             "h / 100k steps |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    """Markdown: steps per second, model FLOP utilisation
+    against the fp32 (TF32 as set) and bf16 matmul peaks."""
+    lines = ["| options | s / step | steps / s | clips / s | TFLOP/s | fraction of fp32 peak | "
+             "fraction of bf16 peak | h / 100k steps |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['set']} | {r['error']} | | | | | | |")
             continue
         bf16 = r.get("fraction_of_bf16_peak", "")
-        lines.append(f"| {r['set']} | {r['step_seconds']:.4g} | {1 / r['step_seconds']:.3g} | {r['clips_per_second']:.4g} | "
-                     f"{r['achieved_gflops'] / 1000:.3g} | {r['fraction_of_peak']:.3g} | {bf16} | {r['hours_per_100k_steps']:.3g} |")
+        lines.append(f"| {r['set']} | {r['step_seconds']:.4g} | {1 / r['step_seconds']:.3g} | "
+                     f"{r['clips_per_second']:.4g} | {r['achieved_gflops'] / 1000:.3g} | "
+                     f"{r['fraction_of_peak']:.3g} | {bf16} | {r['hours_per_100k_steps']:.3g} |")
     return "\n".join(lines)
 
 
@@ -81,12 +85,14 @@ def main() -> None:
     ap.add_argument("--preset", default="paper")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=20, help="timed steps per set (median)")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed steps after the FLOP-counting one (compile's too)")
+    ap.add_argument("--warmup", type=int, default=3,
+                    help="untimed steps after the FLOP-counting one (compile's too)")
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--sets", default=",".join(OPTION_SETS), help=f"comma-separated, of: {', '.join(OPTION_SETS)}")
+    ap.add_argument("--sets", default=",".join(OPTION_SETS),
+                    help=f"comma-separated, of: {', '.join(OPTION_SETS)}")
     ap.add_argument("--peak-size", type=int, default=8192,
-                    help="N of the N x N matmuls timed for the peaks (8192: large enough for an H100/H200's bf16 rate; "
-                         "use ~1024 on a CPU, whose bf16 matmul is slow)")
+                    help="N of the N x N matmuls timed for the peaks (8192: large enough for an H100/H200's "
+                         "bf16 rate; use ~1024 on a CPU, whose bf16 matmul is slow)")
     ap.add_argument("--timeout", type=float, default=90, help="seconds per set (6 sets fit a 10-minute call)")
     args = ap.parse_args()
     names = args.sets.split(",")
@@ -102,11 +108,13 @@ def main() -> None:
         cmd = bench_command(args, OPTION_SETS[name])
         rows.append(run_set(name, cmd, args.timeout))
         print(json.dumps(rows[-1]), flush=True)
-        with open(out / "gpu_speed.jsonl", "a") as f:  # appended per set: a set that hangs the machine keeps the others
+        # appended per set: a set that hangs the machine keeps the others
+        with open(out / "gpu_speed.jsonl", "a") as f:
             f.write(json.dumps(rows[-1]) + "\n")
     first = next((r for r in rows if "error" not in r), {})
-    header = (f"`python benchmarks/gpu_speed.py --preset {args.preset} --batch-size {args.batch_size} --steps {args.steps}` "
-              f"on {first.get('device', args.device)}, torch {first.get('torch', '?')}, {first.get('date', '?')}")
+    header = (f"`python benchmarks/gpu_speed.py --preset {args.preset} --batch-size {args.batch_size} "
+              f"--steps {args.steps}` on {first.get('device', args.device)}, "
+              f"torch {first.get('torch', '?')}, {first.get('date', '?')}")
     text = header + "\n\n" + table(rows) + "\n"
     (out / "gpu_speed.md").write_text(text)
     print(text)

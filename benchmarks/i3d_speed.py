@@ -34,7 +34,8 @@ def clips_per_second(net, batch: int, frames: int, device: str, repeats: int) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
@@ -47,7 +48,8 @@ def main() -> None:
         rate = clips_per_second(net, batch, args.frames, args.device, args.repeats)
         print(json.dumps({
             "batch": batch, "frames": args.frames, "clips_per_s": round(rate, 3), "device": args.device,
-            "cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__, "date": str(date.today()),
+            "cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "date": str(date.today()),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         }), flush=True)
 

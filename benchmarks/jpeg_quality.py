@@ -1,14 +1,14 @@
 """What the shards' JPEG quality costs and buys: error against the source clip and decoding speed.
 
-    python benchmarks/jpeg_quality.py                          # vtest.avi + box.mp4 from ../shared/data/videos
+    python benchmarks/jpeg_quality.py                  # vtest.avi + box.mp4 from ../shared/data/videos
     python benchmarks/jpeg_quality.py VIDEO... --clips 24
 
 Cuts real clips exactly as `videogan prepare` does (without stabilisation, which does not change the
 trade-off), encodes each at several qualities and losslessly, and prints one JSON line per setting: mean bytes
 per clip, mean absolute error (0-255) and PSNR against the uncompressed clip, and clips decoded per second on
 one core by `decode_image` (what the training loader uses), best of 5 by process CPU time (steadier than wall
-time on a shared machine). Each JPEG quality is decoded twice: with the exact DCT and with libjpeg-turbo's fast
-one (the training loader's default, data.fast_dct).
+time on a shared machine). Each JPEG quality is decoded twice: with the exact DCT and with libjpeg-turbo's
+fast one (the training loader's default, data.fast_dct).
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from sample_data import sample_videos_dir
+
 from videogan.data.prepare import PrepareConfig, VideoStats, video_clips
 from videogan.data.shards import decode_image, encode_clip
 
@@ -54,7 +54,8 @@ def main() -> None:
     args = ap.parse_args()
     cfg = PrepareConfig(stabilize=False)
     clips = source_clips(args.videos, args.clips, cfg)
-    settings = [("jpg", int(q), fast) for q in args.qualities.split(",") for fast in (False, True)] + [("png", None, False)]
+    settings = ([("jpg", int(q), fast) for q in args.qualities.split(",") for fast in (False, True)]
+                + [("png", None, False)])
     for kind, quality, fast_dct in settings:
         blobs = [encode_clip("k", c, {}, lossless=kind == "png", quality=quality or 0)[kind] for c in clips]
         errors = np.stack([decode_image(b, fast_dct=fast_dct).astype(np.float64) - c.reshape(-1, *c.shape[2:])

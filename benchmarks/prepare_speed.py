@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from sample_data import sample_videos_dir
+
 from videogan.bench import cpu_name
 from videogan.data.prepare import PrepareConfig, prepare
 from videogan.data.stabilize import StabilizeSettings
@@ -28,7 +29,8 @@ def main() -> None:
                         help="stabilisation features to time (each is one more run)")
     args = parser.parse_args()
     if not args.videos.is_dir():
-        raise SystemExit(f"{args.videos}: no such folder (pass the videos folder or set VIDEOGAN_SAMPLE_VIDEOS)")
+        raise SystemExit(f"{args.videos}: no such folder (pass the videos folder or set "
+                         "VIDEOGAN_SAMPLE_VIDEOS)")
     settings = [("none", PrepareConfig(stabilize=False))] + [
         (f, PrepareConfig(stabilization=StabilizeSettings(method=f))) for f in args.features]
     for features, cfg in settings:
@@ -37,10 +39,12 @@ def main() -> None:
             report = json.loads((Path(out) / "report.json").read_text())["videos"]
         print(json.dumps({
             "stabilization": features, "workers": args.workers, "cpus": os.cpu_count(), "machine": cpu_name(),
-            "videos_ok": summary.videos_ok, "videos_skipped": summary.videos_skipped, "frames": summary.frames,
-            "clips_written": summary.clips_written, "clips_dropped_unstable": summary.clips_dropped_unstable,
-            "seconds": round(summary.seconds, 2), "frames_per_second": round(summary.frames_per_second, 1),
-            "per_video": {Path(e["path"]).name: {k: e[k] for k in ("frames", "clips", "dropped_unstable", "seconds")
+            "videos_ok": summary.videos_ok, "videos_skipped": summary.videos_skipped,
+            "frames": summary.frames, "clips_written": summary.clips_written,
+            "clips_dropped_unstable": summary.clips_dropped_unstable, "seconds": round(summary.seconds, 2),
+            "frames_per_second": round(summary.frames_per_second, 1),
+            "per_video": {Path(e["path"]).name: {k: e[k]
+                                                 for k in ("frames", "clips", "dropped_unstable", "seconds")
                                                 if k in e} for e in report},
         }))
 

@@ -1,7 +1,9 @@
 """The quality ladder: FVD and KVD of known-good, known-broken and trained sources against real data.
 
-    python benchmarks/quality_ladder.py synthetic --demo runs/demo --one-stream runs/ladder-onestream-synthetic --num 256
-    python benchmarks/quality_ladder.py 'runs/data-vtest-32/clips-000000.tar' --disjoint 'runs/data-vtest-32/clips-000001.tar' \\
+    python benchmarks/quality_ladder.py synthetic --demo runs/demo \\
+        --one-stream runs/ladder-onestream-synthetic --num 256
+    python benchmarks/quality_ladder.py 'runs/data-vtest-32/clips-000000.tar' \\
+        --disjoint 'runs/data-vtest-32/clips-000001.tar' \\
         --demo runs/ladder-twostream-vtest --one-stream runs/ladder-onestream-vtest --num 96
 
 Rungs (each against REAL, N clips a side, the first FRAMES frames, protocol of videogan.metrics.evaluate):
@@ -15,17 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import replace
-from typing import Iterator
 
 import torch
 
 from videogan.bench import cpu_name
-from videogan.training.checkpoint import checkpoint_config
 from videogan.metrics.distances import fvd_from_features, kernel_distance
 from videogan.metrics.evaluate import Protocol, clip_source, generator_clips, i3d_features, real_features
 from videogan.metrics.i3d import load_i3d, weights_sha256
 from videogan.models import build_generator
+from videogan.training.checkpoint import checkpoint_config
 
 
 def shuffled_in_time(clips: Iterator[torch.Tensor], seed: int) -> Iterator[torch.Tensor]:
@@ -42,7 +44,8 @@ def still(clips: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("real", help="real data (as `videogan evaluate --real`)")
-    ap.add_argument("--disjoint", help="disjoint real data for the floor (default: the same source, another seed)")
+    ap.add_argument("--disjoint",
+                    help="disjoint real data for the floor (default: the same source, another seed)")
     ap.add_argument("--demo", required=True, help="run directory of the two-stream model")
     ap.add_argument("--one-stream", required=True, help="run directory of the one-stream model")
     ap.add_argument("--num", type=int, default=256)
@@ -65,8 +68,10 @@ def main() -> None:
     untrained = build_generator(model_cfg.model).eval()
     rungs = {
         "real vs disjoint real (floor)": clip_source(disjoint, other, args.batch_size, device, scenes),
-        "real, frames shuffled in time": shuffled_in_time(clip_source(disjoint, other, args.batch_size, device, scenes), args.seed),
-        "real, first frame repeated (still)": still(clip_source(disjoint, other, args.batch_size, device, scenes)),
+        "real, frames shuffled in time": shuffled_in_time(
+            clip_source(disjoint, other, args.batch_size, device, scenes), args.seed),
+        "real, first frame repeated (still)": still(
+            clip_source(disjoint, other, args.batch_size, device, scenes)),
         "untrained generator": generator_clips(untrained, model_cfg.model.z_dim, protocol, args.batch_size),
         f"two-stream ({args.demo})": clip_source(args.demo, protocol, args.batch_size, device),
         f"one-stream ({args.one_stream})": clip_source(args.one_stream, protocol, args.batch_size, device),
@@ -75,7 +80,8 @@ def main() -> None:
         t = time.perf_counter()
         fake = i3d_features(clips, i3d, protocol, device, args.batch_size, desc=name[:20])
         print(json.dumps({"rung": name, "fvd": round(fvd_from_features(real, fake), 2),
-                          "kvd": round(kernel_distance(real, fake), 4), "seconds": round(time.perf_counter() - t, 1)}), flush=True)
+                          "kvd": round(kernel_distance(real, fake), 4),
+                          "seconds": round(time.perf_counter() - t, 1)}), flush=True)
     print(json.dumps({"total_seconds": round(time.perf_counter() - started, 1)}))
 
 

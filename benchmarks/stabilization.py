@@ -1,4 +1,5 @@
-"""Stabilisation and shot detection for `videogan prepare`: accuracy and speed of ORB vs SIFT, on this machine.
+"""Stabilisation and shot detection for `videogan prepare`: accuracy and speed of ORB vs SIFT, on this
+machine.
 
     python benchmarks/stabilization.py                   # everything (~3 minutes on 2 cores)
     python benchmarks/stabilization.py --max-frames 100  # quicker: the first 100 frames of each video
@@ -19,14 +20,14 @@ import json
 import os
 import time
 from collections import Counter
-from itertools import pairwise
 from datetime import date
+from itertools import pairwise
 from pathlib import Path
 
 import cv2
 import numpy as np
-
 from sample_data import sample_videos_dir
+
 from videogan.bench import cpu_name
 from videogan.data.decode import iter_frames
 from videogan.data.shots import CutDetector
@@ -42,7 +43,8 @@ from videogan.data.stabilize import (
 
 VIDEOS = ["vtest.avi", "tree.avi", "Megamind.avi", "box.mp4", "bigbuckbunny.mp4"]
 # (label, settings): each method at the default and at twice the features.
-METHODS = [(f"{m}_{n}", StabilizeSettings(method=m, max_features=n)) for m in ("orb", "sift") for n in (500, 1000)]
+METHODS = [(f"{m}_{n}", StabilizeSettings(method=m, max_features=n)) for m in ("orb", "sift")
+           for n in (500, 1000)]
 
 
 
@@ -65,11 +67,14 @@ def gray(frame: np.ndarray) -> np.ndarray:
 
 
 def synthetic(seeds: int, frames: int, size: tuple[int, int]) -> dict:
-    out: dict = {"clip": dict(frames=frames, size=list(size), shake_px=6.0, rotation_deg=1.0, zoom=0.02, objects=2,
-                              seeds=seeds)}
-    clips = [shaken_clip(frames, size, shake=6.0, rotation=1.0, zoom=0.02, objects=2, seed=s) for s in range(seeds)]
-    ideal = [stabilize_clip(c.frames, [PairMotion(h, 0, 0, 0.0, None) for h in c.homographies]) for c in clips]
-    out["background_motion_before"] = round(float(np.mean([background_motion(c.frames, c.background) for c in clips])), 3)
+    out: dict = {"clip": dict(frames=frames, size=list(size), shake_px=6.0, rotation_deg=1.0, zoom=0.02,
+                              objects=2, seeds=seeds)}
+    clips = [shaken_clip(frames, size, shake=6.0, rotation=1.0, zoom=0.02, objects=2, seed=s)
+             for s in range(seeds)]
+    ideal = [stabilize_clip(c.frames, [PairMotion(h, 0, 0, 0.0, None) for h in c.homographies])
+             for c in clips]
+    out["background_motion_before"] = round(float(np.mean([background_motion(c.frames, c.background)
+                                                           for c in clips])), 3)
     out["background_motion_true_homographies"] = round(float(np.mean(
         [background_motion(i.frames, c.background) for i, c in zip(ideal, clips, strict=True)])), 3)
     for method, settings in METHODS:
@@ -79,13 +84,15 @@ def synthetic(seeds: int, frames: int, size: tuple[int, int]) -> dict:
             feats = [est.describe(gray(f)) for f in c.frames]
             motions = [est.pair(a, b) for a, b in pairwise(feats)]
             reliable += [m.reason is None for m in motions]
-            pair_err += [corner_error(m.homography, h, size) for m, h in zip(motions, c.homographies, strict=True)]
+            pair_err += [corner_error(m.homography, h, size)
+                         for m, h in zip(motions, c.homographies, strict=True)]
             acc_est, acc_true = np.eye(3), np.eye(3)
             for m, h in zip(motions, c.homographies, strict=True):
                 acc_est, acc_true = acc_est @ m.homography, acc_true @ h
             last_err.append(corner_error(acc_est, acc_true, size))
             clip = stabilize_clip(c.frames, motions, settings)
-            after.append(background_motion(clip.frames, c.background) if clip.reason is None else float("nan"))
+            after.append(background_motion(clip.frames, c.background) if clip.reason is None
+                         else float("nan"))
         out[method] = {
             "background_motion_after": round(float(np.mean(after)), 3),
             "reduction": round(out["background_motion_before"] / float(np.mean(after)), 1),
@@ -130,19 +137,23 @@ def real_video(path: Path, max_frames: int | None, short: int, clip_frames: int)
         reasons: Counter = Counter()
         for a, b in shots:
             for s in range(a, b - clip_frames + 1, clip_frames // 2):
-                clip = stabilize_clip(np.stack(frames[s:s + clip_frames]), motions[s:s + clip_frames - 1], settings)
+                clip = stabilize_clip(np.stack(frames[s:s + clip_frames]), motions[s:s + clip_frames - 1],
+                                      settings)
                 clips += 1
                 accepted += clip.reason is None
                 if clip.reason:
-                    reasons["accumulated warp" if clip.reason.startswith("accumulated") else "unreliable pair"] += 1
+                    reasons["accumulated warp" if clip.reason.startswith("accumulated")
+                            else "unreliable pair"] += 1
         out[method] = {
             "pairs_per_s": round(len(motions) / (t2 - t0), 1),
             "describe_ms": round((t1 - t0) / len(frames) * 1e3, 2),
             "pair_ms": round((t2 - t1) / max(1, len(motions)) * 1e3, 2),
             "keypoints_median": int(np.median([len(f.points) for f in feats])),
             "inliers_median": int(np.median([m.inliers for m in within])) if within else 0,
-            "residual_px_median": round(float(np.nanmedian([m.residual for m in within])), 3) if within else None,
-            "reliable_pairs_within_shots": round(float(np.mean([m.reason is None for m in within])), 3) if within else None,
+            "residual_px_median": (round(float(np.nanmedian([m.residual for m in within])), 3)
+                                   if within else None),
+            "reliable_pairs_within_shots": (round(float(np.mean([m.reason is None for m in within])), 3)
+                                            if within else None),
             "unreliable_reasons": dict(Counter(m.reason.split(" (")[0] for m in within if m.reason)),
             "pairs_across_cuts_rejected": sum(motions[c - 1].reason is not None for c in cuts),
             f"clips{clip_frames}_accepted": f"{accepted}/{clips}",
@@ -164,7 +175,8 @@ def main() -> None:
               "opencv_threads": args.threads, "date": str(date.today()),
               "synthetic": synthetic(args.seeds, 32, (args.short_side, round(args.short_side * 4 / 3)))}
     root = videos_dir()
-    result["videos"] = {name: real_video(root / name, args.max_frames, args.short_side, 32) for name in VIDEOS}
+    result["videos"] = {name: real_video(root / name, args.max_frames, args.short_side, 32)
+                        for name in VIDEOS}
     for method, _ in METHODS:
         per = [v[method] for v in result["videos"].values()]
         pairs = sum(v["frames"] - 1 for v in result["videos"].values())

@@ -20,6 +20,7 @@ import json
 import statistics
 import time
 from datetime import date
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -32,15 +33,17 @@ PAPER_D_LAYERS = ((3, 64, 32, 64), (64, 128, 16, 32), (128, 256, 8, 16), (256, 5
 
 def weight_grad_onednn(x: torch.Tensor, grad_y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """PyTorch's own weight gradient of conv3d(x, weight, stride 2, padding 1)."""
-    return torch.ops.aten.convolution_backward(grad_y, x, weight, None, (2, 2, 2), (1, 1, 1), (1, 1, 1), False,
-                                               (0, 0, 0), 1, (False, True, False))[1]
+    return torch.ops.aten.convolution_backward(grad_y, x, weight, None, (2, 2, 2), (1, 1, 1), (1, 1, 1),
+                                               False, (0, 0, 0), 1, (False, True, False))[1]
 
 
 def weight_grad_gemm(x: torch.Tensor, grad_y: torch.Tensor) -> torch.Tensor:
-    """The same weight gradient [Co, Ci, 4, 4, 4] as 8 GEMMs. x [N, Ci, T, H, W], grad_y [N, Co, T/2, H/2, W/2]."""
+    """The same weight gradient [Co, Ci, 4, 4, 4] as 8 GEMMs. x [N, Ci, T, H, W], grad_y
+    [N, Co, T/2, H/2, W/2]."""
     n, ci, t, h, w = x.shape
     co, to, ho, wo = grad_y.shape[1:]
-    assert (t, h, w) == (2 * to, 2 * ho, 2 * wo), f"stride 2 expected: {list(x.shape)} -> {list(grad_y.shape)}"
+    assert (t, h, w) == (2 * to, 2 * ho, 2 * wo), \
+        f"stride 2 expected: {list(x.shape)} -> {list(grad_y.shape)}"
     padded = F.pad(x, (1,) * 6)  # [N, Ci, 2(T'+1), 2(H'+1), 2(W'+1)]
     phases = (padded.view(n, ci, to + 1, 2, ho + 1, 2, wo + 1, 2)
               .permute(0, 2, 4, 6, 3, 5, 7, 1)  # [N, T'+1, H'+1, W'+1, rt, rh, rw, Ci]
@@ -67,7 +70,8 @@ def cpu_ms(fn, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=4)
@@ -80,15 +84,17 @@ def main() -> None:
         grad_y = torch.randn_like(F.conv3d(x, weight, stride=2, padding=1))
         reference, ours = weight_grad_onednn(x, grad_y, weight), weight_grad_gemm(x, grad_y)
         relative_error = ((reference - ours).abs().max() / reference.abs().max()).item()
-        assert relative_error < 1e-4, f"{cin}->{cout}: GEMM weight gradient differs from oneDNN's by {relative_error:.1e}"
+        assert relative_error < 1e-4, \
+            f"{cin}->{cout}: GEMM weight gradient differs from oneDNN's by {relative_error:.1e}"
         gflop = 2 * grad_y.numel() * cin * 64 / 1e9
-        onednn = cpu_ms(lambda: weight_grad_onednn(x, grad_y, weight), args.repeats)
-        gemm = cpu_ms(lambda: weight_grad_gemm(x, grad_y), args.repeats)
+        onednn = cpu_ms(partial(weight_grad_onednn, x, grad_y, weight), args.repeats)
+        gemm = cpu_ms(partial(weight_grad_gemm, x, grad_y), args.repeats)
         print(json.dumps({"layer": f"{cin}->{cout}", "input": [frames, size, size], "gflop": round(gflop, 2),
                           "onednn_ms": round(onednn, 1), "gemm_ms": round(gemm, 1),
-                          "onednn_gflops": round(gflop / onednn * 1e3, 1), "gemm_gflops": round(gflop / gemm * 1e3, 1),
-                          "max_relative_error": relative_error, "threads": args.threads, "batch_size": args.batch_size,
-                          "machine": cpu_name(), "date": date.today().isoformat()}), flush=True)
+                          "onednn_gflops": round(gflop / onednn * 1e3, 1),
+                          "gemm_gflops": round(gflop / gemm * 1e3, 1), "max_relative_error": relative_error,
+                          "threads": args.threads, "batch_size": args.batch_size, "machine": cpu_name(),
+                          "date": date.today().isoformat()}), flush=True)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ def small_config() -> Config:
 @pytest.fixture
 def sample_videos_dir() -> Path:
     """The project's shared real videos (never copied into the repository)."""
-    candidates = [os.environ.get("VIDEOGAN_SAMPLE_VIDEOS"), Path(__file__).resolve().parents[2] / "shared/data/videos"]
+    candidates = [os.environ.get("VIDEOGAN_SAMPLE_VIDEOS"),
+                  Path(__file__).resolve().parents[2] / "shared/data/videos"]
     for c in candidates:
         if c and (Path(c) / "vtest.avi").is_file():
             return Path(c)

@@ -30,7 +30,8 @@ def test_flops_are_both_nets_forward_and_backward_as_the_step_does_them(small_co
     fg, fd = _forward_flops(G, z), _forward_flops(D, clip)
     fg0 = _forward_flops(G.foreground_stream.net[0], z[:, :, None, None, None]) + _forward_flops(
         G.background_stream.net[0], z[:, :, None, None])  # the layers that see z, which needs no gradient
-    fd0 = _forward_flops(D.features[0], clip)  # D's first layer: no input gradient in D's step (real, detached fake)
+    # D's first layer: no input gradient in D's step (real, detached fake)
+    fd0 = _forward_flops(D.features[0], clip)
     assert fg > 0 and fd > 0
     # Every conv's backward costs its forward once per gradient it computes (input, weight):
     # G forward; D forward on real and fake, backward (weights, and inputs below the first layer);
@@ -49,7 +50,8 @@ def test_json_fields_are_consistent(small_config):
     assert r["hours_per_100k_steps"] == pytest.approx(r["step_seconds"] * 100_000 / 3600, rel=2e-3)
     assert r["clips_per_second"] == pytest.approx(small_config.train.batch_size / r["step_seconds"], rel=2e-3)
     assert (r["batch_size"], r["steps_timed"], r["warmup"]) == (small_config.train.batch_size, 3, 1)
-    assert r["device"] == "cpu" and r["threads"] == torch.get_num_threads() and r["torch"] == torch.__version__
+    assert (r["device"] == "cpu" and r["threads"] == torch.get_num_threads()
+            and r["torch"] == torch.__version__)
     assert r["cpu"]
 
 
@@ -58,7 +60,8 @@ def test_with_lazy_r1_each_figure_is_the_average_over_an_interval(small_config):
     small_config.train.r1_weight, small_config.train.r1_every = 1.0, 2
     lazy = train_step_speed(small_config, steps=1, warmup=0, peak_size=64, progress=False)
     assert (plain["r1_every"], lazy["r1_every"], lazy["r1_weight"]) == (1, 2, 1.0)
-    # One step of two pays for the penalty's double backward: the average lies between the plain step and twice it.
+    # One step of two pays for the penalty's double backward: the average lies between the plain step and
+    # twice it.
     assert plain["flops_per_step"] < lazy["flops_per_step"] < 2 * plain["flops_per_step"]
 
 
@@ -69,20 +72,24 @@ def test_matmul_peak_is_measured():
 
 def test_bf16_runs_report_the_bf16_peak_and_their_options(small_config):
     r = train_step_speed(small_config, steps=1, warmup=0, peak_size=64, progress=False)
-    assert (r["precision"], r["compile"], r["channels_last"]) == ("fp32", False, False) and "fraction_of_bf16_peak" not in r
+    assert ((r["precision"], r["compile"], r["channels_last"]) == ("fp32", False, False)
+            and "fraction_of_bf16_peak" not in r)
     small_config.train.precision = "bf16"
     r = train_step_speed(small_config, steps=1, warmup=0, peak_size=64, progress=False)
     assert r["precision"] == "bf16" and r["bf16_matmul_peak_gflops"] > 0
-    assert r["fraction_of_bf16_peak"] == pytest.approx(r["achieved_gflops"] / r["bf16_matmul_peak_gflops"], rel=2e-3)
+    assert r["fraction_of_bf16_peak"] == pytest.approx(r["achieved_gflops"] / r["bf16_matmul_peak_gflops"],
+                                                       rel=2e-3)
 
 
 def test_cli_prints_the_json(capsys):
-    sets = ["model.frames=4", "model.size=8", "model.g_width=8", "model.d_width=4", "model.z_dim=8", "train.num_threads=1"]
+    sets = ["model.frames=4", "model.size=8", "model.g_width=8", "model.d_width=4", "model.z_dim=8",
+            "train.num_threads=1"]
     code = main(["bench", "train", "--preset", "tiny", "--batch-size", "2", "--steps", "1", "--warmup", "0",
                  "--peak-size", "64", "--device", "cpu", "--quiet", *[a for s in sets for a in ("--set", s)]])
     assert code == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["preset"] == "tiny" and r["overrides"] == sets and r["batch_size"] == 2 and r["flops_per_step"] > 0
+    assert (r["preset"] == "tiny" and r["overrides"] == sets and r["batch_size"] == 2
+            and r["flops_per_step"] > 0)
     assert r["upsample"] == "auto"
 
 
@@ -93,7 +100,8 @@ def test_upsample_kernel_changes_the_time_not_the_flops(small_config):
     assert (gemm["upsample"], stock["upsample"]) == ("gemm", "stock")
     assert gemm["flops_per_step"] == stock["flops_per_step"]
     small_config.train.channels_last = True  # the training options apply as in train(): a layout, same FLOPs
-    assert train_step_speed(small_config, steps=1, warmup=0, peak_size=64, progress=False)["flops_per_step"] == stock["flops_per_step"]
+    assert (train_step_speed(small_config, steps=1, warmup=0, peak_size=64, progress=False)["flops_per_step"]
+            == stock["flops_per_step"])
 
 
 def test_cli_rejects_a_bad_key(capsys):
@@ -122,7 +130,8 @@ def test_train_step_speed_refuses_what_train_refuses(small_config, train_changes
     for name, value in train_changes.items():
         setattr(small_config.train, name, value)
     with pytest.raises(ConfigError, match=re.escape(message)):
-        train_step_speed(small_config, **{"steps": 1, "warmup": 0, "peak_size": 64, **options}, progress=False)
+        train_step_speed(small_config, **{"steps": 1, "warmup": 0, "peak_size": 64, **options},
+                         progress=False)
 
 
 def test_data_throughput_refuses_bad_settings_before_opening_the_data(tmp_path):
@@ -146,9 +155,10 @@ def test_set_upsample_impl_sets_every_transposed_convolution(small_config):
 def test_gpu_speed_script_writes_a_row_per_option_set(tmp_path):
     # benchmarks/gpu_speed.py, the prepared GPU measurement, dry-run on the CPU at the smallest sizes.
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_speed.py"
-    done = subprocess.run([sys.executable, str(script), "--device", "cpu", "--preset", "tiny", "--batch-size", "2",
-                           "--steps", "1", "--warmup", "0", "--peak-size", "64", "--sets", "fp32,tf32",
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, str(script), "--device", "cpu", "--preset", "tiny",
+                           "--batch-size", "2", "--steps", "1", "--warmup", "0", "--peak-size", "64",
+                           "--sets", "fp32,tf32", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in (tmp_path / "gpu_speed.jsonl").read_text().splitlines()]
     assert [r["set"] for r in rows] == ["fp32", "tf32"] and [r["tf32"] for r in rows] == [False, True]

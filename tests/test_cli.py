@@ -4,8 +4,12 @@ import sys
 
 import pytest
 
+from videogan import cli
 from videogan.cli import main
 from videogan.config import preset
+from videogan.errors import VideoGANError
+from videogan.interop.t7 import T7Error
+from videogan.metrics.i3d import I3DWeightsError
 
 
 def test_info_paper(capsys):
@@ -36,7 +40,8 @@ def test_errors_are_one_line(argv, message, capsys):
 
 def test_bad_data_path_fails_before_writing_anything(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--out", str(run), "--data", str(tmp_path / "no_videos"), "--steps", "1", "--quiet"]) == 2
+    assert main(["train", "--out", str(run), "--data", str(tmp_path / "no_videos"), "--steps", "1",
+                 "--quiet"]) == 2
     assert "no_videos: no such file or folder" in capsys.readouterr().err
     assert not run.exists()
 
@@ -113,7 +118,8 @@ def test_console_entry_point_runs():
     assert done.returncode == 0 and "generate" in done.stdout
 
 
-def test_train_stopped_by_a_signal_says_so_in_a_line_and_exits_128_plus_its_number(tmp_path, monkeypatch, capsys):
+def test_train_stopped_by_a_signal_says_so_in_a_line_and_exits_128_plus_its_number(tmp_path, monkeypatch,
+                                                                                     capsys):
     import signal
 
     from videogan.training import loop as train_module
@@ -127,10 +133,11 @@ def test_train_stopped_by_a_signal_says_so_in_a_line_and_exits_128_plus_its_numb
     monkeypatch.setattr(train_module, "train_step", step_then_terminated)
     run = tmp_path / "run"
     argv = ["train", "--out", str(run), "--steps", "50", "--quiet", "--set", "train.batch_size=4",
-            "--set", "model.frames=4", "--set", "model.size=8", "--set", "model.g_width=8", "--set", "model.d_width=4",
-            "--set", "data.workers=0", "--set", "train.sample_every=0"]
+            "--set", "model.frames=4", "--set", "model.size=8", "--set", "model.g_width=8",
+            "--set", "model.d_width=4", "--set", "data.workers=0", "--set", "train.sample_every=0"]
     assert main(argv) == 128 + signal.SIGTERM
-    received, stopped = capsys.readouterr().err.strip().splitlines()  # one line when it arrives, one at the end
+    # one line when it arrives, one at the end
+    received, stopped = capsys.readouterr().err.strip().splitlines()
     assert "SIGTERM received" in received
     assert "stopped by SIGTERM at step 1" in stopped and "--resume" in stopped
     assert (run / "checkpoints" / "step_00000001" / "checkpoint.json").is_file()
@@ -139,9 +146,11 @@ def test_train_stopped_by_a_signal_says_so_in_a_line_and_exits_128_plus_its_numb
 def test_a_path_the_system_refuses_is_one_line_naming_it(tmp_path, capsys):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("not a folder")
-    assert main(["generate", "--pretrained", "synthetic", "--num", "1", "--out", str(a_file / "samples")]) == 2
+    assert main(["generate", "--pretrained", "synthetic", "--num", "1",
+                 "--out", str(a_file / "samples")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"videogan: error: {a_file}") and "Not a directory" in err and len(err.splitlines()) == 1
+    assert (err.startswith(f"videogan: error: {a_file}") and "Not a directory" in err
+            and len(err.splitlines()) == 1)
 
 
 def test_a_run_config_nested_too_deep_is_one_line(tmp_path, capsys):
@@ -158,3 +167,26 @@ def test_widths_that_no_machine_could_hold_are_refused_before_allocating(key, ca
     assert main(["info", "--set", f"{key}=1000000000000"]) == 2
     err = capsys.readouterr().err.strip()
     assert f"{key}=1000000000000: must be an integer in [1, 4096]" in err and len(err.splitlines()) == 1
+
+
+class NewUserError(VideoGANError):
+    """Stands for an error class added later: main needs no change to print it as one line."""
+
+
+@pytest.mark.parametrize("error", [T7Error, I3DWeightsError, NewUserError])
+def test_main_prints_any_videogan_error_as_one_line(error, monkeypatch, capsys):
+    def refuse(args):
+        raise error("some/file.t7: the reason")
+
+    monkeypatch.setattr(cli, "cmd_pretrained", refuse)
+    assert main(["pretrained"]) == 2
+    assert capsys.readouterr().err == "videogan: error: some/file.t7: the reason\n"
+
+
+def test_main_lets_a_bug_through_with_its_traceback(monkeypatch):
+    def bug(args):
+        raise ValueError("not a user error")
+
+    monkeypatch.setattr(cli, "cmd_pretrained", bug)
+    with pytest.raises(ValueError, match="not a user error"):
+        main(["pretrained"])

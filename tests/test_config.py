@@ -5,8 +5,23 @@ import typing
 
 import pytest
 
-from videogan.config import (FIELD_RANGES, PRESETS, Config, ConfigError, DataConfig, ModelConfig, Range,
-                             SyntheticConfig, TrainConfig, from_dict, override, parse_assignment, preset, validate)
+from videogan.config import (
+    CONDITIONAL_PRESETS,
+    FIELD_RANGES,
+    PRESETS,
+    Config,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    Range,
+    SyntheticConfig,
+    TrainConfig,
+    from_dict,
+    override,
+    parse_assignment,
+    preset,
+    validate,
+)
 
 
 def test_presets():
@@ -20,6 +35,36 @@ def test_presets():
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="unknown preset 'huge'"):
         preset("huge")
+
+
+def test_conditional_variants_of_the_presets():
+    """`--model conditional` picks tiny's and paper's image-to-video variants, keeps a recipe that is one, and
+    refuses a two-stream recipe rather than training a model nobody shipped."""
+    for name in ("tiny", "paper"):
+        plain, conditional = preset(name), preset(name, "conditional")
+        assert plain.model.kind == "two-stream" and conditional.model.kind == "conditional"
+        assert conditional.train.mask_l1_weight == 0.0 and conditional.model.size == plain.model.size
+    assert preset("synthetic-animate", "conditional") == preset("synthetic-animate")
+    assert preset("synthetic-animate").model.kind == "conditional"
+    with pytest.raises(ConfigError, match="preset 'pedestrians' has no image-to-video variant"):
+        preset("pedestrians", "conditional")
+    assert preset("pedestrians", "one-stream") == preset("pedestrians")  # the kind is set on top, as for tiny
+
+
+def test_the_shipped_models_recipes():
+    """What each recipe changes from tiny: the cards' `--set` flags of before, now named (the cards' configs
+    are compared field by field in tests/generation/test_pretrained.py)."""
+    tiny = preset("tiny")
+    p = preset("pedestrians")
+    assert (p.data.source, p.train.augment) == ("runs/data-vtest-32", "color,translation,cutout")
+    assert p.train.steps == 10_000
+    assert p.model == tiny.model and p.synthetic == tiny.synthetic
+    s = preset("synthetic")
+    assert (s.data.source, s.train.r1_weight, s.train.steps) == ("synthetic", 0.01, 14_000)
+    assert s.model == tiny.model
+    a = preset("synthetic-animate")
+    assert (a.model.input_background, a.model.warp_foreground, a.model.motion_layers) == (True, True, 3)
+    assert (a.train.flow_tv_weight, a.train.layer_entropy_weight, a.train.steps) == (5.0, 0.5, 9_000)
 
 
 def test_overrides_convert_and_check_types():
@@ -61,10 +106,10 @@ def test_configs_saved_before_the_data_section_still_load():
 def test_every_preset_and_every_shipped_model_config_is_valid():
     from videogan.generation import pretrained
 
-    for name in PRESETS:
-        for kind in (None, "conditional"):
-            cfg = preset(name, kind)
-            assert validate(cfg) is cfg
+    variants = [(name, None) for name in PRESETS] + [(name, "conditional") for name in CONDITIONAL_PRESETS]
+    for name, kind in variants:
+        cfg = preset(name, kind)
+        assert validate(cfg) is cfg
     shipped = pretrained.names()
     assert len(shipped) >= 3
     for name in shipped:  # from_dict validates what it reads

@@ -2,6 +2,7 @@ import os
 import stat
 
 import pytest
+import torch
 
 from videogan import media
 
@@ -26,7 +27,8 @@ def test_atomic_write_flushes_the_file_before_the_rename_and_the_folder_after(tm
     media.write_json(target, {"step": 3})
     assert len(synced) == 2
     flushed_file, flushed_folder = synced
-    assert os.path.dirname(flushed_file) == str(tmp_path) and os.path.basename(flushed_file).startswith(".state.")
+    assert (os.path.dirname(flushed_file) == str(tmp_path)
+            and os.path.basename(flushed_file).startswith(".state."))
     assert flushed_folder == str(tmp_path)
     assert target.read_text() == '{\n  "step": 3\n}\n'
 
@@ -58,3 +60,10 @@ def test_durable_replace_moves_a_folder(tmp_path, synced):
     media.durable_replace(src, tmp_path / "final")
     assert (tmp_path / "final" / "x").read_text() == "1" and not src.exists()
     assert synced[-1] == str(tmp_path)
+
+
+def test_to_model_range_maps_uint8_to_minus_one_one():
+    x = torch.tensor([0, 255, 128], dtype=torch.uint8).reshape(1, 1, 1, 1, 3)
+    y = media.to_model_range(x, torch.device("cpu"))
+    assert y.dtype == torch.float32
+    assert y.flatten().tolist() == pytest.approx([-1.0, 1.0, 128 / 127.5 - 1], abs=1e-6)

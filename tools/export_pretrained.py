@@ -1,19 +1,23 @@
 """Train (optionally) and export a shipped pretrained model: one command per model.
 
-    python tools/export_pretrained.py synthetic              # export runs/pretrained-synthetic (latest checkpoint)
-    python tools/export_pretrained.py pedestrians            # export runs/pretrained-pedestrians (latest checkpoint)
+    python tools/export_pretrained.py synthetic              # export runs/pretrained-synthetic
+                                                               (latest checkpoint)
+    python tools/export_pretrained.py pedestrians            # export runs/pretrained-pedestrians
+                                                               (latest checkpoint)
     python tools/export_pretrained.py synthetic-animate      # export runs/pretrained-animate
     python tools/export_pretrained.py NAME --train           # first run the training command (resumes a run)
 
-For NAME it (a) prints the exact training command (and, with --train, runs it: preparing the data first where
-needed, resuming where the run has checkpoints); (b) exports the run's latest EMA generator (live where none was
-kept) as float16 safetensors into src/videogan/pretrained/NAME/ (atomically; each conv bias followed by a BatchNorm
-folded into its running mean first, an exact change that float16 needs), with uint8 reference clips of the
-float32 weights and the float16 weights' largest deviation from them; (c) measures FVD/KVD of the exported model
-with `videogan evaluate`'s code at the quality ladder's protocol (N = 96, 16 frames, seed 0) against the model's
-data, and once more at a small N for tests/test_pretrained.py; (d) writes the README's sample GIFs under docs/.
-model.json is written before (c), without FVD, so that "pretrained:NAME" names the exported weights, and again
-with FVD/KVD at the end; an export that stops in (c) leaves a model without FVD, which `videogan pretrained` says.
+For NAME it (a) prints the exact training command, `videogan train --preset NAME ...` (config.PRESETS[NAME] is
+the model's recipe; with --train, runs it: preparing the data first where needed, resuming where the run has
+checkpoints); (b) exports the run's latest EMA generator (live where none was kept) as float16 safetensors
+into src/videogan/generation/pretrained/NAME/ (atomically; each conv bias followed by a BatchNorm folded into
+its running mean first, an exact change that float16 needs), with uint8 reference clips of the float32 weights
+and the float16 weights' largest deviation from them; (c) measures FVD/KVD of the exported model with
+`videogan evaluate`'s code at the quality ladder's protocol (N = 96, 16 frames, seed 0) against the model's
+data, and once more at a small N for tests/test_pretrained.py; (d) writes the README's sample GIFs under
+docs/. model.json is written before (c), without FVD, so that "pretrained:NAME" names the exported weights,
+and again with FVD/KVD at the end; an export that stops in (c) leaves a model without FVD, which `videogan
+pretrained` says.
 """
 from __future__ import annotations
 
@@ -33,19 +37,23 @@ import torch
 from safetensors.torch import save_file
 
 from videogan import media
-
-from videogan.generation import pretrained
-from videogan.bench import cpu_name, sample_videos_dir
-from videogan.training.checkpoint import load_checkpoint, load_state_dict, resolve
+from videogan.bench import cpu_name
 from videogan.config import Config, preset
+from videogan.generation import pretrained
+from videogan.generation.loading import load_pretrained
+from videogan.generation.sample import sample
 from videogan.metrics.evaluate import Protocol, evaluate
 from videogan.metrics.i3d import load_i3d, weights_sha256
 from videogan.models import ImageToVideoGenerator, build_generator, fold_conv_bias_into_batchnorm
-from videogan.generation.sample import sample
+from videogan.training.checkpoint import load_checkpoint, load_state_dict, resolve
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))  # sample_data.py: where the benchmarks find the videos
+from sample_data import sample_videos_dir  # noqa: E402
+
 DOCS = REPO / "docs"  # where the README's images live
-# OpenCV's sample video (samples/data/vtest.avi), found as the tests find it: $VIDEOGAN_SAMPLE_VIDEOS or ../shared/data/videos.
+# OpenCV's sample video (samples/data/vtest.avi), found as the tests find it: $VIDEOGAN_SAMPLE_VIDEOS or
+# ../shared/data/videos.
 VTEST = str(sample_videos_dir() / "vtest.avi")
 LADDER_NUM = 96  # the quality ladder's N (benchmarks/RESULTS.md)
 CHECK_NUM = 8  # the small N tests/test_pretrained.py recomputes
@@ -54,7 +62,8 @@ REFERENCE_CLIPS = 2  # float32 reference clips kept for the float16 test
 
 @dataclass(frozen=True)
 class Recipe:
-    kind: str  # model.kind: two-stream or conditional
+    """How a shipped model is exported; what it trains with is its preset, config.PRESETS[NAME]."""
+
     run: str  # the run directory it is exported from
     data: str  # what `train --data` got (and the real side of FVD, unless `real` says otherwise)
     data_description: str
@@ -69,41 +78,47 @@ class Recipe:
         return self.real or self.data
 
 
-PREPARE_VTEST = ("videogan", "prepare", VTEST, "--out", "runs/data-vtest-32", "--size", "32", "--frames", "16", "--stride", "4",
-                 "--quality", "95", "--clips-per-shard", "98")
+PREPARE_VTEST = ("videogan", "prepare", VTEST, "--out", "runs/data-vtest-32", "--size", "32", "--frames",
+                 "16", "--stride", "4", "--quality", "95", "--clips-per-shard", "98")
 
 RECIPES = {
     "synthetic": Recipe(
-        kind="two-stream", run="runs/pretrained-synthetic", data="synthetic",
-        data_description="the built-in synthetic scenes (1-2 moving coloured objects over 2 static shapes; tiny preset's settings)",
-        description="two-stream video GAN: noise -> 16 frames of 32x32, a moving foreground over a static background",
-        can="draws the scenes' smooth backgrounds and puts solid, single-coloured, saturated objects in a learned mask "
-            "that keep their colour as they move",
-        cannot="draw the static background shapes sharply (the background stays blurred); some objects stretch or split "
-               "in two along their path; checkerboard texture inside some objects"),
+        run="runs/pretrained-synthetic", data="synthetic",
+        data_description="the built-in synthetic scenes (1-2 moving coloured objects over 2 static shapes; "
+                         "tiny preset's settings)",
+        description="two-stream video GAN: noise -> 16 frames of 32x32, "
+                    "a moving foreground over a static background",
+        can="draws the scenes' smooth backgrounds and puts solid, single-coloured, saturated objects in a "
+            "learned mask that keep their colour as they move",
+        cannot="draw the static background shapes sharply (the background stays blurred); some objects "
+               "stretch or split in two along their path; checkerboard texture inside some objects"),
     "pedestrians": Recipe(
-        kind="two-stream", run="runs/pretrained-pedestrians", data="runs/data-vtest-32", real="runs/data-vtest-32/clips-000000.tar",
+        run="runs/pretrained-pedestrians", data="runs/data-vtest-32",
+        real="runs/data-vtest-32/clips-000000.tar",
         prepare=PREPARE_VTEST,
-        data_description="195 stabilised 16-frame 32x32 clips of OpenCV's vtest.avi (static camera above a walkway beside "
-                         "a lawn, people walking)",
-        description="two-stream video GAN: noise -> 16 frames of 32x32 of the vtest.avi walkway with people walking",
-        can="draws the scene (lawn, walkway, building) sharply and puts upright, dark, walker-sized figures on the "
-            "walkway that move along it, most of them in the mask",
-        cannot="draw a gait: the figures are blobs of a few pixels that glide rather than walk, some fade in or out "
-               "mid-clip or stay faint grey ghosts; the mask also claims the sign on the building and scattered specks"),
+        data_description="195 stabilised 16-frame 32x32 clips of OpenCV's vtest.avi (static camera above a "
+                         "walkway beside a lawn, people walking)",
+        description="two-stream video GAN: noise -> 16 frames of 32x32 of the vtest.avi walkway "
+                    "with people walking",
+        can="draws the scene (lawn, walkway, building) sharply and puts upright, dark, walker-sized figures "
+            "on the walkway that move along it, most of them in the mask",
+        cannot="draw a gait: the figures are blobs of a few pixels that glide rather than walk, some fade in "
+               "or out mid-clip or stay faint grey ghosts; the mask also claims the sign on the building and "
+               "scattered specks"),
     "synthetic-animate": Recipe(
-        kind="conditional", run="runs/pretrained-animate", data="synthetic",
-        data_description="the built-in synthetic scenes (tiny preset's settings); input = a clip's first frame",
-        description="image to video (the paper's conditional model, with the input image as its static background and "
-                    "its foreground drawn by warping the image along a flow made of 3 translating layers and a still "
-                    "one, each pixel pushed to belong to one layer by an entropy prior): one 32x32 image -> its "
-                    "16-frame future",
-        can="keeps the scene sharp and the first frame equal to the input (no layer moves in frame 0); what moves is "
-            "the image's own pixels, carried by a few rigidly translating layers, so most objects keep their shape "
-            "and colour as they move; the objects move a little more than real scenes do",
-        cannot="cut objects out cleanly: a layer may carry a patch of background along with its object, or leave a "
-               "piece of the object behind; objects only translate (no rotation or scaling); one future per image "
-               "(deterministic); images unlike the synthetic scenes"),
+        run="runs/pretrained-animate", data="synthetic",
+        data_description="the built-in synthetic scenes (tiny preset's settings); "
+                         "input = a clip's first frame",
+        description="image to video (the paper's conditional model, with the input image as its static "
+                    "background and its foreground drawn by warping the image along a flow made of 3 "
+                    "translating layers and a still one, each pixel pushed to belong to one layer by an "
+                    "entropy prior): one 32x32 image -> its 16-frame future",
+        can="keeps the scene sharp and the first frame equal to the input (no layer moves in frame 0); what "
+            "moves is the image's own pixels, carried by a few rigidly translating layers, so most objects "
+            "keep their shape and colour as they move; the objects move a little more than real scenes do",
+        cannot="cut objects out cleanly: a layer may carry a patch of background along with its object, or "
+               "leave a piece of the object behind; objects only translate (no rotation or scaling); one "
+               "future per image (deterministic); images unlike the synthetic scenes"),
 }
 
 
@@ -113,17 +128,19 @@ def _flag_value(value) -> str:
     return json.dumps(value) if isinstance(value, (bool, list, dict)) else str(value)
 
 
-def train_command(cfg: Config, out: str, steps: int, preset_name: str = "tiny") -> list[str]:
-    """`videogan train` arguments that rebuild `cfg` from the preset: every field that differs becomes a flag."""
+def train_command(cfg: Config, out: str, steps: int, preset_name: str) -> list[str]:
+    """`videogan train` arguments that rebuild `cfg` from the preset: every field that differs becomes a flag
+    (none for a run of the model's own recipe, config.PRESETS[NAME])."""
     base = preset(preset_name, cfg.model.kind)
     cmd = ["videogan", "train", "--preset", preset_name]
-    if cfg.model.kind != "two-stream":
+    if cfg.model.kind != preset(preset_name).model.kind:
         cmd += ["--model", cfg.model.kind]
-    if cfg.data.source != "synthetic":
+    if cfg.data.source != base.data.source:
         cmd += ["--data", cfg.data.source]
     cmd += ["--out", out, "--steps", str(steps)]
     ours, theirs = cfg.to_dict(), base.to_dict()
-    skip = {"train.steps", "data.source", "model.kind", "train.device"}  # flags above; the device changes no maths
+    # flags above; the device changes no maths
+    skip = {"train.steps", "data.source", "model.kind", "train.device"}
     for section, fields in ours.items():
         for key, value in fields.items():
             if f"{section}.{key}" not in skip and theirs[section][key] != value:
@@ -146,7 +163,8 @@ def run_train(recipe: Recipe, cfg_command: list[str]) -> None:
 
 def to_half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """float tensors -> float16 (BatchNorm's int64 counters stay), contiguous, on the CPU."""
-    return {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous() for k, v in state.items()}
+    return {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
+            for k, v in state.items()}
 
 
 def example_images(cfg: Config, num: int = 4, seed: int = 1234) -> torch.Tensor:
@@ -170,7 +188,8 @@ def reference_clips(generator: torch.nn.Module, images: torch.Tensor | None) -> 
 
 
 def export(name: str, recipe: Recipe) -> dict:
-    """Write generator.safetensors (float16), reference.safetensors, examples/; returns model.json's export fields."""
+    """Write generator.safetensors (float16), reference.safetensors, examples/;
+    returns model.json's export fields."""
     ckpt = load_checkpoint(REPO / recipe.run, generator_only=True)
     weights = "ema" if ckpt.generator_ema is not None else "live"
     source = ckpt.path / ("generator_ema.safetensors" if weights == "ema" else "generator.safetensors")
@@ -178,10 +197,12 @@ def export(name: str, recipe: Recipe) -> dict:
     load_state_dict(fp32, ckpt.generator_ema if weights == "ema" else ckpt.generator, source)
     fp32.eval()
     stored = copy.deepcopy(fp32)
-    fold_conv_bias_into_batchnorm(stored)  # exact; keeps float16 from losing (bias - running_mean), see its docstring
+    # exact; keeps float16 from losing (bias - running_mean), see its docstring
+    fold_conv_bias_into_batchnorm(stored)
     half = to_half(stored.state_dict())
     roundtrip = build_generator(ckpt.config.model)
-    load_state_dict(roundtrip, pretrained.upcast(half), source)  # what pretrained.load makes of the float16 file
+    # what load_pretrained makes of the float16 file
+    load_state_dict(roundtrip, pretrained.upcast(half), source)
     roundtrip.eval()
 
     folder = pretrained.ROOT / name
@@ -195,17 +216,20 @@ def export(name: str, recipe: Recipe) -> dict:
     with media.atomic_path(folder / pretrained.WEIGHTS_FILE) as tmp:
         save_file(half, str(tmp), metadata={"format": "pt", "model": name, "step": str(ckpt.step)})
     with media.atomic_path(folder / pretrained.REFERENCE_FILE) as tmp:
-        save_file({"video": ref32.contiguous()}, str(tmp), metadata={"what": "uint8 clips of the float32 weights"})
+        save_file({"video": ref32.contiguous()}, str(tmp),
+                  metadata={"what": "uint8 clips of the float32 weights"})
     levels = (ref32.int() - ref16.int()).abs()
     meta = ckpt.meta
     return {
-        "step": ckpt.step, "config": ckpt.config, "weights": weights, "checkpoint": str(ckpt.path.relative_to(REPO)),
+        "step": ckpt.step, "config": ckpt.config, "weights": weights,
+        "checkpoint": str(ckpt.path.relative_to(REPO)),
         "training_seconds": round(float(meta.get("elapsed_seconds", 0.0)), 1),
         "date": datetime.date.fromtimestamp((ckpt.path / "checkpoint.json").stat().st_mtime).isoformat(),
-        "storage": {"dtype": "float16 (BatchNorm counters int64), conv biases folded into the BatchNorm running means "
-                             "first (exact); upcast to float32 when loaded",
+        "storage": {"dtype": "float16 (BatchNorm counters int64), conv biases folded into the BatchNorm "
+                             "running means first (exact); upcast to float32 when loaded",
                     "reference": {"clips": REFERENCE_CLIPS, "seed": 0,
-                                  "input": "examples/*.png, in order" if images is not None else "noise seed 0",
+                                  "input": ("examples/*.png, in order" if images is not None
+                                            else "noise seed 0"),
                                   "float16_vs_float32_max_levels": int(levels.max()),
                                   "float16_vs_float32_mean_levels": round(levels.float().mean().item(), 4)}},
     }
@@ -216,20 +240,22 @@ def export(name: str, recipe: Recipe) -> dict:
 def measure(spec: str, real: str, size: int, num: int, i3d) -> dict:
     protocol = Protocol(num=num, frames=16, size=size, seed=0)
     r = evaluate(real, spec, protocol, batch_size=8, device="cpu", progress=True, i3d=i3d)
-    return {"fvd": round(r["fvd"], 2), "kvd": round(r["kvd"], 2), "metric": r["metric"], "num": num, "frames": 16,
-            "seed": 0, "real": real, "protocol": r["protocol"], "seconds": r["seconds"]}
+    return {"fvd": round(r["fvd"], 2), "kvd": round(r["kvd"], 2), "metric": r["metric"], "num": num,
+            "frames": 16, "seed": 0, "real": real, "protocol": r["protocol"], "seconds": r["seconds"]}
 
 
 def measure_recorded(name: str, real: str, size: int, num: int) -> tuple[dict, dict]:
-    """model.json's fvd (N = num) and fvd_check (N = CHECK_NUM) of the shipped "pretrained:NAME", one I3D load."""
+    """model.json's fvd (N = num) and fvd_check (N = CHECK_NUM) of the shipped "pretrained:NAME",
+    one I3D load."""
     i3d = (load_i3d(torch.device("cpu")), weights_sha256())
     spec = pretrained.PREFIX + name
     return measure(spec, real, size, num, i3d), measure(spec, real, size, CHECK_NUM, i3d)
 
 
 def readme_gifs(name: str, upscale: int = 3) -> list[str]:
-    """docs/pretrained_NAME*.gif: 8 clips (seed 0) and their masks, or each example image beside its future."""
-    loaded = pretrained.load(name)
+    """docs/pretrained_NAME*.gif: 8 clips (seed 0) and their masks,
+    or each example image beside its future."""
+    loaded = load_pretrained(name)
     out = []
     if isinstance(loaded.generator, ImageToVideoGenerator):
         from videogan.generation.animate import animate, load_image
@@ -237,7 +263,8 @@ def readme_gifs(name: str, upscale: int = 3) -> list[str]:
         stills = torch.stack([load_image(p, loaded.config.model.size) for p in pretrained.examples(name)])
         video = media.to_uint8(animate(loaded.generator, stills, samples=1, seed=0).video)  # [N, 3, T, S, S]
         held = stills[:, :, None].expand_as(video)
-        pairs = torch.stack([held, video], dim=1).reshape(-1, *video.shape[1:])  # input, future, input, future...
+        # input, future, input, future...
+        pairs = torch.stack([held, video], dim=1).reshape(-1, *video.shape[1:])
         path = DOCS / f"pretrained_{name}.gif"
         media.write_gif(path, media.upscale(media.grid(pairs, columns=4), upscale), 8)
         out.append(path)
@@ -255,12 +282,14 @@ def main() -> None:
     ap.add_argument("name", choices=sorted(RECIPES))
     ap.add_argument("--run", help="export this run directory instead of the recipe's")
     ap.add_argument("--train", action="store_true", help="first run the training command (resumes the run)")
-    ap.add_argument("--steps", type=int, help="with --train: train to this step (default: the recipe's run config)")
-    ap.add_argument("--num", type=int, default=LADDER_NUM, help="clips a side for the recorded FVD (default 96)")
+    ap.add_argument("--steps", type=int,
+                    help="with --train: train to this step (default: the recipe's run config)")
+    ap.add_argument("--num", type=int, default=LADDER_NUM,
+                    help="clips a side for the recorded FVD (default 96)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--remeasure", action="store_true",
-                    help="only re-measure the shipped model's FVD/KVD (N = --num and the test's N) against its data as "
-                         "prepared now, and record them in model.json; the weights stay")
+                    help="only re-measure the shipped model's FVD/KVD (N = --num and the test's N) against "
+                         "its data as prepared now, and record them in model.json; the weights stay")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -280,16 +309,18 @@ def main() -> None:
     started = time.perf_counter()
     fields = export(args.name, recipe)
     cfg: Config = fields.pop("config")
-    command = shlex.join(train_command(cfg, recipe.run, fields["step"]))
+    command = shlex.join(train_command(cfg, recipe.run, fields["step"], args.name))
     print("train:", command, flush=True)
 
     folder = pretrained.ROOT / args.name
     card = {
         "name": args.name, "kind": cfg.model.kind, "description": recipe.description, "can": recipe.can,
-        "cannot": recipe.cannot, "preset": "tiny", "clip_shape": cfg.clip_shape, "steps": fields["step"],
-        "training_seconds": fields["training_seconds"], "machine": f"{os.cpu_count()} cores {cpu_name()}, torch {torch.__version__}",
+        "cannot": recipe.cannot, "preset": args.name, "clip_shape": cfg.clip_shape, "steps": fields["step"],
+        "training_seconds": fields["training_seconds"],
+        "machine": f"{os.cpu_count()} cores {cpu_name()}, torch {torch.__version__}",
         "date": fields["date"], "weights": fields["weights"], "exported_from": fields["checkpoint"],
-        "data": {"source": recipe.data, "description": recipe.data_description, "prepare": shlex.join(recipe.prepare) or None},
+        "data": {"source": recipe.data, "description": recipe.data_description,
+                 "prepare": shlex.join(recipe.prepare) or None},
         "command": command, "export_command": f"python tools/export_pretrained.py {args.name}",
         "fvd": None, "fvd_check": None,
         "bytes": (folder / pretrained.WEIGHTS_FILE).stat().st_size, "storage": fields["storage"],
@@ -301,21 +332,23 @@ def main() -> None:
     card["fvd"], card["fvd_check"] = fvd, check
     card["readme_gifs"] = readme_gifs(args.name)
     media.write_json(folder / pretrained.CARD_FILE, card)
-    print(json.dumps({k: card[k] for k in ("name", "steps", "bytes", "command")} | {"fvd": fvd["fvd"], "kvd": fvd["kvd"],
-                      "fvd_check": check["fvd"], "storage": card["storage"], "gifs": card["readme_gifs"],
-                      "seconds": round(time.perf_counter() - started, 1)}))
+    print(json.dumps({k: card[k] for k in ("name", "steps", "bytes", "command")}
+                     | {"fvd": fvd["fvd"], "kvd": fvd["kvd"], "fvd_check": check["fvd"],
+                        "storage": card["storage"], "gifs": card["readme_gifs"],
+                        "seconds": round(time.perf_counter() - started, 1)}))
 
 
 def remeasure(name: str, recipe: Recipe, num: int) -> None:
-    """model.json's fvd and fvd_check recomputed for the shipped weights, against the recipe's data as it is now
-    (for data re-prepared with newer code, or an I3D/evaluate change); the previous values are kept under
+    """model.json's fvd and fvd_check recomputed for the shipped weights, against the recipe's data as it is
+    now (for data re-prepared with newer code, or an I3D/evaluate change); the previous values are kept under
     "fvd_history"."""
     if recipe.prepare and not Path(recipe.fvd_real).exists():
         raise SystemExit(f"{recipe.fvd_real}: not found; make it first with: {shlex.join(recipe.prepare)}")
     card = pretrained.card(name)
     fvd, check = measure_recorded(name, recipe.fvd_real, card["clip_shape"][-1], num)
     card["fvd_history"] = [*card.get("fvd_history", []),
-                           {"fvd": card["fvd"]["fvd"], "kvd": card["fvd"]["kvd"], "fvd_check": card["fvd_check"]["fvd"],
+                           {"fvd": card["fvd"]["fvd"], "kvd": card["fvd"]["kvd"],
+                            "fvd_check": card["fvd_check"]["fvd"],
                             "protocol_version": card["fvd"]["protocol"]["version"],
                             "replaced": datetime.date.today().isoformat()}]
     card["fvd"], card["fvd_check"] = fvd, check
@@ -333,19 +366,18 @@ def training_command(name: str, recipe: Recipe, steps: int | None) -> list[str]:
         if steps:
             cmd[cmd.index("--steps") + 1] = str(steps)
         return cmd
-    cfg = pretrained_config_of(recipe)
-    return train_command(cfg, recipe.run, steps or cfg.train.steps)
+    cfg = pretrained_config_of(name, recipe)
+    return train_command(cfg, recipe.run, steps or cfg.train.steps, name)
 
 
-def pretrained_config_of(recipe: Recipe) -> Config:
-    """The config the recipe trains with: the run's own where it exists, else the preset's."""
+def pretrained_config_of(name: str, recipe: Recipe) -> Config:
+    """The config the recipe trains with: the run's own where it exists, else the model's preset
+    (config.PRESETS[name])."""
     from videogan.training.checkpoint import checkpoint_config
 
     if (REPO / recipe.run / "checkpoints").is_dir():
         return checkpoint_config(REPO / recipe.run)
-    cfg = preset("tiny", recipe.kind)
-    cfg.data.source = recipe.data
-    return cfg
+    return preset(name)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,21 @@
 """videogan: Generating Videos with Scene Dynamics (Vondrick, Pirsiavash, Torralba, NIPS 2016) in PyTorch."""
 from .config import Config, preset
+from .errors import VideoGANError
+from .generation.loading import LoadedGenerator, load_generator
+from .generation.sample import sample, save_samples
+from .metrics.measures import mask_statistics
 from .models import Discriminator, GeneratorOutput, OneStreamGenerator, TwoStreamGenerator, build_generator
-from .generation.sample import LoadedGenerator, load_generator, mask_statistics, sample, save_samples
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
+    "__version__",
     "Config",
     "Discriminator",
     "GeneratorOutput",
     "LoadedGenerator",
     "OneStreamGenerator",
     "TwoStreamGenerator",
+    "VideoGANError",
     "build_generator",
     "load_generator",
     "mask_statistics",

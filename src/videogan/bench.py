@@ -8,7 +8,6 @@ import platform
 import statistics
 import time
 from functools import partial
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,9 +15,27 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .config import (AT_LEAST_0, AT_LEAST_1, FIELD_RANGES, Config, ConfigError, DataConfig, check_fields,
-                     check_number, validate)
-from .data.shards import IMAGE_KEYS, ShardClips, _image_bytes, decode_image, read_shard, resolve_shards
+from .config import (
+    AT_LEAST_0,
+    AT_LEAST_1,
+    FIELD_RANGES,
+    Config,
+    ConfigError,
+    DataConfig,
+    check_fields,
+    check_number,
+    validate,
+)
+from .data import make_source
+from .data.shards import IMAGE_KEYS, decode_image, image_bytes, read_shard, resolve_shards
+from .data.streaming import ShardClips
+from .media import to_model_range
+from .models import Discriminator, build_generator
+from .ops.upsample import FastConvTranspose3d
+from .training import distributed
+from .training.diffaugment import ClipAugment, augment_generator
+from .training.runtime import adam, check_options, clip_layout, configure_backends, prepare_networks
+from .training.step import StepSetup, r1_due, train_step
 
 
 def cpu_name() -> str:
@@ -33,7 +50,8 @@ def cpu_name() -> str:
 
 
 def data_throughput(source: str, frames: int, size: int, batch_size: int = 64, workers: int = 2,
-                    num_batches: int = 40, warmup: int = 4, shuffle_buffer: int = 2000, fast_dct: bool = True) -> dict:
+                    num_batches: int = 40, warmup: int = 4, shuffle_buffer: int = 2000,
+                    fast_dct: bool = True) -> dict:
     """Clips per second that `ShardClips` (the real training path: tar reading, shuffle buffer, decoding,
     batching, DataLoader workers) delivers from prepared shards. The first `warmup` batches (worker start-up,
     filling the shuffle buffer) are timed separately as `startup_seconds`."""
@@ -72,13 +90,13 @@ def data_throughput(source: str, frames: int, size: int, batch_size: int = 64, w
 
 
 def decode_cost(source: str, n: int = 200, repeats: int = 3) -> dict:
-    """Clips per second (one core) decoding the first `n` stacked images of `source`: with `decode_image` (what
-    ShardClips uses: simplejpeg for JPEG), OpenCV's imdecode and PIL, all libjpeg-turbo / libpng underneath.
-    Best of `repeats`."""
+    """Clips per second (one core) decoding the first `n` stacked images of `source`: with `decode_image`
+    (what ShardClips uses: simplejpeg for JPEG), OpenCV's imdecode and PIL, all libjpeg-turbo / libpng
+    underneath. Best of `repeats`."""
     urls = resolve_shards(source)
     blobs = []
     for sample in read_shard(urls[0]):
-        blobs.append(_image_bytes(sample))
+        blobs.append(image_bytes(sample))
         if len(blobs) >= n:
             break
 
@@ -104,9 +122,9 @@ def decode_cost(source: str, n: int = 200, repeats: int = 3) -> dict:
 
 def matmul_peak_gflops(device: torch.device | str = "cpu", n: int = 4096, repeats: int = 3,
                        dtype: torch.dtype = torch.float32) -> float:
-    """The machine's measured matrix-multiply rate (fp32 unless `dtype` says otherwise): the best of `repeats` timed
-    torch.mm of two n x n matrices, with torch's current thread count (what the training step gets too). On CUDA,
-    fp32 runs with TF32 as configured."""
+    """The machine's measured matrix-multiply rate (fp32 unless `dtype` says otherwise): the best of `repeats`
+    timed torch.mm of two n x n matrices, with torch's current thread count (what the training step gets too).
+    On CUDA, fp32 runs with TF32 as configured."""
     device = torch.device(device)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     best = float("inf")
@@ -129,10 +147,8 @@ def _synchronize(device: torch.device) -> None:
 
 
 def set_upsample_impl(module: torch.nn.Module, impl: str) -> list[tuple[str, torch.nn.Module]]:
-    """Set the kernel choice (auto, gemm, stock: see models/upsample.py) of every FastConvTranspose3d in `module`;
-    returns those layers as (name, layer)."""
-    from .ops.upsample import FastConvTranspose3d
-
+    """Set the kernel choice (auto, gemm, stock: see models/upsample.py) of every FastConvTranspose3d in
+    `module`; returns those layers as (name, layer)."""
     layers = [(name, m) for name, m in module.named_modules() if isinstance(m, FastConvTranspose3d)]
     for _, m in layers:
         m.impl = impl
@@ -140,9 +156,9 @@ def set_upsample_impl(module: torch.nn.Module, impl: str) -> list[tuple[str, tor
 
 
 class _TotalsOnly:
-    """Stands in for FlopCounterMode's per-module tracker (torch 2.13), whose backward hooks make autograd.grad
-    fail ("a leaf node was passed to _will_engine_execute_node"), as R1's double backward calls it. The total,
-    all that is read here, needs no module breakdown: every FLOP goes to "Global"."""
+    """Stands in for FlopCounterMode's per-module tracker (torch 2.13), whose backward hooks make
+    autograd.grad fail ("a leaf node was passed to _will_engine_execute_node"), as R1's double backward calls
+    it. The total, all that is read here, needs no module breakdown: every FLOP goes to "Global"."""
     parents = {"Global"}
 
     def __enter__(self):
@@ -152,26 +168,20 @@ class _TotalsOnly:
         return None
 
 
-def train_step_speed(cfg: Config, steps: int = 5, warmup: int = 1, peak_size: int = 4096, upsample: str = "auto",
-                     progress: bool = True) -> dict:
-    """Seconds per training step of `cfg` (its model, train.batch_size, device, threads and speed options), and how
-    much of the machine's matrix-multiply peak it reaches.
+def train_step_speed(cfg: Config, steps: int = 5, warmup: int = 1, peak_size: int = 4096,
+                     upsample: str = "auto", progress: bool = True) -> dict:
+    """Seconds per training step of `cfg` (its model, train.batch_size, device, threads and speed options),
+    and how much of the machine's matrix-multiply peak it reaches.
 
-    Builds the networks, optimisers and options as `train` does and runs `train.train_step` on one fixed real
-    batch drawn from `data.source` (data loading is not timed: `bench data` measures it). FLOPs are counted by
-    torch.utils.flop_counter.FlopCounterMode over one real step (G forward, D on real and fake, both backward
-    passes; convolutions and matrix multiplies, which are nearly all of the work) and that step also warms up;
-    then `warmup` more untimed steps and `steps` timed ones (median). With train.r1_weight > 0 each of those is one
-    lazy-R1 interval (train.r1_every steps, the first with the penalty), reported per step. `upsample` sets the kernel of G's
-    FastConvTranspose3d layers (auto, gemm, stock: see models/upsample.py), for before/after comparisons."""
+    Builds the networks, optimisers and options as `train` does and runs `training.step.train_step` on one
+    fixed real batch drawn from `data.source` (data loading is not timed: `bench data` measures it). FLOPs are
+    counted by torch.utils.flop_counter.FlopCounterMode over one real step (G forward, D on real and fake,
+    both backward passes; convolutions and matrix multiplies, which are nearly all of the work) and that step
+    also warms up; then `warmup` more untimed steps and `steps` timed ones (median). With train.r1_weight > 0
+    each of those is one lazy-R1 interval (train.r1_every steps, the first with the penalty), reported per
+    step. `upsample` sets the kernel of G's FastConvTranspose3d layers (auto, gemm, stock: see
+    models/upsample.py), for before/after comparisons."""
     from torch.utils.flop_counter import FlopCounterMode
-
-    from .training import distributed
-    from .data import make_source
-    from .training.diffaugment import ClipAugment, augment_generator
-    from .models import Discriminator, build_generator
-    from .training.runtime import adam, check_options, clip_layout, configure_backends, prepare_networks
-    from .training.loop import r1_due, to_model_range, train_step
 
     validate(cfg)
     check_number("steps", steps, AT_LEAST_1, integer=True)
@@ -195,18 +205,20 @@ def train_step_speed(cfg: Config, steps: int = 5, warmup: int = 1, peak_size: in
     stream = make_source(cfg).batches(0, local_batch, ctx.rank, ctx.world_size, ctx.device)
     real = to_model_range(next(stream), ctx.device, clip_layout(tc))
     stream.close()
-    conditional = cfg.model.kind == "conditional"
+    setup = StepSetup(G, D, opt_g, opt_d, tc, ctx, conditional=cfg.model.kind == "conditional")
     augment = ClipAugment.parse(tc.augment)
 
-    # With the lazy R1 penalty on, one in train.r1_every steps is dearer: each measurement (the FLOP count, every
-    # timing) then covers one whole R1 interval and is divided by its length, so the figures are per average step.
+    # With the lazy R1 penalty on, one in train.r1_every steps is dearer: each measurement (the FLOP count,
+    # every timing) then covers one whole R1 interval and is divided by its length, so the figures are per
+    # average step.
     interval = tc.r1_every if tc.r1_weight > 0 else 1
 
     def steps_from(first: int) -> None:
         for i in range(first, first + interval):
-            z = torch.randn(local_batch, generator.z_dim, generator=torch.Generator().manual_seed(tc.seed + i)).to(ctx.device)
+            z = torch.randn(local_batch, generator.z_dim,
+                            generator=torch.Generator().manual_seed(tc.seed + i)).to(ctx.device)
             seen = partial(augment, generator=augment_generator(tc.seed, ctx.rank, i)) if augment else None
-            train_step(G, D, opt_g, opt_d, real, z, tc, ctx, conditional=conditional, augment=seen, r1=r1_due(tc, i))
+            train_step(setup, real, z, augment=seen, r1=r1_due(tc, i))
         _synchronize(ctx.device)
 
     counter = FlopCounterMode(display=False)
@@ -226,12 +238,13 @@ def train_step_speed(cfg: Config, steps: int = 5, warmup: int = 1, peak_size: in
     seconds = statistics.median(times)
     achieved = flops / seconds / 1e9
     peak = matmul_peak_gflops(ctx.device, n=peak_size)
-    # bf16 autocast runs the convolutions in bf16: its utilisation is measured against the bf16 matmul rate too
-    # (an H100/H200 does several times its TF32 rate in bf16), beside the fp32 peak the issue asks for.
+    # bf16 autocast runs the convolutions in bf16: its utilisation is measured against the bf16 matmul rate
+    # too (an H100/H200 does several times its TF32 rate in bf16), beside the fp32 peak the issue asks for.
     bf16 = {}
     if tc.precision == "bf16":
         bf16_peak = matmul_peak_gflops(ctx.device, n=peak_size, dtype=torch.bfloat16)
-        bf16 = {"bf16_matmul_peak_gflops": _significant(bf16_peak), "fraction_of_bf16_peak": _significant(achieved / bf16_peak)}
+        bf16 = {"bf16_matmul_peak_gflops": _significant(bf16_peak),
+                "fraction_of_bf16_peak": _significant(achieved / bf16_peak)}
     return {
         "step_seconds": _significant(seconds),
         "step_seconds_min": _significant(min(times)),

@@ -8,8 +8,18 @@ import signal
 import sys
 from pathlib import Path
 
-from .config import (MAX_INT, PRESETS, Config, ConfigError, from_dict, override, parse_assignment, preset,
-                     validate)
+from .config import (
+    MAX_INT,
+    PRESETS,
+    Config,
+    ConfigError,
+    from_dict,
+    override,
+    parse_assignment,
+    preset,
+    validate,
+)
+from .errors import VideoGANError
 
 
 def _positive_int(text: str) -> int:
@@ -69,7 +79,8 @@ def build_config(name: str | None, sets: list[str], base: Config | None = None, 
 def cmd_info(args: argparse.Namespace) -> int:
     from .models import Discriminator, build_generator
 
-    cfg = build_config(args.preset, args.set, **{"model.kind": args.model, "model.stochastic": args.stochastic})
+    cfg = build_config(args.preset, args.set,
+                       **{"model.kind": args.model, "model.stochastic": args.stochastic})
     generator, discriminator = build_generator(cfg.model), Discriminator(cfg.model)
     info = {
         "preset": args.preset,
@@ -96,31 +107,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = build_config(
         args.preset, args.set, base,
         **{"train.steps": args.steps, "train.batch_size": args.batch_size, "train.seed": args.seed,
-           "model.kind": args.model, "data.source": args.data, "data.root": args.root, "train.device": args.device,
-           "train.eval_every": args.eval_every, "train.eval_num": args.eval_num, "model.stochastic": args.stochastic},
+           "model.kind": args.model, "data.source": args.data, "data.root": args.root,
+           "train.device": args.device, "train.eval_every": args.eval_every, "train.eval_num": args.eval_num,
+           "model.stochastic": args.stochastic},
     )
     result = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
     if result.is_main:
         print(json.dumps({"run_dir": str(result.run_dir), "step": result.step,
-                          "checkpoint": str(result.checkpoint) if result.checkpoint else None, **result.last_metrics}))
+                          "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+                          **result.last_metrics}))
     if result.stopped_by_signal:
         # 128 + N, as a shell reports a process ended by signal N: schedulers tell a stop from a finished run.
         if result.is_main:
-            print(f"videogan: stopped by {signal.Signals(result.stopped_by_signal).name} at step {result.step}; "
-                  f"checkpoint {result.checkpoint}; continue with --resume", file=sys.stderr)
+            print(f"videogan: stopped by {signal.Signals(result.stopped_by_signal).name} "
+                  f"at step {result.step}; checkpoint {result.checkpoint}; continue with --resume",
+                  file=sys.stderr)
         return 128 + result.stopped_by_signal
     return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from .generation.loading import load_generator
+    from .generation.sample import sample, save_samples
     from .training.distributed import resolve_device
-    from .generation.sample import load_generator, sample, save_samples
 
-    loaded = load_generator(_generator_source(args.source, args.pretrained), device=resolve_device(args.device),
-                            weights=args.weights)
+    loaded = load_generator(_generator_source(args.source, args.pretrained),
+                            device=resolve_device(args.device), weights=args.weights)
     out = sample(loaded.generator, num=args.num, seed=args.seed, batchnorm=args.batchnorm)
     stats = save_samples(out, args.out, fps=args.fps, upscale=args.upscale)
-    print(json.dumps({"checkpoint": str(loaded.path), "step": loaded.step, "weights": loaded.weights, "out": args.out, **stats}))
+    print(json.dumps({"checkpoint": str(loaded.path), "step": loaded.step, "weights": loaded.weights,
+                      "out": args.out, **stats}))
     return 0
 
 
@@ -136,8 +152,9 @@ def cmd_animate(args: argparse.Namespace) -> int:
         run = PREFIX + args.pretrained
     elif not images:
         raise ConfigError("give RUN_DIR and at least one IMAGE, or --pretrained NAME")
-    s = animate_files(run, images, args.out, samples=args.samples, seed=args.seed, device=resolve_device(args.device),
-                      weights=args.weights, fps=args.fps, upscale=args.upscale, progress=not args.quiet)
+    s = animate_files(run, images, args.out, samples=args.samples, seed=args.seed,
+                      device=resolve_device(args.device), weights=args.weights, fps=args.fps,
+                      upscale=args.upscale, progress=not args.quiet)
     for line in s.errors:
         print(f"videogan: error: {line}", file=sys.stderr)
     print(json.dumps({"checkpoint": str(s.checkpoint), "step": s.step, "weights": s.weights, "out": args.out,
@@ -176,30 +193,33 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from .data.prepare import PrepareConfig, prepare
     from .data.stabilize import StabilizeSettings
 
-    cfg = PrepareConfig(size=args.size, frames=args.frames, stride=args.stride or 0, fps=args.fps or 0.0, stabilize=args.stabilize,
-                        min_motion=args.min_motion, lossless=args.lossless, quality=args.quality, clips_per_shard=args.clips_per_shard,
+    cfg = PrepareConfig(size=args.size, frames=args.frames, stride=args.stride or 0, fps=args.fps or 0.0,
+                        stabilize=args.stabilize, min_motion=args.min_motion, lossless=args.lossless,
+                        quality=args.quality, clips_per_shard=args.clips_per_shard,
                         stabilization=StabilizeSettings(method=args.features))
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
     s = prepare(args.inputs, args.out, cfg, workers=workers, progress=not args.quiet)
     if not args.quiet:
         done = "already complete: " if s.already_complete else ""
-        print(f"{done}{s.videos_ok} videos ok, {s.videos_skipped} skipped; {s.clips_written} clips in {s.shards} shards; "
+        print(f"{done}{s.videos_ok} videos ok, {s.videos_skipped} skipped; "
+              f"{s.clips_written} clips in {s.shards} shards; "
               f"dropped {s.clips_dropped_unstable} by stabilisation, {s.clips_dropped_static} as static; "
-              f"{s.frames_per_second:.0f} frames/s (details: {Path(args.out) / 'report.json'})", file=sys.stderr)
+              f"{s.frames_per_second:.0f} frames/s (details: {Path(args.out) / 'report.json'})",
+              file=sys.stderr)
     print(json.dumps(s.to_dict()))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .training.distributed import resolve_device
     from .media import write_json
     from .metrics.evaluate import Protocol, evaluate, run_config
+    from .training.distributed import resolve_device
 
     fake_config = run_config(args.fake)
     size = args.size or (fake_config.model.size if fake_config is not None else 64)
     protocol = Protocol(num=args.num, frames=args.frames, size=size, seed=args.seed)
-    result = evaluate(args.real, args.fake, protocol, batch_size=args.batch_size, device=resolve_device(args.device),
-                      progress=not args.quiet, cache=not args.no_cache)
+    result = evaluate(args.real, args.fake, protocol, batch_size=args.batch_size,
+                      device=resolve_device(args.device), progress=not args.quiet, cache=not args.no_cache)
     if args.out:
         write_json(args.out, result)
     print(json.dumps(result))
@@ -219,30 +239,31 @@ def _fraction(text: str) -> float:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from .training.distributed import resolve_device
     from .representation.features import features
+    from .training.distributed import resolve_device
 
-    result = features(args.run, args.data, args.out, batchnorm=args.bn_stats, split=args.split, root=args.root,
-                      test_list=args.test_list, device=resolve_device(args.device), workers=args.workers,
-                      progress=not args.quiet)
+    result = features(args.run, args.data, args.out, batchnorm=args.bn_stats, split=args.split,
+                      root=args.root, test_list=args.test_list, device=resolve_device(args.device),
+                      workers=args.workers, progress=not args.quiet)
     print(json.dumps(result))
     return 0
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from .training.distributed import resolve_device
     from .representation.finetune import FinetuneSettings, finetune
+    from .training.distributed import resolve_device
 
     if args.init != "random" and (args.preset or args.set):
         raise ConfigError("--preset and --set choose the architecture of --init random; a run brings its own")
     model = build_config(args.preset or "paper", args.set).model
     settings = FinetuneSettings(
         init=args.init, data=args.data, mode=args.mode, label_fraction=args.label_fraction, seed=args.seed,
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, bn_stats=args.bn_stats, eval_every=args.eval_every,
-        split=args.split, root=args.root, test_list=args.test_list, model=model,
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, bn_stats=args.bn_stats,
+        eval_every=args.eval_every, split=args.split, root=args.root, test_list=args.test_list, model=model,
         device=str(resolve_device(args.device)), workers=args.workers)
     summary = finetune(settings, args.out, progress=not args.quiet)
-    keys = ("test_accuracy", "mean_class_accuracy", "train_accuracy", "chance", "num_train", "num_test", "init", "init_step", "mode")
+    keys = ("test_accuracy", "mean_class_accuracy", "train_accuracy", "chance", "num_train", "num_test",
+            "init", "init_step", "mode")
     print(json.dumps({"out": args.out, **{k: summary[k] for k in keys}}))
     return 0
 
@@ -250,9 +271,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_bench_train(args: argparse.Namespace) -> int:
     from .bench import train_step_speed
 
-    cfg = build_config(args.preset, args.set, **{"train.batch_size": args.batch_size, "train.device": args.device})
-    result = train_step_speed(cfg, steps=args.steps, warmup=args.warmup, peak_size=args.peak_size, upsample=args.upsample,
-                              progress=not args.quiet)
+    cfg = build_config(args.preset, args.set,
+                       **{"train.batch_size": args.batch_size, "train.device": args.device})
+    result = train_step_speed(cfg, steps=args.steps, warmup=args.warmup, peak_size=args.peak_size,
+                              upsample=args.upsample, progress=not args.quiet)
     print(json.dumps({"preset": args.preset, "overrides": args.set, **result}))
     return 0
 
@@ -274,15 +296,18 @@ def _port(text: str) -> int:
 
 
 def cmd_study_create(args: argparse.Namespace) -> int:
-    from .training.distributed import resolve_device
     from .study.create import CreateSettings, create
+    from .training.distributed import resolve_device
 
-    settings = CreateSettings(pairs=args.pairs, catch=args.catch, seed=args.seed, frames=args.frames, size=args.size,
-                              upscale=args.upscale, fps=args.fps, real=args.real, label_a=args.label_a, label_b=args.label_b)
-    study = create(args.a, args.b, args.out, settings, device=resolve_device(args.device), progress=not args.quiet)
+    settings = CreateSettings(pairs=args.pairs, catch=args.catch, seed=args.seed, frames=args.frames,
+                              size=args.size, upscale=args.upscale, fps=args.fps, real=args.real,
+                              label_a=args.label_a, label_b=args.label_b)
+    study = create(args.a, args.b, args.out, settings, device=resolve_device(args.device),
+                   progress=not args.quiet)
     catch = sum(p.kind == "catch" for p in study.pairs)
-    print(json.dumps({"out": args.out, "pairs": len(study.pairs) - catch, "catch": catch, "frames": study.frames,
-                      "size": study.size, "upscale": study.upscale, "a": study.a.label, "b": study.b.label}))
+    print(json.dumps({"out": args.out, "pairs": len(study.pairs) - catch, "catch": catch,
+                      "frames": study.frames, "size": study.size, "upscale": study.upscale,
+                      "a": study.a.label, "b": study.b.label}))
     return 0
 
 
@@ -308,215 +333,326 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="videogan", description="Generating Videos with Scene Dynamics (Vondrick et al. 2016) in PyTorch.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    presets = sorted(PRESETS)
-    set_help = "override any config field, e.g. --set model.g_width=64 (repeatable)"
+# Options that several commands share, each declared once below: the flag, its type and its usual default and
+# help. A command passes its own default or help only where the option means something else there.
+DEVICE_HELP = "auto (default: cuda if available), cpu, cuda or cuda:N"
+CONFIG_DEVICE_HELP = "auto (default), cpu, cuda or cuda:N"  # left unset: the config's train.device decides
+SET_HELP = "override any config field, e.g. --set model.g_width=64 (repeatable)"
+UPSCALE_HELP = "nearest-neighbour zoom for viewing"
+LABELED_HELP = ("labeled clips: synthetic-actions, a UCF101 folder (classInd.txt, "
+                "trainlist0N/testlist0N.txt, videos in a folder per class), a 'path label' .txt list, "
+                "or prepared shards whose json carries a label")
+BN_STATS_HELP = ("BatchNorm statistics of the frozen D: re-estimated on the training clips (default) or the "
+                 "checkpoint's")
 
-    p = sub.add_parser("info", help="parameter counts, clip shape and resolved config of a preset, as JSON")
-    p.add_argument("--preset", default="paper", choices=presets)
+
+def _add_device(p: argparse.ArgumentParser, default: str | None = "auto", help: str = DEVICE_HELP) -> None:
+    p.add_argument("--device", default=default, help=help)
+
+
+def _add_quiet(p: argparse.ArgumentParser, help: str = "no progress bar") -> None:
+    p.add_argument("--quiet", action="store_true", help=help)
+
+
+def _add_seed(p: argparse.ArgumentParser, default: int | None = 0, help: str | None = None) -> None:
+    p.add_argument("--seed", type=_int, default=default, help=help)
+
+
+def _add_preset(p: argparse.ArgumentParser, default: str | None = None, help: str | None = None) -> None:
+    p.add_argument("--preset", default=default, choices=sorted(PRESETS), help=help)
+
+
+def _add_set(p: argparse.ArgumentParser, help: str = SET_HELP) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    """--model and --stochastic: the generator's kind, on top of the preset."""
     p.add_argument("--model", choices=["two-stream", "one-stream", "conditional"],
                    help="conditional: image to video (with --preset, its conditional variant)")
-    p.add_argument("--stochastic", action="store_true", default=None, help="conditional model: also take noise z")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+    p.add_argument("--stochastic", action="store_true", default=None,
+                   help="conditional model: also take noise z")
+
+
+def _add_pretrained(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--pretrained", metavar="NAME", help=help)
+
+
+def _add_weights(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", choices=["ema", "live"],
+                   help="G's moving-average weights (default, where the run kept them) or its last trained "
+                        "weights")
+
+
+def _add_fps(p: argparse.ArgumentParser) -> None:
+    """The frame rate written clips play at (prepare's --fps, a rate to resample to, is another option)."""
+    p.add_argument("--fps", type=_positive_int, default=8)
+
+
+def _add_upscale(p: argparse.ArgumentParser, default: int | None = 1, help: str = UPSCALE_HELP) -> None:
+    p.add_argument("--upscale", type=_positive_int, default=default, help=help)
+
+
+def _add_batch_size(p: argparse.ArgumentParser, default: int | None = None, help: str | None = None) -> None:
+    p.add_argument("--batch-size", type=_positive_int, default=default, help=help)
+
+
+def _add_workers(p: argparse.ArgumentParser, default: int | None, help: str, type=_non_negative_int) -> None:
+    p.add_argument("--workers", type=type, default=default, help=help)
+
+
+def _add_labeled_options(p: argparse.ArgumentParser) -> None:
+    """What `features` and `finetune` share: how labeled clips are split and read, and where D runs."""
+    p.add_argument("--split", type=_positive_int, default=1,
+                   help="UCF101: use trainlist0N/testlist0N (default 1)")
+    p.add_argument("--root",
+                   help="'path label' list: folder its paths are relative to (default: the list's folder)")
+    p.add_argument("--test-list",
+                   help="'path label' list of the test clips "
+                        "(default: a fixed 20%% of each class is held out)")
+    p.add_argument("--bn-stats", choices=["data", "checkpoint"], default="data", help=BN_STATS_HELP)
+    _add_workers(p, 2, "processes decoding videos (default 2)")
+    _add_device(p)
+    _add_quiet(p, "no progress bars")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="videogan",
+                     description="Generating Videos with Scene Dynamics (Vondrick et al. 2016) in PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("info", help="parameter counts, clip shape and resolved config of a preset, as JSON")
+    _add_preset(p, default="paper")
+    _add_model(p)
+    _add_set(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("train", help="train a generator and discriminator")
-    p.add_argument("--preset", choices=presets, help="named config (default: tiny; on --resume: the run's own)")
+    _add_preset(p, help="named config (default: tiny; on --resume: the run's own)")
     p.add_argument("--out", required=True, help="run directory (config, checkpoints, metrics, samples)")
     p.add_argument("--steps", type=_positive_int, help="total iterations (one D step + one G step each)")
-    p.add_argument("--batch-size", type=_positive_int)
-    p.add_argument("--seed", type=_int)
-    p.add_argument("--model", choices=["two-stream", "one-stream", "conditional"],
-                   help="conditional: image to video (with --preset, its conditional variant)")
-    p.add_argument("--stochastic", action="store_true", default=None, help="conditional model: also take noise z")
-    p.add_argument("--data", help="'synthetic' (default); prepared shards (folder, brace pattern, URL, pipe:); "
-                                  "the original's LIST.txt (with --root); or a folder of raw videos")
-    p.add_argument("--root", help="folder the paths in a LIST.txt are relative to (default: the list's folder)")
-    p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    _add_batch_size(p)
+    _add_seed(p, default=None)
+    _add_model(p)
+    p.add_argument("--data",
+                   help="'synthetic' (default); prepared shards (folder, brace pattern, URL, pipe:); "
+                        "the original's LIST.txt (with --root); or a folder of raw videos")
+    p.add_argument("--root",
+                   help="folder the paths in a LIST.txt are relative to (default: the list's folder)")
+    _add_device(p, default=None, help=CONFIG_DEVICE_HELP)
     p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_quiet(p)
     p.add_argument("--eval-every", type=_non_negative_int,
                    help="FVD/KVD against the training data every K steps (0: never)")
     p.add_argument("--eval-num", type=_positive_int, help="clips per side for --eval-every (default 256)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+    _add_set(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("generate", help="sample clips from a trained generator and write GIF/MP4/PNG")
-    p.add_argument("source", nargs="?", help="run directory (uses its latest checkpoint) or checkpoint folder")
-    p.add_argument("--pretrained", metavar="NAME", help="a model shipped with the package instead (see `videogan pretrained`)")
+    p.add_argument("source", nargs="?",
+                   help="run directory (uses its latest checkpoint) or checkpoint folder")
+    _add_pretrained(p, "a model shipped with the package instead (see `videogan pretrained`)")
     p.add_argument("--num", type=_positive_int, default=16)
-    p.add_argument("--seed", type=_int, default=0)
+    _add_seed(p)
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--fps", type=_positive_int, default=8)
-    p.add_argument("--upscale", type=_positive_int, default=1, help="nearest-neighbour zoom for viewing")
+    _add_fps(p)
+    _add_upscale(p)
     p.add_argument("--batchnorm", choices=["running", "batch"], default="running",
                    help="BatchNorm statistics: running averages from training (default) or this batch's")
-    p.add_argument("--weights", choices=["ema", "live"],
-                   help="G's moving-average weights (default, where the run kept them) or its last trained weights")
-    p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda or cuda:N")
+    _add_weights(p)
+    _add_device(p)
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("import-t7", help="convert the original authors' Torch7 models (iterN_net.t7) into a run directory")
+    p = sub.add_parser("import-t7",
+                       help="convert the original authors' Torch7 models (iterN_net.t7) into a run directory")
     p.add_argument("net", help="the generator: main.lua's iterN_net.t7")
     p.add_argument("--discriminator", metavar="NETD.t7", help="the discriminator: iterN_netD.t7 (optional)")
     p.add_argument("--out", required=True, help="run directory to create (generate / evaluate read it)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_quiet(p)
     p.set_defaults(func=cmd_import_t7)
 
-    p = sub.add_parser("animate", help="image to video: animate still images with a run trained with --model conditional")
+    p = sub.add_parser("animate",
+                       help="image to video: "
+                            "animate still images with a run trained with --model conditional")
     p.add_argument("run", metavar="RUN_DIR", nargs="?",
-                   help="run directory (uses its latest checkpoint) or checkpoint folder; left out with --pretrained")
-    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files of any size and format Pillow reads")
-    p.add_argument("--pretrained", metavar="NAME", help="a shipped image-to-video model instead of RUN_DIR "
-                                                        "(without IMAGEs: its example images)")
+                   help="run directory (uses its latest checkpoint) or checkpoint folder; "
+                        "left out with --pretrained")
+    p.add_argument("images", nargs="*", metavar="IMAGE",
+                   help="image files of any size and format Pillow reads")
+    _add_pretrained(p, "a shipped image-to-video model instead of RUN_DIR "
+                       "(without IMAGEs: its example images)")
     p.add_argument("--out", required=True, help="output folder: one subfolder per image")
     p.add_argument("--samples", type=_positive_int, default=1, help="futures per image (stochastic models)")
-    p.add_argument("--seed", type=_int, default=0)
-    p.add_argument("--fps", type=_positive_int, default=8)
-    p.add_argument("--upscale", type=_positive_int, default=1, help="nearest-neighbour zoom for viewing")
-    p.add_argument("--weights", choices=["ema", "live"],
-                   help="G's moving-average weights (default, where the run kept them) or its last trained weights")
-    p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda or cuda:N")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_seed(p)
+    _add_fps(p)
+    _add_upscale(p)
+    _add_weights(p)
+    _add_device(p)
+    _add_quiet(p)
     p.set_defaults(func=cmd_animate)
 
-    p = sub.add_parser("pretrained", help="the models shipped with the package: data, preset, steps, time, FVD/KVD, command")
+    p = sub.add_parser("pretrained",
+                       help="the models shipped with the package: "
+                            "data, preset, steps, time, FVD/KVD, command")
     p.add_argument("name", nargs="?", help="only this model")
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
     p.set_defaults(func=cmd_pretrained)
 
-    p = sub.add_parser("prepare", help="videos -> stabilised clips in WebDataset shards (resumes when re-run)")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders (searched recursively) or .txt lists of paths")
+    p = sub.add_parser("prepare",
+                       help="videos -> stabilised clips in WebDataset shards (resumes when re-run)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="video files, folders (searched recursively) or .txt lists of paths")
     p.add_argument("--out", required=True, help="output folder: clips-NNNNNN.tar, manifest.json, report.json")
     p.add_argument("--size", type=_positive_int, default=64, help="output frame size (square), default 64")
     p.add_argument("--frames", type=_positive_int, default=32, help="frames per clip, default 32")
-    p.add_argument("--stride", type=_positive_int, help="frames between clip starts within a shot (default: --frames)")
-    p.add_argument("--fps", type=_positive_float, help="resample every video to this frame rate first (default: keep)")
+    p.add_argument("--stride", type=_positive_int,
+                   help="frames between clip starts within a shot (default: --frames)")
+    p.add_argument("--fps", type=_positive_float,
+                   help="resample every video to this frame rate first (default: keep)")
     p.add_argument("--stabilize", action=argparse.BooleanOptionalAction, default=True,
                    help="remove camera motion with a RANSAC homography per frame (default: on)")
     p.add_argument("--features", choices=["sift", "orb"], default="sift",
-                   help="features matched for stabilisation: sift (default; the paper's, most accurate) or orb (~5x faster)")
+                   help="features matched for stabilisation: "
+                        "sift (default; the paper's, most accurate) or orb (~5x faster)")
     p.add_argument("--min-motion", type=_non_negative_float, default=0.0,
-                   help="drop clips whose mean |frame difference| (0-255) is below this (default 0: keep all)")
-    p.add_argument("--lossless", action="store_true", help="store frames as PNG instead of JPEG (~4x larger, ~3x slower to read)")
+                   help="drop clips whose mean |frame difference| (0-255) is below this "
+                        "(default 0: keep all)")
+    p.add_argument("--lossless", action="store_true",
+                   help="store frames as PNG instead of JPEG (~4x larger, ~3x slower to read)")
     p.add_argument("--quality", type=_positive_int, default=85,
-                   help="JPEG quality 1-100 (default 85: fast to decode; 95 for ~1.4 fewer grey levels of error)")
+                   help="JPEG quality 1-100 "
+                        "(default 85: fast to decode; 95 for ~1.4 fewer grey levels of error)")
     p.add_argument("--clips-per-shard", type=_positive_int, default=1000)
-    p.add_argument("--workers", type=_positive_int, help="processes decoding videos in parallel (default: all cores)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_workers(p, None, "processes decoding videos in parallel (default: all cores)", type=_positive_int)
+    _add_quiet(p, "no progress bars")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("evaluate", help="FVD and KVD (I3D features) of a generator or data set against real data, as JSON")
-    p.add_argument("--real", required=True, help="real data: synthetic, prepared shards, a LIST.txt or a folder of videos")
-    p.add_argument("--fake", required=True, help="a run directory or pretrained:NAME (samples its generator; an "
-                                                  "image-to-video one animates first frames of --real) or data as for --real")
+    p = sub.add_parser("evaluate",
+                       help="FVD and KVD (I3D features) of a generator or data set "
+                            "against real data, as JSON")
+    p.add_argument("--real", required=True,
+                   help="real data: synthetic, prepared shards, a LIST.txt or a folder of videos")
+    p.add_argument("--fake", required=True,
+                   help="a run directory or pretrained:NAME (samples its generator; an "
+                        "image-to-video one animates first frames of --real) or data as for --real")
     p.add_argument("--num", type=_positive_int, default=2048, help="clips per side (default 2048)")
-    p.add_argument("--frames", type=_positive_int, default=16, help="the first frames of each clip (default 16)")
-    p.add_argument("--size", type=_positive_int, help="read real data at this size (default: the run's, else 64)")
-    p.add_argument("--seed", type=_int, default=0)
-    p.add_argument("--batch-size", type=_positive_int, help="clips per I3D batch (default: what fits the GPU's free memory; CPU 8)")
-    p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda or cuda:N")
+    p.add_argument("--frames", type=_positive_int, default=16,
+                   help="the first frames of each clip (default 16)")
+    p.add_argument("--size", type=_positive_int,
+                   help="read real data at this size (default: the run's, else 64)")
+    _add_seed(p)
+    _add_batch_size(p, help="clips per I3D batch (default: what fits the GPU's free memory; CPU 8)")
+    _add_device(p)
     p.add_argument("--no-cache", action="store_true", help="recompute the real features even when cached")
     p.add_argument("--out", help="also write the JSON result here")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_quiet(p, "no progress bars")
     p.set_defaults(func=cmd_evaluate)
 
-    labeled_help = ("labeled clips: synthetic-actions, a UCF101 folder (classInd.txt, trainlist0N/testlist0N.txt, videos in "
-                    "a folder per class), a 'path label' .txt list, or prepared shards whose json carries a label")
-    bn_help = "BatchNorm statistics of the frozen D: re-estimated on the training clips (default) or the checkpoint's"
-
-    def labeled_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--split", type=_positive_int, default=1, help="UCF101: use trainlist0N/testlist0N (default 1)")
-        p.add_argument("--root", help="'path label' list: folder its paths are relative to (default: the list's folder)")
-        p.add_argument("--test-list", help="'path label' list of the test clips (default: a fixed 20%% of each class is held out)")
-        p.add_argument("--bn-stats", choices=["data", "checkpoint"], default="data", help=bn_help)
-        p.add_argument("--workers", type=_non_negative_int, default=2,
-                       help="processes decoding videos (default 2)")
-        p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda or cuda:N")
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-    p = sub.add_parser("features", help="discriminator features (the last map before its real/fake layer) of labeled clips, as .npz")
-    p.add_argument("run", metavar="RUN_DIR", help="run directory (its latest checkpoint) or checkpoint folder")
-    p.add_argument("data", metavar="DATA", help=labeled_help)
-    p.add_argument("--out", required=True, help="the .npz file: flat and pooled features, ids, labels, split, classes")
-    labeled_options(p)
+    p = sub.add_parser("features",
+                       help="discriminator features (the last map before its real/fake layer) of labeled "
+                            "clips, as .npz")
+    p.add_argument("run", metavar="RUN_DIR",
+                   help="run directory (its latest checkpoint) or checkpoint folder")
+    p.add_argument("data", metavar="DATA", help=LABELED_HELP)
+    p.add_argument("--out", required=True,
+                   help="the .npz file: flat and pooled features, ids, labels, split, classes")
+    _add_labeled_options(p)
     p.set_defaults(func=cmd_features)
 
-    p = sub.add_parser("finetune", help="action recognition with the discriminator: linear probe or fine-tuning, scored on the test split")
-    p.add_argument("--init", required=True, help="run directory or checkpoint folder (its D), or 'random' (the baseline)")
-    p.add_argument("--data", required=True, help=labeled_help)
+    p = sub.add_parser("finetune",
+                       help="action recognition with the discriminator: linear probe or fine-tuning, "
+                            "scored on the test split")
+    p.add_argument("--init", required=True,
+                   help="run directory or checkpoint folder (its D), or 'random' (the baseline)")
+    p.add_argument("--data", required=True, help=LABELED_HELP)
     p.add_argument("--mode", choices=["linear", "finetune"], default="finetune",
-                   help="linear: train only the new head on frozen features; finetune (default): train every layer")
-    p.add_argument("--label-fraction", type=_fraction, default=1.0, help="train on this class-balanced share of the labels (e.g. 1/8)")
-    p.add_argument("--seed", type=_int, default=0, help="label subset, random init, head init, dropout, batch order")
+                   help="linear: train only the new head on frozen features; "
+                        "finetune (default): train every layer")
+    p.add_argument("--label-fraction", type=_fraction, default=1.0,
+                   help="train on this class-balanced share of the labels (e.g. 1/8)")
+    _add_seed(p, help="label subset, random init, head init, dropout, batch order")
     p.add_argument("--steps", type=_positive_int, default=1000, help="optimiser steps (default 1000)")
-    p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--lr", type=_positive_float, default=2e-4, help="Adam learning rate (default 2e-4; beta1 0.5, as the original)")
+    _add_batch_size(p, default=32)
+    p.add_argument("--lr", type=_positive_float, default=2e-4,
+                   help="Adam learning rate (default 2e-4; beta1 0.5, as the original)")
     p.add_argument("--eval-every", type=_non_negative_int, default=0,
                    help="also score the test split every K steps, into the summary's history")
-    p.add_argument("--preset", choices=presets, help="--init random: the architecture (default: paper)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="--init random: override a model field")
-    p.add_argument("--out", required=True, help="output folder: summary.json, confusion.png, predictions.csv, classifier.safetensors")
-    labeled_options(p)
+    _add_preset(p, help="--init random: the architecture (default: paper)")
+    _add_set(p, "--init random: override a model field")
+    p.add_argument("--out", required=True,
+                   help="output folder: summary.json, confusion.png, predictions.csv, classifier.safetensors")
+    _add_labeled_options(p)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("bench", help="measure speed, print JSON")
     bench = p.add_subparsers(dest="target", required=True, parser_class=_Parser)
-    b = bench.add_parser("data", help="clips per second read from prepared shards through the training loader")
+    b = bench.add_parser("data",
+                         help="clips per second read from prepared shards through the training loader")
     b.add_argument("data", help="prepared shards: folder, brace pattern or URL")
     b.add_argument("--frames", type=_positive_int, default=32)
     b.add_argument("--size", type=_positive_int, default=64)
-    b.add_argument("--batch-size", type=_positive_int, default=64)
-    b.add_argument("--workers", type=_non_negative_int, default=0,
-                   help="DataLoader worker processes (0: in this process)")
+    _add_batch_size(b, default=64)
+    _add_workers(b, 0, "DataLoader worker processes (0: in this process)")
     b.add_argument("--batches", type=_positive_int, default=50, help="batches to time (after warm-up)")
-    b.add_argument("--exact-dct", action="store_true", help="decode JPEG with the exact DCT (data.fast_dct=false)")
+    b.add_argument("--exact-dct", action="store_true",
+                   help="decode JPEG with the exact DCT (data.fast_dct=false)")
     b.set_defaults(func=cmd_bench_data)
-    b = bench.add_parser("train", help="seconds per training step, FLOPs counted, fraction of the matmul peak reached")
-    b.add_argument("--preset", choices=presets, default="paper")
-    b.add_argument("--batch-size", type=_positive_int, help="default: the preset's train.batch_size")
+    b = bench.add_parser("train",
+                         help="seconds per training step, FLOPs counted, fraction of the matmul peak reached")
+    _add_preset(b, default="paper")
+    _add_batch_size(b, help="default: the preset's train.batch_size")
     b.add_argument("--steps", type=_positive_int, default=5, help="timed steps (median), after warm-up")
     b.add_argument("--warmup", type=_non_negative_int, default=1,
                    help="untimed steps after the FLOP-counting one (default 1)")
-    b.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    b.add_argument("--peak-size", type=_positive_int, default=4096, help="N of the N x N fp32 matmul timed for the peak")
+    _add_device(b, default=None, help=CONFIG_DEVICE_HELP)
+    b.add_argument("--peak-size", type=_positive_int, default=4096,
+                   help="N of the N x N fp32 matmul timed for the peak")
     b.add_argument("--upsample", choices=["auto", "gemm", "stock"], default="auto",
-                   help="kernel of G's transposed 3-D convolutions (default auto; stock: PyTorch's own, for comparison)")
-    b.add_argument("--quiet", action="store_true", help="no progress bar")
-    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+                   help="kernel of G's transposed 3-D convolutions "
+                        "(default auto; stock: PyTorch's own, for comparison)")
+    _add_quiet(b)
+    _add_set(b)
     b.set_defaults(func=cmd_bench_train)
 
-    p = sub.add_parser("study", help="the paper's realism study: 'which video is more realistic?' as a local web app")
+    p = sub.add_parser("study",
+                       help="the paper's realism study: 'which video is more realistic?' as a local web app")
     study = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    s = study.add_parser("create", help="draw clips from two sources and write a study (clips, pairs, catch trials)")
-    s.add_argument("--a", required=True, help="side A: real data (as for train --data) or a run directory to sample")
+    s = study.add_parser("create",
+                         help="draw clips from two sources and write a study (clips, pairs, catch trials)")
+    s.add_argument("--a", required=True,
+                   help="side A: real data (as for train --data) or a run directory to sample")
     s.add_argument("--b", required=True, help="side B: likewise")
     s.add_argument("--out", required=True, help="the study directory to write")
     s.add_argument("--pairs", type=_positive_int, default=20, help="A-against-B pairs (default 20)")
-    s.add_argument("--catch", type=_int, help="catch trials: real against broken (default: one per 10 pairs, at least 1)")
-    s.add_argument("--real", help="real data for the catch trials (default: the data side, else run A's training data)")
-    s.add_argument("--seed", type=_int, default=0)
+    s.add_argument("--catch", type=_int,
+                   help="catch trials: real against broken (default: one per 10 pairs, at least 1)")
+    s.add_argument("--real",
+                   help="real data for the catch trials (default: the data side, else run A's training data)")
+    _add_seed(s)
     s.add_argument("--frames", type=_positive_int, help="frames per clip (default: the runs', else 32)")
     s.add_argument("--size", type=_positive_int, help="clip size (default: the runs', else 64)")
-    s.add_argument("--upscale", type=_positive_int, help="nearest-neighbour zoom for viewing (default: even, to ~256 px)")
-    s.add_argument("--fps", type=_positive_int, default=8)
-    s.add_argument("--label-a", help="name of side A in the report (default: the run's folder or the data source)")
+    _add_upscale(s, default=None, help=UPSCALE_HELP + " (default: even, to ~256 px)")
+    _add_fps(s)
+    s.add_argument("--label-a",
+                   help="name of side A in the report (default: the run's folder or the data source)")
     s.add_argument("--label-b", help="name of side B in the report")
-    s.add_argument("--device", default="auto", help="for sampling runs: auto (default), cpu, cuda or cuda:N")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_device(s, help="for sampling runs: auto (default), cpu, cuda or cuda:N")
+    _add_quiet(s)
     s.set_defaults(func=cmd_study_create)
     s = study.add_parser("serve", help="serve the study page; answers go to STUDY/answers.sqlite")
     s.add_argument("study", help="a study directory (from study create)")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=_port, default=8000, help="default 8000 (0: any free port)")
     s.add_argument("--verbose", action="store_true", help="log every request")
     s.set_defaults(func=cmd_study_serve)
-    s = study.add_parser("report", help="share preferring A over B (95%% CI), raters, catch failures; CSV and PNG")
+    s = study.add_parser("report",
+                         help="share preferring A over B (95%% CI), raters, catch failures; CSV and PNG")
     s.add_argument("study", help="a study directory")
-    s.add_argument("--exclude-failed-catch", action="store_true", help="leave out raters who preferred a broken clip")
-    s.add_argument("--out", help="folder for summary.json, answers.csv, raters.csv, chart.png (default STUDY/report)")
+    s.add_argument("--exclude-failed-catch", action="store_true",
+                   help="leave out raters who preferred a broken clip")
+    s.add_argument("--out",
+                   help="folder for summary.json, answers.csv, raters.csv, chart.png (default STUDY/report)")
     s.set_defaults(func=cmd_study_report)
     return parser
 
@@ -524,21 +660,16 @@ def make_parser() -> argparse.ArgumentParser:
 def is_out_of_memory(error: BaseException) -> bool:
     """An allocation that failed (host or device memory), as opposed to a bug."""
     text = str(error)
-    return isinstance(error, MemoryError) or "out of memory" in text.lower() or "can't allocate memory" in text
+    return (isinstance(error, MemoryError) or "out of memory" in text.lower()
+            or "can't allocate memory" in text)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    from .training.checkpoint import CheckpointError
-    from .data.decode import DataError
-    from .metrics.i3d import I3DWeightsError
-    from .models import ArchitectureError
-    from .training.loop import TrainingError
-
-    user_errors = (ConfigError, ArchitectureError, CheckpointError, DataError, TrainingError, I3DWeightsError, FileNotFoundError)
     try:
         return args.func(args)
-    except user_errors as e:
+    # FileNotFoundError: a missing input; its message names the path (data.decode words its own)
+    except (VideoGANError, FileNotFoundError) as e:
         print(f"videogan: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a path that is a file, a folder without permission, ...: the system names it
@@ -549,8 +680,8 @@ def main(argv: list[str] | None = None) -> int:
     except (MemoryError, RuntimeError) as e:
         if not is_out_of_memory(e):
             raise
-        print(f"videogan: error: out of memory ({str(e).splitlines()[0][:200]}); try a smaller batch or model",
-              file=sys.stderr)
+        print(f"videogan: error: out of memory ({str(e).splitlines()[0][:200]}); "
+              "try a smaller batch or model", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("videogan: interrupted", file=sys.stderr)

@@ -15,10 +15,14 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-ModelKind = Literal["two-stream", "one-stream", "conditional"]  # conditional: image to video (models/conditional.py)
+from .errors import VideoGANError
+from .models.geometry import ArchitectureError, check_width, geometry
+
+# conditional: image to video (models/conditional.py)
+ModelKind = Literal["two-stream", "one-stream", "conditional"]
 
 
-class ConfigError(ValueError):
+class ConfigError(VideoGANError, ValueError):
     """A configuration that cannot be built; the message is one line for the user."""
 
 
@@ -39,20 +43,25 @@ class ModelConfig:
     # Initial bias of the mask head: 0 as in the paper (m starts at 0.5); negative starts the
     # composite as mostly background, so the foreground stream only has to claim what moves.
     mask_bias_init: float = 0.0
-    # Conditional model only: also take noise z (z_dim), so one image gives several futures (not in the paper).
+    # Conditional model only: also take noise z (z_dim), so one image gives several futures
+    # (not in the paper).
     stochastic: bool = False
-    # Conditional model only: the input image itself is the static background b (not in the paper, whose background
-    # stream redraws the image from the 4x4 code, blurred): the decoders then only draw what moves, and the mask.
+    # Conditional model only: the input image itself is the static background b (not in the paper, whose
+    # background stream redraws the image from the 4x4 code, blurred): the decoders then only draw what moves,
+    # and the mask.
     input_background: bool = False
-    # Conditional model only: U-Net skips (not in the paper): the encoder's features at each resolution, held over
-    # time, are concatenated to the video decoder's at the same resolution, so f can copy the image's detail.
+    # Conditional model only: U-Net skips (not in the paper): the encoder's features at each resolution, held
+    # over time, are concatenated to the video decoder's at the same resolution, so f can copy the image's
+    # detail.
     image_skips: bool = False
-    # Conditional model only: f is the input image warped by a flow field that the 3-D decoder predicts per frame and
-    # pixel (not in the paper, whose f is redrawn by transposed convolutions): what moves keeps the image's own pixels.
+    # Conditional model only: f is the input image warped by a flow field that the 3-D decoder predicts per
+    # frame and pixel (not in the paper, whose f is redrawn by transposed convolutions): what moves keeps the
+    # image's own pixels.
     warp_foreground: bool = False
-    # With warp_foreground: 0 = a free flow per frame and pixel; K > 0 = layered motion (not in the paper): each pixel
-    # is a soft mix of K moving layers and one still layer, and each moving layer translates as a whole per frame,
-    # so what a layer carries moves rigidly instead of stretching (models/conditional.py, layered_flow).
+    # With warp_foreground: 0 = a free flow per frame and pixel; K > 0 = layered motion (not in the paper):
+    # each pixel is a soft mix of K moving layers and one still layer, and each moving layer translates as a
+    # whole per frame, so what a layer carries moves rigidly instead of stretching (models/conditional.py,
+    # layered_flow).
     motion_layers: int = 0
 
 
@@ -68,18 +77,20 @@ class TrainConfig:
     # Conditional model only: lambda of the L1 between the first generated frame and the input image
     # (main_conditional.lua: opt.lambda = 10).
     first_frame_l1_weight: float = 10.0
-    # Conditional model with model.warp_foreground: weight of the flow's total variation (not in the paper; 0 = off).
+    # Conditional model with model.warp_foreground: weight of the flow's total variation
+    # (not in the paper; 0 = off).
     flow_tv_weight: float = 0.0
-    # Conditional model with model.motion_layers: weight of the entropy of each pixel's layer shares (not in the paper;
-    # 0 = off): pushes each pixel to move with one layer.
+    # Conditional model with model.motion_layers: weight of the entropy of each pixel's layer shares (not in
+    # the paper; 0 = off): pushes each pixel to move with one layer.
     layer_entropy_weight: float = 0.0
-    # DiffAugment of D's inputs (not in the paper; diffaugment.py): "" = off, or any of color,translation,cutout,
-    # comma-separated. For small data sets, where D otherwise memorises the real clips.
+    # DiffAugment of D's inputs (not in the paper; diffaugment.py): "" = off, or any of
+    # color,translation,cutout, comma-separated. For small data sets, where D otherwise memorises the real
+    # clips.
     augment: str = ""
-    # R1 gradient penalty on D at real clips (not in the paper; Mescheder et al. 2018, as in StyleGAN): its weight
-    # gamma, D's loss gains gamma / 2 * mean |grad of D's log-odds|^2 (0 = off). Applied lazily, every r1_every
-    # steps with its weight scaled by r1_every (StyleGAN2's lazy regularisation): the double backward costs a
-    # few D passes.
+    # R1 gradient penalty on D at real clips (not in the paper; Mescheder et al. 2018, as in StyleGAN): its
+    # weight gamma, D's loss gains gamma / 2 * mean |grad of D's log-odds|^2 (0 = off). Applied lazily, every
+    # r1_every steps with its weight scaled by r1_every (StyleGAN2's lazy regularisation): the double backward
+    # costs a few D passes.
     r1_weight: float = 0.0
     r1_every: int = 4
     seed: int = 0
@@ -87,11 +98,14 @@ class TrainConfig:
     num_threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default
     # Speed (none changes the maths except precision; see README "Scale and speed"):
     grad_accumulation: int = 1  # micro-batches per step on each rank: batch_size / world / this clips each
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast of forward passes (fast on recent GPUs, not this CPU)
+    # bf16: autocast of forward passes (fast on recent GPUs, not this CPU)
+    precision: Literal["fp32", "bf16"] = "fp32"
     tf32: bool = True  # CUDA only: TF32 tensor cores for fp32 matmuls and convolutions
-    channels_last: bool = False  # channels_last_3d (5-D) / channels_last (4-D) memory layout of weights and activations
+    # channels_last_3d (5-D) / channels_last (4-D) memory layout of weights and activations
+    channels_last: bool = False
     compile: bool = False  # torch.compile both networks (first steps slower while it compiles)
-    sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)
+    # under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)
+    sync_batchnorm: bool = False
     log_every: int = 10
     sample_every: int = 500  # write a progress grid every K steps (0: never)
     checkpoint_every: int = 1000  # write a checkpoint every K steps (0: none) and always at the end
@@ -115,13 +129,15 @@ class DataConfig:
     root: str = ""  # folder the paths in a LIST.txt are relative to ("" = the list's own folder)
     workers: int = 2  # DataLoader worker processes per rank (0 = load in the training process)
     shuffle_buffer: int = 2000  # clips held for shuffling a shard stream
-    # True: the buffer empties at the end of each pass over the data, so every clip comes out once before any comes
-    # out twice (the FVD protocol's real side; a data set smaller than the buffer otherwise repeats clips at once)
+    # True: the buffer empties at the end of each pass over the data, so every clip comes out once before any
+    # comes out twice (the FVD protocol's real side; a data set smaller than the buffer otherwise repeats
+    # clips at once)
     shuffle_within_pass: bool = False
     hflip: bool = False  # flip each clip left-right with probability 1/2 (not in the paper)
     random_offset: bool = True  # clips longer than model.frames: a random window, else the first frames
-    # JPEG shards decoded with libjpeg-turbo's fast integer DCT (as FFCV's loader does): ~12% more clips/s per core here,
-    # at ~1 grey level (0-255) mean difference from the exact DCT, a fifth of q85 JPEG's own error (RESULTS.md).
+    # JPEG shards decoded with libjpeg-turbo's fast integer DCT (as FFCV's loader does): ~12% more clips/s per
+    # core here, at ~1 grey level (0-255) mean difference from the exact DCT, a fifth of q85 JPEG's own error
+    # (RESULTS.md).
     fast_dct: bool = True
 
 
@@ -155,7 +171,8 @@ class Config:
 
 
 def paper() -> Config:
-    """Vondrick et al. 2016: 32 frames of 64x64, G 512..64, D 64..512, batch 64; no EMA of G (not in the paper)."""
+    """Vondrick et al. 2016: 32 frames of 64x64, G 512..64, D 64..512, batch 64;
+    no EMA of G (not in the paper)."""
     return Config(train=TrainConfig(ema_decay=0.0))
 
 
@@ -184,22 +201,71 @@ def paper_conditional() -> Config:
 
 
 def tiny_conditional() -> Config:
-    """The tiny preset (16x32x32, same D, data and schedule) with the conditional model: encoder 16..64, decoders
-    64..16, no mask prior, as main_conditional.lua."""
+    """The tiny preset (16x32x32, same D, data and schedule) with the conditional model: encoder 16..64,
+    decoders 64..16, no mask prior, as main_conditional.lua."""
     cfg = tiny()
     cfg.model.kind = "conditional"
     cfg.train.mask_l1_weight = 0.0
     return cfg
 
 
-PRESETS = {"paper": paper, "tiny": tiny}
-CONDITIONAL_PRESETS = {"paper": paper_conditional, "tiny": tiny_conditional}  # what `--model conditional` selects
+# ----------------------------------------------------------------------------- recipes of the shipped models
+# Each one rebuilds, field by field, the config in its model's card (generation/pretrained/NAME/model.json,
+# whose "preset" names it): `videogan train --preset NAME` trains that model again. All but the thread count
+# (the cards' 2): a recipe runs on any machine with torch's default (--set train.num_threads=2 for the very
+# float rounding of the shipped run).
+
+
+def synthetic() -> Config:
+    """The shipped `synthetic` model: tiny on the built-in scenes for 14000 steps, with lazy R1 on D."""
+    cfg = tiny()
+    cfg.train.steps = 14_000
+    cfg.train.r1_weight = 0.01
+    return cfg
+
+
+def pedestrians() -> Config:
+    """The shipped `pedestrians` model: tiny for 10000 steps on 195 clips of vtest.avi, with DiffAugment.
+
+    The data are prepared first, as its card's data.prepare says (`videogan prepare vtest.avi --out
+    runs/data-vtest-32 --size 32 --frames 16 --stride 4 ...`); `--data` points elsewhere."""
+    cfg = tiny()
+    cfg.train.steps = 10_000
+    cfg.train.augment = "color,translation,cutout"  # D memorises 195 clips without it
+    cfg.data.source = "runs/data-vtest-32"
+    cfg.data.workers = 0
+    cfg.data.shuffle_buffer = 200  # about the data set's size (195 clips)
+    return cfg
+
+
+def synthetic_animate() -> Config:
+    """The shipped `synthetic-animate` model: tiny's conditional model for 9000 steps, the input image as the
+    background and the foreground warped along 3 translating layers, with priors on the flow's TV and the
+    layers' entropy."""
+    cfg = tiny_conditional()
+    cfg.model.input_background = True
+    cfg.model.warp_foreground = True
+    cfg.model.motion_layers = 3
+    cfg.train.steps = 9_000
+    cfg.train.flow_tv_weight = 5.0
+    cfg.train.layer_entropy_weight = 0.5
+    return cfg
+
+
+PRESETS = {"paper": paper, "tiny": tiny,
+           "synthetic": synthetic, "pedestrians": pedestrians, "synthetic-animate": synthetic_animate}
+# What `--model conditional` selects: a preset's image-to-video variant, or the preset itself where it is one.
+CONDITIONAL_PRESETS = {"paper": paper_conditional, "tiny": tiny_conditional,
+                       "synthetic-animate": synthetic_animate}
 
 
 def preset(name: str, kind: str | None = None) -> Config:
     """The named preset; with kind "conditional", its image-to-video variant (CONDITIONAL_PRESETS)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
+    if kind == "conditional" and name not in CONDITIONAL_PRESETS:
+        raise ConfigError(f"preset {name!r} has no image-to-video variant (--model conditional); these do: "
+                          f"{', '.join(sorted(CONDITIONAL_PRESETS))}")
     return (CONDITIONAL_PRESETS if kind == "conditional" else PRESETS)[name]()
 
 
@@ -335,8 +401,8 @@ RADIUS = Range(0, 0.5, low_open=True, high_open=True)  # an object inside the fr
 # The allowed range of every numeric field (0 means "off" or "all" where the field's comment says so). Rules
 # between fields and the architecture's own (model.size, the widths) follow in validate's helpers.
 FIELD_RANGES: dict[str, Range] = {
-    # Upper bounds far above any trained model (the paper: 32 frames of 64x64, z 100, widths 512/64; its image to
-    # video model 1024/128) that keep a typo from asking the allocator for terabytes.
+    # Upper bounds far above any trained model (the paper: 32 frames of 64x64, z 100, widths 512/64; its image
+    # to video model 1024/128) that keep a typo from asking the allocator for terabytes.
     "model.frames": Range(2, 1024),  # one frame has no motion to learn
     "model.size": Range(8, 1024),  # and a power of two: models/geometry.py
     "model.channels": Range(3, 3),  # every data source and the metrics read RGB
@@ -380,6 +446,19 @@ FIELD_RANGES: dict[str, Range] = {
 
 # Options of the image-to-video model that no other model kind has.
 CONDITIONAL_ONLY = ("stochastic", "input_background", "image_skips", "warp_foreground")
+# What train.augment can name, in the order they are applied (training/diffaugment.py applies them).
+AUGMENT_TRANSFORMS = ("color", "translation", "cutout")
+
+
+def augment_transforms(policy: str) -> tuple[str, ...]:
+    """train.augment "color,translation,cutout" (any subset, any order) -> the transforms it names in the
+    order they are applied (empty: no augmentation); ConfigError naming any unknown one."""
+    names = [n.strip() for n in policy.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(AUGMENT_TRANSFORMS))
+    if unknown:
+        raise ConfigError(f"train.augment: unknown {', '.join(unknown)}; "
+                          f"choose from {', '.join(AUGMENT_TRANSFORMS)}")
+    return tuple(t for t in AUGMENT_TRANSFORMS if t in names)
 
 
 def check_number(key: str, value: Any, allowed: Range = ANY, integer: bool = False) -> None:
@@ -432,8 +511,6 @@ def validate_model(model: ModelConfig) -> ModelConfig:
 
 def _check_architecture(m: ModelConfig) -> None:
     """The clip shape and widths the networks can be built with (the rules are models/geometry.py's)."""
-    from .models.geometry import ArchitectureError, check_width, geometry  # imports torch: not at start-up
-
     try:
         geo = geometry(m.frames, m.size)
         check_width("model.g_width", m.g_width, geo, "halve")
@@ -453,8 +530,6 @@ def _check_model_options(m: ModelConfig) -> None:
 
 def _check_combinations(cfg: Config) -> None:
     """Rules between the sections' fields: options that do nothing, or cannot work, without another."""
-    from .training.diffaugment import ClipAugment  # imports torch: not at start-up
-
     m, tc, s = cfg.model, cfg.train, cfg.synthetic
     if tc.flow_tv_weight and not m.warp_foreground:
         raise ConfigError(f"train.flow_tv_weight={tc.flow_tv_weight} needs model.warp_foreground=true "
@@ -471,7 +546,7 @@ def _check_combinations(cfg: Config) -> None:
     if tc.batch_size % tc.grad_accumulation:
         raise ConfigError(f"train.batch_size={tc.batch_size} is not divisible into train.grad_accumulation="
                           f"{tc.grad_accumulation} micro-batches")
-    ClipAugment.parse(tc.augment)  # ConfigError naming train.augment and the transforms there are
+    augment_transforms(tc.augment)  # ConfigError naming train.augment and the transforms there are
     if not cfg.data.source:
         raise ConfigError("data.source='': name the data to train on (synthetic, shards, a LIST.txt or "
                           "videos)")

@@ -33,13 +33,27 @@ def from_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(127.5).sub_(1.0)
 
 
-def grid(clips: torch.Tensor, columns: int | None = None, padding: int = 1, pad_value: int = 255) -> torch.Tensor:
+def to_model_range(clips: torch.Tensor, device: torch.device | str,
+                   memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """uint8 [B, C, T, H, W] -> float in [-1, 1] on the device (normalisation happens here, not in the data),
+    in `memory_format` (training.runtime.clip_layout: what the networks expect)."""
+    assert clips.dtype == torch.uint8 and clips.ndim == 5, \
+        f"expected uint8 [B, C, T, H, W], got {clips.dtype} {list(clips.shape)}"
+    # Shard batches arrive channels-last ([B, T, H, W, C] memory, as decoded); the layout is fixed here, on
+    # the device, in uint8 (a quarter of the float copy's bytes).
+    return from_uint8(clips.to(device, non_blocking=True).contiguous(memory_format=memory_format))
+
+
+def grid(clips: torch.Tensor, columns: int | None = None, padding: int = 1,
+         pad_value: int = 255) -> torch.Tensor:
     """Tile uint8 clips [N, C, T, H, W] into one clip [C, T, rows*(H+p)+p, cols*(W+p)+p]."""
-    assert clips.ndim == 5 and clips.dtype == torch.uint8, f"expected uint8 [N, C, T, H, W], got {clips.dtype} {list(clips.shape)}"
+    assert clips.ndim == 5 and clips.dtype == torch.uint8, \
+        f"expected uint8 [N, C, T, H, W], got {clips.dtype} {list(clips.shape)}"
     n, c, t, h, w = clips.shape
     columns = columns or math.ceil(math.sqrt(n))
     rows = math.ceil(n / columns)
-    out = torch.full((c, t, rows * (h + padding) + padding, columns * (w + padding) + padding), pad_value, dtype=torch.uint8)
+    out = torch.full((c, t, rows * (h + padding) + padding, columns * (w + padding) + padding), pad_value,
+                     dtype=torch.uint8)
     for i in range(n):
         y, x = padding + (i // columns) * (h + padding), padding + (i % columns) * (w + padding)
         out[:, :, y : y + h, x : x + w] = clips[i]
@@ -55,7 +69,8 @@ def upscale(clip: torch.Tensor, factor: int) -> torch.Tensor:
 
 def _frames_hwc(clip: torch.Tensor) -> np.ndarray:
     """uint8 [C, T, H, W] (C = 1 or 3) -> numpy [T, H, W, 3]."""
-    assert clip.ndim == 4 and clip.dtype == torch.uint8, f"expected uint8 [C, T, H, W], got {clip.dtype} {list(clip.shape)}"
+    assert clip.ndim == 4 and clip.dtype == torch.uint8, \
+        f"expected uint8 [C, T, H, W], got {clip.dtype} {list(clip.shape)}"
     if clip.shape[0] == 1:
         clip = clip.expand(3, *clip.shape[1:])
     return np.ascontiguousarray(clip.permute(1, 2, 3, 0).numpy())
@@ -73,7 +88,8 @@ def fsync_path(path: str | os.PathLike) -> None:
 def durable_replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Rename `src` onto `dst` so that a power cut leaves either the old or the new file, never an empty one:
     `src` is flushed before the rename and the folder after it, as databases do (ext4's delayed allocation
-    otherwise may commit the rename before the data). `src` may be a folder whose files are already flushed."""
+    otherwise may commit the rename before the data). `src` may be a folder whose files are already
+    flushed."""
     fsync_path(src)
     os.replace(src, dst)
     fsync_path(Path(dst).parent)
@@ -89,7 +105,8 @@ def umask_mode(mode: int = 0o666) -> int:
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside `path`; move it onto `path` only if the block succeeds, durably
-    (durable_replace). The file gets the usual permissions (0666 less the umask), not mkstemp's private 0600."""
+    (durable_replace). The file gets the usual permissions (0666 less the umask), not mkstemp's private
+    0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
@@ -121,12 +138,14 @@ def write_json(path: str | os.PathLike, data: Any, sort_keys: bool = False) -> N
 def write_gif(path: str | os.PathLike, clip: torch.Tensor, fps: float = 8) -> None:
     frames = [Image.fromarray(f) for f in _frames_hwc(clip)]
     with atomic_path(path) as tmp:
-        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0)
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=round(1000 / fps),
+                       loop=0)
 
 
 def _write_video(path: str | os.PathLike, clip: torch.Tensor, fps: int, container_format: str, codec: str,
                  options: dict[str, str]) -> None:
-    """uint8 [C, T, H, W] -> a yuv420p video file (odd sizes padded by one pixel to even), written atomically."""
+    """uint8 [C, T, H, W] -> a yuv420p video file (odd sizes padded by one pixel to even), written
+    atomically."""
     frames = _frames_hwc(clip)
     _, h, w, _ = frames.shape
     frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
@@ -146,10 +165,10 @@ def write_mp4(path: str | os.PathLike, clip: torch.Tensor, fps: int = 8) -> None
 
 
 def write_webm(path: str | os.PathLike, clip: torch.Tensor, fps: int = 8) -> None:
-    """VP8 WebM, near-lossless (crf 4, bitrate cap 10 Mb/s). VP8 rather than VP9: the same quality on our clips
-    in less encoding time, and every browser with WebM plays it (benchmarks/RESULTS.md, the realism study).
-    One thread: clips this small gain nothing from more, and on a busy machine libvpx's threads made it
-    10-30x slower."""
+    """VP8 WebM, near-lossless (crf 4, bitrate cap 10 Mb/s). VP8 rather than VP9: the same quality on our
+    clips in less encoding time, and every browser with WebM plays it (benchmarks/RESULTS.md, the realism
+    study). One thread: clips this small gain nothing from more, and on a busy machine libvpx's threads slowed
+    it down many times over (same section)."""
     _write_video(path, clip, fps, "webm", "libvpx",
                  {"crf": "4", "b": "10M", "deadline": "good", "cpu-used": "4", "threads": "1"})
 

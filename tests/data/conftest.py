@@ -11,9 +11,11 @@ import pytest
 
 
 def textured_background(height: int, width: int, seed: int) -> np.ndarray:
-    """uint8 [H, W, 3]: smoothed noise at two scales plus a few rectangles, so features are found everywhere."""
+    """uint8 [H, W, 3]: smoothed noise at two scales plus a few rectangles, so features are found
+    everywhere."""
     rng = np.random.default_rng(seed)
-    coarse = cv2.resize(rng.uniform(0, 255, (height // 16 + 1, width // 16 + 1, 3)).astype(np.float32), (width, height))
+    coarse = cv2.resize(rng.uniform(0, 255, (height // 16 + 1, width // 16 + 1, 3)).astype(np.float32),
+                        (width, height))
     fine = cv2.GaussianBlur(rng.uniform(0, 255, (height, width, 3)).astype(np.float32), (0, 0), 1.5)
     image = 0.6 * coarse + 0.4 * fine
     for _ in range(12):
@@ -75,8 +77,8 @@ def write_video(path: Path, frames: np.ndarray, fps: int = 10, codec: str = "lib
 def make_video(tmp_path):
     """make_video(name, count=..., **scene_and_codec_options) -> path of a fresh test video."""
 
-    def make(name: str, count: int = 40, fps: int = 10, codec: str = "libx264", rotation: int = 0, gray: bool = False,
-             **scene) -> Path:
+    def make(name: str, count: int = 40, fps: int = 10, codec: str = "libx264", rotation: int = 0,
+             gray: bool = False, **scene) -> Path:
         frames, _ = scene_frames(count, **scene)
         return write_video(tmp_path / name, frames, fps=fps, codec=codec, rotation=rotation, gray=gray)
 

@@ -34,7 +34,8 @@ def test_each_class_moves_as_named_and_stays_in_frame(frames):
         gen = torch.Generator().manual_seed(i)
         action, radius = ACTIONS[i % 10], 0.08 + 0.06 * (i % 7) / 6
         cx, cy, r = trajectory(action, frames, radius, gen)
-        assert (cx - r >= 0).all() and (cx + r <= 1).all() and (cy - r >= 0).all() and (cy + r <= 1).all(), action
+        assert (cx - r >= 0).all() and (cx + r <= 1).all() and (cy - r >= 0).all() and (cy + r <= 1).all(), \
+            action
         dx = cx[-1] - cx[0]
         steps_x, steps_y = cx.diff(), cy.diff()
         if action in ("right", "right-fast"):

@@ -12,7 +12,8 @@ def frames_clip(t: int = 10, s: int = 4) -> torch.Tensor:
     return torch.arange(t, dtype=torch.uint8).view(1, t, 1, 1).expand(3, t, s, s).contiguous()
 
 
-@pytest.mark.parametrize("rng", [torch.Generator().manual_seed(0), np.random.default_rng(0), random.Random(0)])
+@pytest.mark.parametrize("rng", [torch.Generator().manual_seed(0), np.random.default_rng(0),
+                                 random.Random(0)])
 def test_generators_supported(rng):
     draws = {randint(rng, 5) for _ in range(200)}
     assert draws == set(range(5))

@@ -19,8 +19,15 @@ from videogan import media
 from videogan.cli import main
 from videogan.data import prepare as prepare_module
 from videogan.data.decode import DataError
-from videogan.data.prepare import (STATE_FILE, PrepareConfig, VideoStats, clip_motion, list_inputs, prepare,
-                                   video_clips)
+from videogan.data.prepare import (
+    STATE_FILE,
+    PrepareConfig,
+    VideoStats,
+    clip_motion,
+    list_inputs,
+    prepare,
+    video_clips,
+)
 from videogan.data.shards import resolve_shards
 
 FAST = dict(size=16, frames=8, stabilize=False, clips_per_shard=3)
@@ -41,7 +48,8 @@ def stored_clips(folder: Path) -> list[tuple[dict, np.ndarray]]:
     members, clips = shard_members(folder), []
     for name in sorted(n for n in members if n.endswith(".json")):
         meta = json.loads(members[name])
-        image_name = next(n for n in members if n.startswith(name[: -len("json")]) and not n.endswith(".json"))
+        image_name = next(n for n in members if n.startswith(name[: -len("json")])
+                          and not n.endswith(".json"))
         image = np.asarray(Image.open(io.BytesIO(members[image_name])).convert("RGB"))
         clips.append((meta, image.reshape(meta["frames"], meta["size"], meta["size"], 3)))
     return clips
@@ -50,7 +58,8 @@ def stored_clips(folder: Path) -> list[tuple[dict, np.ndarray]]:
 def test_clip_count_follows_frames_and_stride(make_video, tmp_path):
     video = make_video("a.mp4", count=40)
     for stride, expected in [(0, 5), (8, 5), (4, 9), (16, 3), (40, 1)]:
-        summary = prepare([video], tmp_path / f"s{stride}", PrepareConfig(**{**FAST, "stride": stride}), progress=False)
+        summary = prepare([video], tmp_path / f"s{stride}", PrepareConfig(**{**FAST, "stride": stride}),
+                          progress=False)
         assert summary.clips_written == expected == (40 - 8) // (stride or 8) + 1
         starts = [meta["start_frame"] for meta, _ in stored_clips(tmp_path / f"s{stride}")]
         assert starts == [i * (stride or 8) for i in range(expected)]
@@ -86,18 +95,22 @@ def test_jpeg_is_the_default_and_close(make_video, tmp_path):
     prepare([video], tmp_path / "out", cfg, progress=False)
     (meta, frames), = stored_clips(tmp_path / "out")[:1]
     clip = next(video_clips(video, cfg, VideoStats()))
-    # The test scene is pixel-level noise, JPEG's worst case; real footage is ~3 grey levels (benchmarks/RESULTS.md).
+    # The test scene is pixel-level noise, JPEG's worst case; real footage is ~3 grey
+    # levels (benchmarks/RESULTS.md).
     assert np.abs(frames.astype(int) - clip.frames).mean() < 7
     assert any(n.endswith(".jpg") for n in shard_members(tmp_path / "out"))
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["image"] == "jpg" and manifest["summary"]["clips_written"] == 2 and manifest["frames"] == 8
-    assert oct((tmp_path / "out" / "manifest.json").stat().st_mode & 0o777) != oct(0o600)  # not mkstemp's private mode
+    assert (manifest["image"] == "jpg" and manifest["summary"]["clips_written"] == 2
+            and manifest["frames"] == 8)
+    # not mkstemp's private mode
+    assert oct((tmp_path / "out" / "manifest.json").stat().st_mode & 0o777) != oct(0o600)
 
 
 def test_stabilisation_removes_camera_shake(make_video, tmp_path):
     video = make_video("shaky.mp4", count=32, shake=4.0, height=192, width=192, objects=1)
     cfg = PrepareConfig(size=32, frames=16, clips_per_shard=10, lossless=True)
-    shaky = [clip_motion(c.frames) for c in video_clips(video, dataclasses.replace(cfg, stabilize=False), VideoStats())]
+    shaky = [clip_motion(c.frames) for c in video_clips(video, dataclasses.replace(cfg, stabilize=False),
+                                                        VideoStats())]
     stats = VideoStats()
     steady = [clip_motion(c.frames) for c in video_clips(video, cfg, stats)]
     assert stats.dropped_unstable == 0 and len(steady) == len(shaky) == 2
@@ -107,9 +120,11 @@ def test_stabilisation_removes_camera_shake(make_video, tmp_path):
 def test_min_motion_drops_still_clips(make_video, tmp_path):
     still = make_video("still.mp4", count=16, objects=0)
     moving = make_video("moving.mp4", count=16, objects=3)
-    summary = prepare([still, moving], tmp_path / "out", PrepareConfig(**{**FAST, "min_motion": 0.5}), progress=False)
+    summary = prepare([still, moving], tmp_path / "out", PrepareConfig(**{**FAST, "min_motion": 0.5}),
+                      progress=False)
     assert summary.clips_written == 2 and summary.clips_dropped_static == 2
-    report = {Path(e["path"]).name: e for e in json.loads((tmp_path / "out" / "report.json").read_text())["videos"]}
+    report = {Path(e["path"]).name: e
+              for e in json.loads((tmp_path / "out" / "report.json").read_text())["videos"]}
     assert report["still.mp4"]["status"] == "skipped" and "min-motion" in report["still.mp4"]["reason"]
 
 
@@ -136,7 +151,8 @@ def test_resumed_preparation_equals_an_uninterrupted_one(make_video, tmp_path, m
 
     assert resumed.resumed and resumed.clips_written == whole.clips_written == 12
     assert shard_members(tmp_path / "resumed").keys() == shard_members(tmp_path / "whole").keys()
-    for (m1, f1), (m2, f2) in zip(stored_clips(tmp_path / "resumed"), stored_clips(tmp_path / "whole"), strict=True):
+    for (m1, f1), (m2, f2) in zip(stored_clips(tmp_path / "resumed"), stored_clips(tmp_path / "whole"),
+                                  strict=True):
         assert m1 == m2
         np.testing.assert_array_equal(f1, f2)
     report = lambda d: [{k: v for k, v in e.items() if k != "seconds"}  # noqa: E731
@@ -333,18 +349,22 @@ def test_every_kind_of_bad_input_is_reported_and_the_rest_goes_on(make_video, tm
     short = make_video("short.mp4", count=5)
     # A stream that fails mid-way: 2000 bytes of noise a third of the way into a longer video.
     broken = bytearray(make_video("midway.mp4", count=60, seed=5).read_bytes())
-    broken[len(broken) // 3 : len(broken) // 3 + 2000] = np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    noise = np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    broken[len(broken) // 3 : len(broken) // 3 + 2000] = noise
     (tmp_path / "midway.mp4").write_bytes(bytes(broken))
     inputs = [good, tmp_path / "empty.mp4", tmp_path / "garbage.avi", tmp_path / "truncated.mp4",
               tmp_path / "notes.md", short, tmp_path / "midway.mp4", tmp_path / "missing.mp4"]
 
     summary = prepare(inputs, tmp_path / "out", PrepareConfig(**FAST), progress=False)
-    report = {Path(e["path"]).name: e for e in json.loads((tmp_path / "out" / "report.json").read_text())["videos"]}
+    report = {Path(e["path"]).name: e
+              for e in json.loads((tmp_path / "out" / "report.json").read_text())["videos"]}
     assert set(report) == {p.name for p in map(Path, inputs)}
     assert report["good.mp4"]["status"] == "ok" and report["good.mp4"]["clips"] == 2
     assert report["missing.mp4"]["reason"] == "no such file or directory"
-    assert report["short.mp4"]["status"] == "skipped" and "no shot as long as one clip (5 frames" in report["short.mp4"]["reason"]
-    assert report["midway.mp4"]["status"] == "partial" and "cannot decode after" in report["midway.mp4"]["reason"]
+    assert (report["short.mp4"]["status"] == "skipped"
+            and "no shot as long as one clip (5 frames" in report["short.mp4"]["reason"])
+    assert (report["midway.mp4"]["status"] == "partial"
+            and "cannot decode after" in report["midway.mp4"]["reason"])
     for name in ("empty.mp4", "garbage.avi", "truncated.mp4", "notes.md"):
         assert report[name]["status"] == "skipped", report[name]
         assert report[name]["reason"].startswith(str(tmp_path / name)) and "\n" not in report[name]["reason"]
@@ -366,7 +386,8 @@ def test_inputs_folders_and_lists(make_video, tmp_path):
     (tmp_path / "list.txt").write_text("# my videos\na.mp4\n\nsub/c.mkv\nnot-there.mp4\n")
     videos, missing = list_inputs([tmp_path / "list.txt", tmp_path])
     assert videos == [a, c, b]  # list order first, then the folder's sorted walk; no duplicates
-    assert [Path(m["path"]).name for m in missing] == ["not-there.mp4"] and "listed in" in missing[0]["reason"]
+    assert ([Path(m["path"]).name for m in missing] == ["not-there.mp4"]
+            and "listed in" in missing[0]["reason"])
 
 
 def test_rotation_grayscale_gif_and_fps(make_video, tmp_path):
@@ -382,7 +403,8 @@ def test_rotation_grayscale_gif_and_fps(make_video, tmp_path):
     clips = list(video_clips(video, PrepareConfig(**{**FAST, "fps": 5.0}), stats))
     assert stats.frames == 20 and len(clips) == 2
     assert clips[1].meta["start_time"] == pytest.approx(1.6) and clips[1].meta["fps"] == 5.0
-    assert next(video_clips(video, PrepareConfig(**FAST), VideoStats())).meta["fps"] == 10.0  # the stream's own rate
+    # the stream's own rate
+    assert next(video_clips(video, PrepareConfig(**FAST), VideoStats())).meta["fps"] == 10.0
 
 
 def test_cli_prepare_then_train(make_video, tmp_path, capsys):
@@ -391,18 +413,20 @@ def test_cli_prepare_then_train(make_video, tmp_path, capsys):
                  "--no-stabilize", "--workers", "1", "--quiet"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["clips_written"] == 12 and summary["videos_ok"] == 1
-    code = main(["train", "--out", str(tmp_path / "run"), "--data", str(tmp_path / "data"), "--steps", "2", "--quiet",
-                 "--set", "model.frames=4", "--set", "model.size=8", "--set", "model.g_width=8", "--set", "model.d_width=4",
-                 "--set", "train.batch_size=2", "--set", "data.workers=0", "--set", "train.sample_every=0",
-                 "--device", "cpu"])
+    code = main(["train", "--out", str(tmp_path / "run"), "--data", str(tmp_path / "data"), "--steps", "2",
+                 "--quiet", "--set", "model.frames=4", "--set", "model.size=8", "--set", "model.g_width=8",
+                 "--set", "model.d_width=4", "--set", "train.batch_size=2", "--set", "data.workers=0",
+                 "--set", "train.sample_every=0", "--device", "cpu"])
     assert code == 0 and json.loads(capsys.readouterr().out)["step"] == 2
     assert main(["prepare", str(tmp_path / "nothing.mp4"), "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "no clips came out" in capsys.readouterr().err
 
 
 def test_real_videos_prepare_and_train(sample_videos_dir, tmp_path):
-    """All the shared sample videos (varied codecs, sizes, camera motion, cuts) -> shards -> a few training steps."""
-    summary = prepare([sample_videos_dir], tmp_path / "data", PrepareConfig(size=32, frames=16, fps=5), workers=2, progress=False)
+    """All the shared sample videos (varied codecs, sizes, camera motion, cuts) -> shards -> a few training
+    steps."""
+    summary = prepare([sample_videos_dir], tmp_path / "data", PrepareConfig(size=32, frames=16, fps=5),
+                      workers=2, progress=False)
     report = json.loads((tmp_path / "data" / "report.json").read_text())["videos"]
     assert summary.videos_skipped == 0 and summary.videos_ok == len(report) >= 5
     by_name = {Path(e["path"]).name: e for e in report}
@@ -430,7 +454,7 @@ def _tiny_cfg():
 
 def test_cli_bench_data_prints_clips_per_second(make_video, tmp_path, capsys):
     prepare([make_video("a.mp4", count=32)], tmp_path / "data", PrepareConfig(**FAST), progress=False)
-    assert main(["bench", "data", str(tmp_path / "data"), "--frames", "8", "--size", "16", "--batch-size", "2",
-                 "--batches", "3"]) == 0
+    assert main(["bench", "data", str(tmp_path / "data"), "--frames", "8", "--size", "16", "--batch-size",
+                 "2", "--batches", "3"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["clips_per_second"] > 0 and result["frames"] == 8 and result["shards"] == 2

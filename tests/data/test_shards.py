@@ -2,66 +2,27 @@ import io
 import json
 import os
 import tarfile
-import warnings
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from known_shards import S, T, cfg, clip_ids, make_clip, record, take, with_image, write_dataset
 
-from videogan.config import DataConfig
-from videogan.data.decode import DataError
-from videogan.data.shards import (DataWarning, EmptyTarError, ShardClips, TarError, decode_clip, decode_image,
-                                  encode_clip, is_shard_source, read_shard, resolve_shards, tar_members,
-                                  write_shard)
-
-T, S = 6, 8
-
-
-def make_clip(i: int, t: int = T, s: int = S) -> np.ndarray:
-    """A random clip [t, s, s, 3] whose first pixel carries its id (exact in PNG)."""
-    clip = np.random.default_rng(i).integers(0, 256, (t, s, s, 3), dtype=np.uint8)
-    clip[0, 0, 0] = (i % 256, i // 256, 7)
-    return clip
-
-
-def clip_ids(batch: torch.Tensor) -> list[int]:
-    px = batch[:, :, 0, 0, 0].long()  # [B, 3]
-    assert (px[:, 2] == 7).all(), "a clip that is not one of ours (grey/zero?)"
-    return (px[:, 0] + 256 * px[:, 1]).tolist()
-
-
-def write_dataset(folder: Path, shards: int, per: int, lossless: bool = True, t: int = T, s: int = S) -> list[int]:
-    folder.mkdir(parents=True, exist_ok=True)
-    ids = []
-    for k in range(shards):
-        samples = []
-        for j in range(per):
-            i = k * per + j
-            ids.append(i)
-            samples.append(encode_clip(f"{i:07d}_{j:05d}", make_clip(i, t, s), {"source": f"v{i}.mp4", "fps": 25.0},
-                                       lossless=lossless))
-        assert write_shard(folder / f"clips-{k:06d}.tar", samples) == per
-    return ids
-
-
-def with_image(sample: dict, ext: str, data: bytes) -> dict:
-    """`sample` with other image bytes and a crc32 that matches them: damage done before the shard was
-    written, which only decoding can find."""
-    meta = {**json.loads(sample["json"]), "crc32": zlib.crc32(data)}
-    return {**sample, ext: data, "json": json.dumps(meta).encode()}
-
-
-def cfg(**kw) -> DataConfig:
-    base = dict(workers=0, shuffle_buffer=1, hflip=False, random_offset=False)
-    return DataConfig(**{**base, **kw})
-
-
-def take(source: ShardClips, n: int, batch_size: int, **kw) -> list[torch.Tensor]:
-    it = source.batches(kw.pop("start_step", 0), batch_size, **kw)
-    return [next(it) for _ in range(n)]
-
+from videogan.data.decode import DataError, DataWarning
+from videogan.data.shards import (
+    EmptyTarError,
+    TarError,
+    decode_clip,
+    decode_image,
+    encode_clip,
+    is_shard_source,
+    read_shard,
+    resolve_shards,
+    tar_members,
+    write_shard,
+)
+from videogan.data.streaming import ShardClips
 
 # ----------------------------------------------------------------------------- writing / decoding
 
@@ -81,7 +42,8 @@ def test_png_round_trip_is_exact():
 def test_jpeg_round_trip_is_close():
     t, s = 4, 32
     yy, xx = np.mgrid[0:s, 0:s]
-    clip = np.stack([np.stack([xx * 4 + f * 10, yy * 6 + 20, (xx + yy) * 3], -1) for f in range(t)]).astype(np.uint8)
+    clip = np.stack([np.stack([xx * 4 + f * 10, yy * 6 + 20, (xx + yy) * 3], -1)
+                     for f in range(t)]).astype(np.uint8)
     sample = encode_clip("k", clip, {}, quality=95)
     assert "jpg" in sample and sample["jpg"][:2] == b"\xff\xd8"
     out = decode_clip(sample).permute(1, 2, 3, 0).numpy().astype(int)
@@ -177,138 +139,7 @@ def test_resolve_shards(tmp_path):
         resolve_shards(str(tmp_path / "x-{0..1}.tar"))
 
 
-# ----------------------------------------------------------------------------- streaming
-
-
-def test_batches_shape_and_all_clips(tmp_path):
-    ids = write_dataset(tmp_path, shards=2, per=4)
-    src = ShardClips(str(tmp_path), T, S, seed=0, cfg=cfg(shuffle_buffer=3))
-    batches = take(src, 4, 4)
-    assert all(b.shape == (4, 3, T, S, S) and b.dtype == torch.uint8 for b in batches)
-    # channels-last memory ([B, T, S, S, 3], decoded in place); training makes it contiguous on the device
-    assert all(b.permute(0, 2, 3, 4, 1).is_contiguous() for b in batches)
-    first_pass = sorted(clip_ids(torch.cat(batches))[:6])
-    assert set(first_pass) <= set(ids)
-    got = clip_ids(torch.cat(batches))
-    assert set(got) == set(ids)  # 16 clips drawn from 8: both passes together cover everything
-    # the content is the stored clip, exactly (PNG)
-    b = batches[0][0]
-    i = clip_ids(batches[0][:1])[0]
-    assert torch.equal(b, torch.from_numpy(make_clip(i)).permute(3, 0, 1, 2))
-
-
-@pytest.mark.parametrize("shards,per", [(4, 3), (1, 8)])  # shard-level split, then fewer shards than readers
-def test_ranks_and_workers_see_disjoint_clips_covering_the_data(tmp_path, shards, per):
-    ids = write_dataset(tmp_path, shards=shards, per=per)
-    readers = 4  # 2 ranks x 2 workers
-    per_reader = len(ids) // readers
-    seen = []
-    for rank in range(2):
-        src = ShardClips(str(tmp_path), T, S, seed=5, cfg=cfg(workers=2))
-        # DataLoader takes batches from workers 0, 1, 0, 1, ...: the first two batches are one pass of each.
-        batches = take(src, 2, per_reader, rank=rank, world_size=2)
-        for b in batches:
-            seen.append(clip_ids(b))
-    flat = [i for b in seen for i in b]
-    assert len(flat) == len(ids) and sorted(flat) == ids, seen
-
-
-@pytest.mark.parametrize("workers", [0, 2])
-def test_shuffle_within_pass_draws_every_clip_once_before_any_twice(tmp_path, workers):
-    ids = write_dataset(tmp_path, shards=2, per=5)
-    within = clip_ids(torch.cat(take(ShardClips(str(tmp_path), T, S, cfg=cfg(shuffle_buffer=64, workers=workers,
-                                                                               shuffle_within_pass=True)), 2, 5)))
-    assert sorted(within) == ids  # 10 clips of 10: all different, though the buffer could hold six passes
-    mixed = clip_ids(torch.cat(take(ShardClips(str(tmp_path), T, S, cfg=cfg(shuffle_buffer=64)), 2, 5)))
-    assert len(set(mixed)) < len(ids)  # the default mixes passes: repeats come first
-
-
-def test_ranks_without_workers_are_disjoint(tmp_path):
-    ids = write_dataset(tmp_path, shards=4, per=2)
-    got = []
-    for rank in range(2):
-        got.append(clip_ids(take(ShardClips(str(tmp_path), T, S, cfg=cfg()), 1, 4, rank=rank, world_size=2)[0]))
-    assert not set(got[0]) & set(got[1]) and sorted(got[0] + got[1]) == ids
-
-
-def test_reproducible_for_the_same_seed_and_step(tmp_path):
-    write_dataset(tmp_path, shards=3, per=4)
-    c = cfg(shuffle_buffer=5, hflip=True, random_offset=True)
-    a = take(ShardClips(str(tmp_path), 4, S, seed=1, cfg=c), 3, 4, start_step=7)
-    b = take(ShardClips(str(tmp_path), 4, S, seed=1, cfg=c), 3, 4, start_step=7)
-    other = take(ShardClips(str(tmp_path), 4, S, seed=1, cfg=c), 3, 4, start_step=8)
-    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
-    assert not all(torch.equal(x, y) for x, y in zip(a, other, strict=True))
-
-
-def test_offset_window_and_resize(tmp_path):
-    # 10 frames; frame f is constant 20 * f
-    clip = np.stack([np.full((S, S, 3), 20 * f, np.uint8) for f in range(10)])
-    clip[0, 0, 0] = (0, 0, 7)
-    write_shard(tmp_path / "clips-000000.tar", [encode_clip("k", clip, {}, lossless=True)])
-    first = take(ShardClips(str(tmp_path), 4, S, cfg=cfg(random_offset=False)), 1, 3)[0]
-    assert first[:, 0, 1:].unique().tolist() == [20, 40, 60] and first[:, 0, 0, 1, 1].tolist() == [0, 0, 0]
-    rand = take(ShardClips(str(tmp_path), 4, S, cfg=cfg(random_offset=True)), 4, 16)
-    starts = torch.cat(rand)[:, 0, :, 4, 4].long() // 20  # [N, 4] frame numbers
-    assert (starts[:, 1:] - starts[:, :-1] == 1).all()  # consecutive frames
-    assert set(starts[:, 0].tolist()) == set(range(7))  # every window 0..6 drawn
-    small = take(ShardClips(str(tmp_path), 4, S // 2, cfg=cfg()), 1, 1)[0]
-    assert small.shape == (1, 3, 4, 4, 4)
-    expected = torch.from_numpy(clip[:4]).permute(3, 0, 1, 2).float()
-    expected = expected.reshape(3, 4, 4, 2, 4, 2).mean((3, 5)).round().to(torch.uint8)
-    assert torch.equal(small[0], expected)
-
-
-def test_hflip_flips_about_half(tmp_path):
-    clip = np.zeros((T, S, S, 3), np.uint8)
-    clip[:, :, S // 2 :] = 200
-    write_shard(tmp_path / "clips-000000.tar", [encode_clip("k", clip, {}, lossless=True)])
-    batch = take(ShardClips(str(tmp_path), T, S, cfg=cfg(hflip=True)), 1, 64)[0]
-    ref = torch.from_numpy(clip).permute(3, 0, 1, 2)
-    flipped = [bool(torch.equal(c, ref.flip(-1))) for c in batch]
-    assert all(f or torch.equal(c, ref) for f, c in zip(flipped, batch, strict=True))
-    assert 16 < sum(flipped) < 48
-
-
-def record(fn):
-    with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter("always")
-        out = fn()
-    return out, [str(x.message) for x in w if issubclass(x.category, DataWarning)]
-
-
-def test_corrupt_shards_and_clips_are_skipped_with_warnings(tmp_path):
-    ids = write_dataset(tmp_path, shards=2, per=4)  # clips 0..3 and 4..7
-    # a truncated shard: cut in the middle of its members
-    trunc = tmp_path / "clips-000001.tar"
-    with tarfile.open(trunc) as tf:
-        cut = tf.getmembers()[5].offset_data + 10  # inside the third clip's image
-    trunc.write_bytes(trunc.read_bytes()[:cut])
-    survivors = record(lambda: list(read_shard(str(trunc))))[0]
-    assert [s["__key__"] for s in survivors] == ["0000004_00000", "0000005_00001"]  # the cut-off clip is dropped
-    # a garbage "shard"
-    (tmp_path / "clips-000002.tar").write_bytes(os.urandom(3000))
-    # a shard with a clip that does not decode and one whose image does not match its json
-    bad_img = with_image(encode_clip("0000100_00000", make_clip(100), {}, lossless=True), "png",
-                         b"\x89PNG garbage")
-    wrong = encode_clip("0000101_00001", make_clip(101), {}, lossless=True)
-    wrong["json"] = json.dumps({"frames": T, "size": S // 2}).encode()
-    short = encode_clip("0000102_00002", make_clip(102, t=T - 2), {}, lossless=True)
-    no_image = {"__key__": "0000104_00004", "json": b"{}"}
-    write_shard(tmp_path / "clips-000003.tar",
-                [bad_img, wrong, short, no_image, encode_clip("0000103_00003", make_clip(103), {}, lossless=True)])
-    src = ShardClips(str(tmp_path), T, S, cfg=cfg(shuffle_buffer=4))
-    batches, messages = record(lambda: take(src, 6, 4))
-    got = set(clip_ids(torch.cat(batches)))  # asserts no grey/foreign clip
-    expected = set(ids[:4]) | {4, 5, 103}
-    assert got == expected
-    text = "\n".join(messages)
-    assert "clips-000001.tar: skipped the rest of this shard" in text
-    assert "clips-000002.tar: skipped the rest of this shard" in text
-    assert "clips-000003.tar: clip 0000100_00000" in text and "does not decode" in text
-    assert "0000101_00001" in text and "0000102_00002" in text and "fewer than the 6 wanted" in text
-    assert "clip 0000104_00004: no .jpg or .png image" in text
-    assert all("\n" not in m for m in messages)
+# ----------------------------------------------------------------------------- reading
 
 
 def flipped_but_decodable(jpeg: bytes) -> bytes:
@@ -389,39 +220,6 @@ def test_a_prepared_folder_is_read_as_its_manifest_lists_it(tmp_path):
     assert not is_shard_source(str(hidden_only)) and is_shard_source(str(tmp_path))
 
 
-def test_nothing_readable_raises(tmp_path):
-    (tmp_path / "clips-000000.tar").write_bytes(b"garbage" * 500)
-    (tmp_path / "clips-000001.tar").write_bytes(b"")
-    src = ShardClips(str(tmp_path), T, S, cfg=cfg())
-    with pytest.raises(DataError, match=f"{tmp_path}: no readable shard"):
-        record(lambda: take(src, 1, 2))
-
-
-def test_all_clips_too_short_raises_from_a_worker_with_a_clean_message(tmp_path):
-    write_dataset(tmp_path, shards=1, per=2, t=3)
-    src = ShardClips(str(tmp_path), T, S, cfg=cfg(workers=1))
-    with pytest.raises(DataError) as e:
-        take(src, 1, 2)
-    assert str(e.value) == f"{tmp_path}: no usable clip of at least {T} frames (read all 1 shards; see the warnings above)"
-
-
-def test_undecodable_images_with_valid_json_raise(tmp_path):
-    samples = [with_image(encode_clip(f"k{i}", make_clip(i), {}, lossless=True), "png", b"junk")
-               for i in range(3)]
-    write_shard(tmp_path / "clips-000000.tar", samples)
-    src = ShardClips(str(tmp_path), T, S, cfg=cfg(shuffle_buffer=2))
-    with pytest.raises(DataError, match="none of the first"):
-        record(lambda: take(src, 1, 1))
-
-
-def test_jpeg_shards_stream(tmp_path):
-    write_dataset(tmp_path, shards=2, per=3, lossless=False, s=16)
-    batch = take(ShardClips(str(tmp_path), T, 16, cfg=cfg(shuffle_buffer=4)), 1, 5)[0]
-    assert batch.shape == (5, 3, T, 16, 16)
-    ref = torch.from_numpy(make_clip(0, s=16)).permute(3, 0, 1, 2)
-    assert batch.float().std() > 30 and ref.shape == batch[0].shape
-
-
 def test_tar_written_by_plain_tarfile_is_read(tmp_path):
     # shards from other tools (e.g. `tar cf`): members in any order within a sample, no json
     clip = make_clip(9)
@@ -436,8 +234,10 @@ def test_tar_written_by_plain_tarfile_is_read(tmp_path):
 
 @pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
 def test_tar_reader_matches_python_tarfile(tmp_path, fmt):
-    """Our tar reader against Python's: long names (ustar prefix, GNU 'L', pax 'path'), folders, empty files."""
-    members = {"a/b.jpg": b"x" * 700, "a/b.json": b"{}", "c.txt": b"", ("d" * 90) + "/" + ("e" * 60) + ".png": b"\x01" * 513}
+    """Our tar reader against Python's: long names (ustar prefix, GNU 'L', pax 'path'), folders, empty
+    files."""
+    members = {"a/b.jpg": b"x" * 700, "a/b.json": b"{}", "c.txt": b"",
+               ("d" * 90) + "/" + ("e" * 60) + ".png": b"\x01" * 513}
     if fmt != tarfile.USTAR_FORMAT:
         members["f" * 120 + "/g" * 40 + ".json"] = b"[]"  # longer than ustar's prefix + name fields
     path = tmp_path / "t.tar"

@@ -36,7 +36,8 @@ def test_each_kind_of_source(make_video, tmp_path):
         assert isinstance(make_source(config(str(tmp_path / source))), ShardClips), source
     assert isinstance(make_source(config("https://example.com/clips-{000000..000009}.tar")), ShardClips)
     assert isinstance(make_source(config("pipe:cat /nowhere/clips-000000.tar")), ShardClips)
-    assert isinstance(make_source(config(str(tmp_path / "list.txt"), root=str(tmp_path / "frames"))), StackedList)
+    assert isinstance(make_source(config(str(tmp_path / "list.txt"), root=str(tmp_path / "frames"))),
+                      StackedList)
     assert isinstance(make_source(config(str(tmp_path / "videos"))), VideoClips)
     with pytest.raises(DataError, match="nowhere: no such file or folder"):
         make_source(config(str(tmp_path / "nowhere")))
@@ -51,12 +52,13 @@ def test_train_on_the_original_list_format(tmp_path, capsys):
     root = tmp_path / "frames-stable-many"
     root.mkdir()
     for k in range(3):  # 128 px wide, 128 px per frame, as the authors' golf data
-        Image.fromarray(np.random.default_rng(k).integers(0, 255, (128 * 6, 128, 3), dtype=np.uint8)).save(root / f"{k}.jpg")
+        pixels = np.random.default_rng(k).integers(0, 255, (128 * 6, 128, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / f"{k}.jpg")
     (tmp_path / "golf.txt").write_text("0.jpg\n1.jpg\n2.jpg\n")
-    code = main(["train", "--out", str(tmp_path / "run"), "--data", str(tmp_path / "golf.txt"), "--root", str(root),
-                 "--steps", "1", "--quiet", "--device", "cpu", "--set", "model.frames=4", "--set", "model.size=8",
-                 "--set", "model.g_width=8", "--set", "model.d_width=4", "--set", "train.batch_size=2",
-                 "--set", "data.workers=0", "--set", "train.sample_every=0"])
+    code = main(["train", "--out", str(tmp_path / "run"), "--data", str(tmp_path / "golf.txt"), "--root",
+                 str(root), "--steps", "1", "--quiet", "--device", "cpu", "--set", "model.frames=4", "--set",
+                 "model.size=8", "--set", "model.g_width=8", "--set", "model.d_width=4", "--set",
+                 "train.batch_size=2", "--set", "data.workers=0", "--set", "train.sample_every=0"])
     assert code == 0 and json.loads(capsys.readouterr().out)["step"] == 1
     saved = json.loads(Path(tmp_path / "run" / "config.json").read_text())["data"]
     assert saved["source"] == str(tmp_path / "golf.txt") and saved["root"] == str(root)

@@ -44,16 +44,17 @@ def shaken():
     return shaken_clip(frames=10, size=SIZE, shake=6.0, rotation=1.0, zoom=0.02, objects=2, seed=0)
 
 
-# Corner error per pair (px, mean over the 4 corners): the worst pair and the mean over the clip. ORB is ~10x less
-# accurate than SIFT (benchmarks/RESULTS.md, "Stabilisation": per-pair worst 2.6-4.0 px there); its worst pair here
-# moved from below 3 px with OpenCV 5.0 to 3.05 px with 5.1, so its bound on the worst pair is that measured 4 px,
-# and the mean bound keeps the test as strict on the clip as a whole.
+# Corner error per pair (px, mean over the 4 corners): the worst pair and the mean over the clip. ORB is ~10x
+# less accurate than SIFT (benchmarks/RESULTS.md, "Stabilisation": per-pair worst 2.6-4.0 px there); its worst
+# pair here moved from below 3 px with OpenCV 5.0 to 3.05 px with 5.1, so its bound on the worst pair is that
+# measured 4 px, and the mean bound keeps the test as strict on the clip as a whole.
 @pytest.mark.parametrize("method, max_error, mean_error", [("sift", 1.0, 0.3), ("orb", 4.0, 2.0)])
 def test_shaken_clip_is_stabilised_and_motions_match_the_known_shake(shaken, method, max_error, mean_error):
     settings = StabilizeSettings(method=method)
     motions = motions_of(shaken.frames, MotionEstimator(settings))
     assert [m.reason for m in motions] == [None] * 9
-    errors = [corner_error(m.homography, truth, SIZE) for m, truth in zip(motions, shaken.homographies, strict=True)]
+    errors = [corner_error(m.homography, truth, SIZE)
+              for m, truth in zip(motions, shaken.homographies, strict=True)]
     assert max(errors) < max_error and np.mean(errors) < mean_error, errors  # px, mean over the 4 corners
     clip = stabilize_clip(shaken.frames, motions, settings)
     assert clip.reason is None and clip.frames.shape == shaken.frames.shape and clip.frames.dtype == np.uint8
@@ -113,8 +114,10 @@ def test_a_too_large_accumulated_warp_is_rejected():
     ok = stabilize_clip(frames, [good(translation(2.0)) for _ in range(9)])  # 18 px: 7% of the diagonal
     assert ok.reason is None
     clip = stabilize_clip(frames, [good(translation(8.0)) for _ in range(9)])  # 72 px: 27%
-    assert clip.reason == f"accumulated warp moves a corner by {72 / diagonal:.0%} of the diagonal at frame 9 (max 20%)"
-    assert stabilize_clip(frames, [good(translation(8.0))] * 9, StabilizeSettings(max_corner_shift=0.3)).reason is None
+    assert clip.reason == (f"accumulated warp moves a corner by {72 / diagonal:.0%} of the diagonal "
+                           "at frame 9 (max 20%)")
+    looser = StabilizeSettings(max_corner_shift=0.3)
+    assert stabilize_clip(frames, [good(translation(8.0))] * 9, looser).reason is None
 
 
 def test_a_fast_pan_is_measured_reliably_but_rejected_as_a_whole():
@@ -139,7 +142,8 @@ def test_uncovered_pixels_are_filled_from_the_previous_stabilised_frame():
 def test_features_pair_motion_and_estimator_pickle(shaken):
     est = MotionEstimator()
     feats = est.describe(gray(shaken.frames[0]))
-    assert isinstance(feats.points, np.ndarray) and feats.points.dtype == np.float32 and feats.points.shape[1] == 2
+    assert (isinstance(feats.points, np.ndarray) and feats.points.dtype == np.float32
+            and feats.points.shape[1] == 2)
     assert len(feats.points) == len(feats.descriptors) > 50
     nxt = est.describe(gray(shaken.frames[1]))
     motion = est.pair(feats, nxt)
@@ -148,8 +152,10 @@ def test_features_pair_motion_and_estimator_pickle(shaken):
     np.testing.assert_array_equal(f2.points, feats.points)
     np.testing.assert_array_equal(f2.descriptors, feats.descriptors)
     np.testing.assert_array_equal(m2.homography, motion.homography)
-    assert (m2.matches, m2.inliers, m2.residual, m2.reason) == (motion.matches, motion.inliers, motion.residual, None)
-    again = est2.pair(f2, est2.describe(gray(shaken.frames[1])))  # a fresh process rebuilds the OpenCV objects
+    assert (m2.matches, m2.inliers, m2.residual, m2.reason) == (motion.matches, motion.inliers,
+                                                                motion.residual, None)
+    # a fresh process rebuilds the OpenCV objects
+    again = est2.pair(f2, est2.describe(gray(shaken.frames[1])))
     np.testing.assert_allclose(again.homography, motion.homography)
 
 
@@ -187,7 +193,8 @@ def _resize_short_side(frame: np.ndarray, short: int = 256) -> np.ndarray:
 
 
 def test_real_static_camera_video_is_reliable_and_near_identity(sample_videos_dir):
-    frames = np.stack([_resize_short_side(f) for f in read_frames(sample_videos_dir / "vtest.avi", max_frames=8)])
+    frames = np.stack([_resize_short_side(f) for f in read_frames(sample_videos_dir / "vtest.avi",
+                                                                  max_frames=8)])
     motions = motions_of(frames, MotionEstimator())
     assert [m.reason for m in motions] == [None] * 7
     assert all(m.inliers >= 100 and m.residual < 0.6 for m in motions)

@@ -8,14 +8,15 @@ from PIL import Image
 
 from videogan.config import DataConfig
 from videogan.data.decode import DataError
-from videogan.data.streaming import DataWarning
 from videogan.data.stacked import StackedList, load_stacked_clip, read_list
+from videogan.data.streaming import DataWarning
 
 W = 128  # the released data: 128 px wide, 128 px per frame
 
 
 def stacked_jpeg(path: Path, values: list[int], width: int = W) -> None:
-    """Frames stacked vertically; frame k is a flat colour (values[k], 255 - values[k], 128) (near-exact in JPEG)."""
+    """Frames stacked vertically; frame k is a flat colour (values[k], 255 - values[k], 128)
+    (near-exact in JPEG)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = [np.broadcast_to(np.array([v, 255 - v, 128], np.uint8), (width, width, 3)) for v in values]
     Image.fromarray(np.concatenate(frames, 0)).save(path, quality=95)
@@ -80,9 +81,11 @@ def test_batches_reproducible_and_resume_exactly(tmp_path):
     assert torch.equal(next(again), b0)
     resumed = StackedList(lst, root, 8, 32, seed=3, cfg=cfg(hflip=True, random_offset=True)).batches(1, 6)
     assert torch.equal(next(resumed), b1)
-    with_workers = StackedList(lst, root, 8, 32, seed=3, cfg=cfg(hflip=True, random_offset=True, workers=2)).batches(0, 6)
+    with_workers = StackedList(lst, root, 8, 32, seed=3,
+                               cfg=cfg(hflip=True, random_offset=True, workers=2)).batches(0, 6)
     assert torch.equal(next(with_workers), b0) and torch.equal(next(with_workers), b1)
-    other_rank = next(StackedList(lst, root, 8, 32, seed=3, cfg=cfg(hflip=True, random_offset=True)).batches(0, 6, 1, 2))
+    other_rank = next(StackedList(lst, root, 8, 32, seed=3,
+                                  cfg=cfg(hflip=True, random_offset=True)).batches(0, 6, 1, 2))
     assert not torch.equal(other_rank, b0)
 
 
@@ -102,7 +105,8 @@ def test_unreadable_files_are_skipped_with_a_warning(tmp_path):
         batch = next(StackedList(lst, root, 8, 16, seed=0, cfg=cfg()).batches(0, 12))
     text = "\n".join(str(x.message) for x in w if issubclass(x.category, DataWarning))
     assert "bad.jpg: not a decodable image" in text and "missing.jpg: cannot read" in text
-    assert np.allclose(batch[:, 0, :5, 3, 3].float().mean(0).tolist(), [10, 60, 110, 160, 210], atol=2)  # never grey
+    assert np.allclose(batch[:, 0, :5, 3, 3].float().mean(0).tolist(), [10, 60, 110, 160, 210],
+                       atol=2)  # never grey
 
 
 def test_nothing_readable_raises(tmp_path):

@@ -6,7 +6,14 @@ import torch
 
 from videogan.config import DataConfig
 from videogan.data import VideoClips
-from videogan.data.decode import DataError, TimedFrame, VideoDecodeError, iter_timed_frames, read_frames, resample
+from videogan.data.decode import (
+    DataError,
+    TimedFrame,
+    VideoDecodeError,
+    iter_timed_frames,
+    read_frames,
+    resample,
+)
 from videogan.data.streaming import DataWarning
 
 
@@ -19,15 +26,18 @@ def test_folder_of_videos_streams_batches_and_skips_broken_files(make_video, tmp
     assert batch.shape == (5, 3, 8, 16, 16) and batch.dtype == torch.uint8
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
-        again = next(VideoClips([tmp_path], frames=8, size=16, seed=0, cfg=DataConfig(workers=0, shuffle_buffer=4)).batches(0, 5))
+        again = next(VideoClips([tmp_path], frames=8, size=16, seed=0,
+                                cfg=DataConfig(workers=0, shuffle_buffer=4)).batches(0, 5))
     assert torch.equal(batch, again)  # reproducible per (seed, start_step)
 
 
 def test_ranks_get_different_clips(make_video, tmp_path):
     for i in range(2):
         make_video(f"v{i}.mp4", count=24, seed=i)
-    data = VideoClips([tmp_path], frames=8, size=16, seed=0, cfg=DataConfig(workers=0, shuffle_buffer=1, random_offset=False))
-    rank0, rank1 = next(data.batches(0, 3, rank=0, world_size=2)), next(data.batches(0, 3, rank=1, world_size=2))
+    data = VideoClips([tmp_path], frames=8, size=16, seed=0,
+                      cfg=DataConfig(workers=0, shuffle_buffer=1, random_offset=False))
+    rank0 = next(data.batches(0, 3, rank=0, world_size=2))
+    rank1 = next(data.batches(0, 3, rank=1, world_size=2))
     assert not any(torch.equal(a, b) for a in rank0 for b in rank1)
 
 
@@ -54,15 +64,17 @@ def test_no_usable_video(tmp_path):
 
 
 def test_a_reader_whose_own_videos_are_broken_reads_the_others(make_video, tmp_path):
-    # Two videos, two ranks: each rank decodes one video in the first pass, so one of them starts with the broken
-    # file; it must go on to the good one in later passes instead of declaring the whole source unusable.
+    # Two videos, two ranks: each rank decodes one video in the first pass, so one of them starts
+    # with the broken file; it must go on to the good one in later passes instead of declaring the
+    # whole source unusable.
     make_video("good.mp4", count=24)
     (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
     cfg = DataConfig(workers=0, shuffle_buffer=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
         for rank in range(2):
-            batch = next(VideoClips([tmp_path], frames=8, size=16, seed=0, cfg=cfg).batches(0, 4, rank=rank, world_size=2))
+            batch = next(VideoClips([tmp_path], frames=8, size=16, seed=0,
+                                    cfg=cfg).batches(0, 4, rank=rank, world_size=2))
             assert batch.shape == (4, 3, 8, 16, 16)
     with pytest.raises(DataError, match="no clip of 8 frames"), warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
@@ -74,7 +86,8 @@ def test_frames_carry_the_stream_rate(make_video):
     video = make_video("ten.mp4", count=12, fps=10)
     frames = list(iter_timed_frames(video))
     assert {f.stream_fps for f in frames} == {10.0}
-    assert {f.stream_fps for f in resample(iter(frames), fps=5)} == {10.0}  # the source's, kept through resampling
+    # the source's, kept through resampling
+    assert {f.stream_fps for f in resample(iter(frames), fps=5)} == {10.0}
 
 
 def test_broken_video_error_names_the_file(tmp_path):
@@ -89,7 +102,8 @@ def test_rotation_metadata_is_applied(make_video):
     plain = make_video("plain.mp4", count=3, height=32, width=48)
     rotated, upright = next(iter_timed_frames(video)).image, next(iter_timed_frames(plain)).image
     assert rotated.shape == (48, 32, 3)
-    np.testing.assert_array_equal(rotated, np.rot90(upright))  # 90 degrees counter-clockwise, as players show it
+    # 90 degrees counter-clockwise, as players show it
+    np.testing.assert_array_equal(rotated, np.rot90(upright))
 
 
 def test_resample_to_a_fixed_rate_handles_variable_timing():
@@ -105,6 +119,7 @@ def test_resample_to_a_fixed_rate_handles_variable_timing():
 def test_real_footage_becomes_training_clips(sample_videos_dir):
     frames = read_frames(sample_videos_dir / "vtest.avi", max_frames=4)
     assert frames.shape == (4, 576, 768, 3)
-    data = VideoClips([sample_videos_dir / "vtest.avi"], frames=16, size=32, seed=0, cfg=DataConfig(workers=0, shuffle_buffer=2))
+    data = VideoClips([sample_videos_dir / "vtest.avi"], frames=16, size=32, seed=0,
+                      cfg=DataConfig(workers=0, shuffle_buffer=2))
     batch = next(data.batches(3, 4))
     assert batch.shape == (4, 3, 16, 32, 32) and batch.dtype == torch.uint8 and batch.float().std() > 10

@@ -6,22 +6,24 @@ import torch
 from PIL import Image
 
 from videogan import cli
-from videogan.generation.animate import _output_names, animate, load_image, measures
 from videogan.config import Config, ConfigError, ModelConfig, TrainConfig
 from videogan.data import SyntheticScenes
 from videogan.data.decode import DataError
+from videogan.generation.animate import _output_names, animate, load_image, measures
+from videogan.generation.loading import load_generator
 from videogan.models import build_generator
-from videogan.generation.sample import load_generator
 from videogan.training.loop import train
 
 
 def _config(stochastic: bool, steps: int) -> Config:
-    """A conditional model small enough to learn its first frame in a few seconds (lr raised for the short run)."""
+    """A conditional model small enough to learn its first frame in a few seconds (lr raised for the short
+    run)."""
     cfg = Config(
-        model=ModelConfig(kind="conditional", frames=4, size=8, g_width=16, d_width=8, z_dim=8, stochastic=stochastic,
-                          mask_bias_init=-2.0),
-        train=TrainConfig(batch_size=8, steps=steps, lr_g=2e-3, lr_d=2e-3, mask_l1_weight=0.0, ema_decay=0.9, log_every=10,
-                          sample_every=0, checkpoint_every=0, keep_checkpoints=1, num_samples=4, device="cpu"),
+        model=ModelConfig(kind="conditional", frames=4, size=8, g_width=16, d_width=8, z_dim=8,
+                          stochastic=stochastic, mask_bias_init=-2.0),
+        train=TrainConfig(batch_size=8, steps=steps, lr_g=2e-3, lr_d=2e-3, mask_l1_weight=0.0, ema_decay=0.9,
+                          log_every=10, sample_every=0, checkpoint_every=0, keep_checkpoints=1, num_samples=4,
+                          device="cpu"),
     )
     cfg.data.workers = 0
     return cfg
@@ -51,7 +53,8 @@ def test_first_frame_matches_the_input_after_short_training(trained_run):
     loaded = load_generator(trained_run)  # EMA weights, BatchNorm statistics from the run's fixed inputs
     torch.manual_seed(0)
     untrained = build_generator(loaded.config.model)
-    trained_mae = np.mean([r["first_frame_mae"] for r in measures(animate(loaded.generator, images), images, 1)])
+    trained_mae = np.mean([r["first_frame_mae"]
+                           for r in measures(animate(loaded.generator, images), images, 1)])
     untrained_mae = np.mean([r["first_frame_mae"] for r in measures(animate(untrained, images), images, 1)])
     assert trained_mae < 0.6 * untrained_mae, (trained_mae, untrained_mae)
     moved = np.mean([r["motion"] for r in measures(animate(loaded.generator, images), images, 1)])
@@ -66,8 +69,10 @@ def test_load_image_crops_the_centre_square_and_area_resizes(tmp_path):
     assert square.shape == (3, 8, 8) and square.dtype == torch.uint8
     assert square[1].min() == 255 and square[0].max() == 0 and square[2].max() == 0  # only the centre is kept
     small = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    Image.fromarray(small.repeat_interleave(4, 1).repeat_interleave(4, 2).permute(1, 2, 0).numpy()).save(tmp_path / "big.png")
-    assert torch.equal(load_image(tmp_path / "big.png", 8), small)  # area averaging of 4x4 blocks undoes the x4 zoom
+    Image.fromarray(small.repeat_interleave(4, 1).repeat_interleave(4, 2).permute(1, 2, 0).numpy()).save(
+        tmp_path / "big.png")
+    # area averaging of 4x4 blocks undoes the x4 zoom
+    assert torch.equal(load_image(tmp_path / "big.png", 8), small)
     transparent = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
     transparent.save(tmp_path / "clear.png")
     assert load_image(tmp_path / "clear.png", 8).min() == 255  # flattened onto white
@@ -78,11 +83,13 @@ def test_load_image_crops_the_centre_square_and_area_resizes(tmp_path):
 
 def test_animate_command_writes_every_output_and_skips_a_non_image(tmp_path, trained_run, capsys):
     images = _held_out(2).permute(0, 2, 3, 1).numpy()
-    Image.fromarray(np.repeat(np.repeat(images[0], 5, 0), 7, 1)).save(tmp_path / "scene.png")  # 40x56, not square
+    # 40x56, not square
+    Image.fromarray(np.repeat(np.repeat(images[0], 5, 0), 7, 1)).save(tmp_path / "scene.png")
     Image.fromarray(images[1]).save(tmp_path / "other.jpg", quality=95)
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
     inputs = [str(tmp_path / n) for n in ("scene.png", "broken.png", "other.jpg")]
-    status = cli.main(["animate", str(trained_run), *inputs, "--out", str(tmp_path / "out"), "--quiet", "--upscale", "2"])
+    status = cli.main(["animate", str(trained_run), *inputs, "--out", str(tmp_path / "out"), "--quiet",
+                       "--upscale", "2"])
     captured = capsys.readouterr()
     assert status == 2  # one input failed; the others were still animated
     errors = captured.err.strip().splitlines()
@@ -91,10 +98,11 @@ def test_animate_command_writes_every_output_and_skips_a_non_image(tmp_path, tra
     assert [r["input"] for r in report["animated"]] == [inputs[0], inputs[2]] and report["failed"] == 1
     for name in ("scene", "other"):
         folder = tmp_path / "out" / name
-        for f in ("video.gif", "video.mp4", "foreground.gif", "mask.gif", "background.png", "side_by_side.gif",
-                  "side_by_side.png", "stats.json"):
+        for f in ("video.gif", "video.mp4", "foreground.gif", "mask.gif", "background.png",
+                  "side_by_side.gif", "side_by_side.png", "stats.json"):
             assert (folder / f).is_file(), folder / f
-        with Image.open(folder / "side_by_side.png") as png:  # input + 5 frames of one future, 8 px each, 1 px gaps, x2
+        # input + 5 frames of one future, 8 px each, 1 px gaps, x2
+        with Image.open(folder / "side_by_side.png") as png:
             assert png.size == (2 * (6 * 9 + 1), 2 * 10)
         with Image.open(folder / "video.gif") as gif:
             assert gif.n_frames == 4 and gif.size == (20, 20)
@@ -103,8 +111,8 @@ def test_animate_command_writes_every_output_and_skips_a_non_image(tmp_path, tra
 
 def test_stochastic_futures_and_deterministic_refusal(tmp_path, trained_run, stochastic_run, capsys):
     Image.fromarray(_held_out(1)[0].permute(1, 2, 0).numpy()).save(tmp_path / "a.png")
-    assert cli.main(["animate", str(stochastic_run), str(tmp_path / "a.png"), "--samples", "3", "--out", str(tmp_path / "s"),
-                     "--quiet"]) == 0
+    assert cli.main(["animate", str(stochastic_run), str(tmp_path / "a.png"), "--samples", "3",
+                     "--out", str(tmp_path / "s"), "--quiet"]) == 0
     record = json.loads(capsys.readouterr().out)["animated"][0]
     assert record["samples"] == 3 and record["motion_spread"] > 0  # different z, different motion
     with Image.open(tmp_path / "s" / "a" / "video.gif") as gif:
@@ -113,11 +121,13 @@ def test_stochastic_futures_and_deterministic_refusal(tmp_path, trained_run, sto
         assert png.size == (6 * 9 + 1, 3 * 9 + 1)  # one row per future
     loaded = load_generator(stochastic_run)
     image = _held_out(1)
-    assert torch.equal(animate(loaded.generator, image, 3, seed=5).video, animate(loaded.generator, image, 3, seed=5).video)
+    assert torch.equal(animate(loaded.generator, image, 3, seed=5).video,
+                       animate(loaded.generator, image, 3, seed=5).video)
 
     with pytest.raises(ConfigError, match="deterministic"):
         animate(load_generator(trained_run).generator, image, samples=2)
-    assert cli.main(["animate", str(trained_run), str(tmp_path / "a.png"), "--samples", "2", "--out", str(tmp_path / "d")]) == 2
+    assert cli.main(["animate", str(trained_run), str(tmp_path / "a.png"), "--samples", "2",
+                     "--out", str(tmp_path / "d")]) == 2
     assert "deterministic" in capsys.readouterr().err
 
 
@@ -125,7 +135,8 @@ def test_animate_refuses_a_noise_only_run(tmp_path, small_config, capsys):
     small_config.train.steps = 1
     train(small_config, tmp_path / "run", progress=False)
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
-    assert cli.main(["animate", str(tmp_path / "run"), str(tmp_path / "a.png"), "--out", str(tmp_path / "o")]) == 2
+    assert cli.main(["animate", str(tmp_path / "run"), str(tmp_path / "a.png"),
+                     "--out", str(tmp_path / "o")]) == 2
     assert "not an image-to-video model" in capsys.readouterr().err
 
 

@@ -4,10 +4,8 @@ import av
 import pytest
 import torch
 
-from videogan import load_generator, mask_statistics, sample, save_samples
-from videogan.models import GeneratorOutput
+from videogan import load_generator, sample, save_samples
 from videogan.media import to_uint8
-from videogan.training.checkpoint import CheckpointError
 from videogan.training.loop import train
 
 
@@ -35,7 +33,8 @@ def test_generate_writes_videos_that_read_back(run_dir, tmp_path):
     frames = _read(tmp_path / "out" / "clips" / "clip_000.mp4")
     assert len(frames) == 8 and frames[0].shape == (16, 16, 3)
     grid_frames = _read(tmp_path / "out" / "composite.mp4")
-    assert len(grid_frames) == 8 and grid_frames[0].shape == (2 * 17 + 2, 2 * 17 + 2, 3)  # 2x2 grid, 1px padding
+    # 2x2 grid, 1px padding
+    assert len(grid_frames) == 8 and grid_frames[0].shape == (2 * 17 + 2, 2 * 17 + 2, 3)
     assert len(list((tmp_path / "out" / "clips").iterdir())) == 3
     assert json.loads((tmp_path / "out" / "stats.json").read_text()) == stats
     assert 0 <= stats["mask_mean"] <= 1 and 0 <= stats["motion_in_mask"] <= 1
@@ -57,18 +56,6 @@ def test_fixed_pixel_mapping():
     assert to_uint8(torch.tensor([0.0, 1.0]), 0.0, 1.0).tolist() == [0, 255]
 
 
-def test_mask_statistics():
-    video = torch.zeros(1, 3, 3, 4, 4)
-    video[:, :, 1:, 0, 0] = 1.0  # change only at pixel (0, 0)
-    mask = torch.zeros(1, 1, 3, 4, 4)
-    mask[:, :, :, 0, 0] = 1.0
-    out = GeneratorOutput(video=video, foreground=video, mask=mask, background=video[:, :, 0])
-    stats = mask_statistics(out)
-    assert stats["mask_mean"] == pytest.approx(1 / 16) and stats["motion_in_mask"] == pytest.approx(1.0)
-    out.mask = 1 - mask
-    assert mask_statistics(out)["motion_in_mask"] == pytest.approx(0.0)
-
-
 def test_one_stream_samples_have_no_layers(tmp_path, small_config):
     small_config.model.kind = "one-stream"
     small_config.train.steps = 1
@@ -79,15 +66,3 @@ def test_one_stream_samples_have_no_layers(tmp_path, small_config):
     assert stats["mask_mean"] is None
     names = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"composite.gif", "composite.mp4", "clips"} <= names and "mask.gif" not in names
-
-
-def test_ema_weights_by_default_live_on_request(run_dir, tmp_path, small_config):
-    ema, live = load_generator(run_dir), load_generator(run_dir, weights="live")
-    assert (ema.weights, live.weights) == ("ema", "live")
-    differs = [not torch.equal(a, b) for a, b in zip(ema.generator.parameters(), live.generator.parameters(), strict=True)]
-    assert any(differs)
-    small_config.train.ema_decay, small_config.train.steps = 0.0, 1
-    train(small_config, tmp_path / "no_ema", progress=False)
-    assert load_generator(tmp_path / "no_ema").weights == "live"
-    with pytest.raises(CheckpointError, match="has no EMA weights"):
-        load_generator(tmp_path / "no_ema", weights="ema")

@@ -102,7 +102,8 @@ def tensor(array: np.ndarray, typename: str = "torch.FloatTensor") -> Tensor:
     """A contiguous tensor with a storage of its own."""
     storage_type = typename.replace("Tensor", "Storage")
     data = np.ascontiguousarray(array, dtype=_STORAGE_DTYPES[storage_type]).reshape(-1)
-    return Tensor(Storage(data, storage_type), tuple(array.shape), _contiguous_strides(tuple(array.shape)), 0, typename)
+    return Tensor(Storage(data, storage_type), tuple(array.shape), _contiguous_strides(tuple(array.shape)), 0,
+                  typename)
 
 
 def expanded(value: float, shape: tuple[int, ...]) -> Tensor:
@@ -132,7 +133,8 @@ class Parameters:
 
     def add(self, array: np.ndarray) -> Tensor:
         array = np.asarray(array, dtype=np.float32)
-        view = Tensor(self.storage, tuple(array.shape), _contiguous_strides(tuple(array.shape)), self._length, self.typename)
+        view = Tensor(self.storage, tuple(array.shape), _contiguous_strides(tuple(array.shape)), self._length,
+                      self.typename)
         self._chunks.append(array.reshape(-1))
         self._length += array.size
         return view
@@ -209,7 +211,8 @@ class _Writer:
                 if o.data is None:
                     raise ValueError("Parameters.finish() was not called before writing")
                 self.long(len(o.data) if o.count is None else o.count)
-                self.out += np.ascontiguousarray(o.data, dtype=np.dtype(_STORAGE_DTYPES[o.typename]).newbyteorder("<")).tobytes()
+                little_endian = np.dtype(_STORAGE_DTYPES[o.typename]).newbyteorder("<")
+                self.out += np.ascontiguousarray(o.data, dtype=little_endian).tobytes()
             else:
                 self.obj(o.fields)
         else:
@@ -232,7 +235,8 @@ def save(path: str | Path, o: Any) -> Path:
 
 def module(typename: str, version: int = 1, tensor_type: str = "torch.FloatTensor", **fields: Any) -> Object:
     """nn.Module:__init() sets output, gradInput and _type; the class adds its own fields."""
-    base = {"output": empty(tensor_type), "gradInput": empty(tensor_type), "_type": tensor_type, "train": True}
+    base = {"output": empty(tensor_type), "gradInput": empty(tensor_type), "_type": tensor_type,
+            "train": True}
     return Object(typename, {**base, **fields}, version)
 
 
@@ -255,50 +259,55 @@ def _conv_fields(weight: Tensor, bias: Tensor, grads: Parameters | None) -> dict
             "finput": empty(t), "fgradInput": empty(t)}
 
 
-def VolumetricFullConvolution(nin: int, nout: int, kT: int, kW: int, kH: int, dT: int = 1, dW: int = 1, dH: int = 1,
-                              padT: int = 0, padW: int = 0, padH: int = 0, *, weight: Tensor, bias: Tensor,
-                              grads: Parameters | None = None, package: str = "nn", legacy: bool = False) -> Object:
+def VolumetricFullConvolution(nin: int, nout: int, kT: int, kW: int, kH: int, dT: int = 1, dW: int = 1,
+                              dH: int = 1, padT: int = 0, padW: int = 0, padH: int = 0, *, weight: Tensor,
+                              bias: Tensor, grads: Parameters | None = None, package: str = "nn",
+                              legacy: bool = False) -> Object:
     """torch/nn VolumetricFullConvolution(nIn, nOut, kT, kW, kH, dT, dW, dH, padT, padW, padH): weight
-    [nIn, nOut, kT, kH, kW]. legacy: the early-2016 class (fields pT/pW/pH, weight [nOut, nIn, kT, kH, kW])."""
+    [nIn, nOut, kT, kH, kW]. legacy: the early-2016 class (fields pT/pW/pH, weight [nOut, nIn, kT, kH,
+    kW])."""
     extra = {"groups": 1} if package == "cudnn" else {}
     if legacy:
         geometry = dict(kT=kT, kW=kW, kH=kH, dT=dT, dW=dW, dH=dH, pT=padT, pW=padW, pH=padH)
     else:
-        geometry = dict(kT=kT, kW=kW, kH=kH, dT=dT, dW=dW, dH=dH, padT=padT, padW=padW, padH=padH, adjT=0, adjW=0, adjH=0)
-    return module(f"{package}.VolumetricFullConvolution", tensor_type=weight.typename, nInputPlane=nin, nOutputPlane=nout,
-                  **geometry, **_conv_fields(weight, bias, grads), **extra)
+        geometry = dict(kT=kT, kW=kW, kH=kH, dT=dT, dW=dW, dH=dH, padT=padT, padW=padW, padH=padH, adjT=0,
+                        adjW=0, adjH=0)
+    return module(f"{package}.VolumetricFullConvolution", tensor_type=weight.typename, nInputPlane=nin,
+                  nOutputPlane=nout, **geometry, **_conv_fields(weight, bias, grads), **extra)
 
 
-def SpatialFullConvolution(nin: int, nout: int, kW: int, kH: int, dW: int = 1, dH: int = 1, padW: int = 0, padH: int = 0,
-                           *, weight: Tensor, bias: Tensor, grads: Parameters | None = None, package: str = "nn") -> Object:
+def SpatialFullConvolution(nin: int, nout: int, kW: int, kH: int, dW: int = 1, dH: int = 1, padW: int = 0,
+                           padH: int = 0, *, weight: Tensor, bias: Tensor, grads: Parameters | None = None,
+                           package: str = "nn") -> Object:
     """torch/nn SpatialFullConvolution(nIn, nOut, kW, kH, dW, dH, padW, padH): weight [nIn, nOut, kH, kW]."""
     extra = {"groups": 1} if package == "cudnn" else {}
-    return module(f"{package}.SpatialFullConvolution", tensor_type=weight.typename, nInputPlane=nin, nOutputPlane=nout,
-                  kW=kW, kH=kH, dW=dW, dH=dH, padW=padW, padH=padH, adjW=0, adjH=0, **_conv_fields(weight, bias, grads),
-                  **extra)
-
-
-def VolumetricConvolution(nin: int, nout: int, kT: int, kW: int, kH: int, dT: int = 1, dW: int = 1, dH: int = 1,
-                          padT: int = 0, padW: int = 0, padH: int = 0, *, weight: Tensor, bias: Tensor,
-                          grads: Parameters | None = None, package: str = "nn") -> Object:
-    """torch/nn VolumetricConvolution(nIn, nOut, kT, kW, kH, dT, dW, dH, padT, padW, padH): weight [nOut, nIn, kT, kH, kW]."""
-    extra = {"groups": 1} if package == "cudnn" else {}
-    return module(f"{package}.VolumetricConvolution", tensor_type=weight.typename, nInputPlane=nin, nOutputPlane=nout,
-                  kT=kT, kW=kW, kH=kH, dT=dT, dW=dW, dH=dH, padT=padT, padW=padW, padH=padH,
+    return module(f"{package}.SpatialFullConvolution", tensor_type=weight.typename, nInputPlane=nin,
+                  nOutputPlane=nout, kW=kW, kH=kH, dW=dW, dH=dH, padW=padW, padH=padH, adjW=0, adjH=0,
                   **_conv_fields(weight, bias, grads), **extra)
 
 
-def BatchNormalization(kind: str, *, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor | None = None,
-                       running_std: Tensor | None = None, eps: float = 1e-5, grads: Parameters | None = None,
-                       package: str = "nn") -> Object:
+def VolumetricConvolution(nin: int, nout: int, kT: int, kW: int, kH: int, dT: int = 1, dW: int = 1,
+                          dH: int = 1, padT: int = 0, padW: int = 0, padH: int = 0, *, weight: Tensor,
+                          bias: Tensor, grads: Parameters | None = None, package: str = "nn") -> Object:
+    """torch/nn VolumetricConvolution(nIn, nOut, kT, kW, kH, dT, dW, dH, padT, padW, padH): weight
+    [nOut, nIn, kT, kH, kW]."""
+    extra = {"groups": 1} if package == "cudnn" else {}
+    return module(f"{package}.VolumetricConvolution", tensor_type=weight.typename, nInputPlane=nin,
+                  nOutputPlane=nout, kT=kT, kW=kW, kH=kH, dT=dT, dW=dW, dH=dH, padT=padT, padW=padW,
+                  padH=padH, **_conv_fields(weight, bias, grads), **extra)
+
+
+def BatchNormalization(kind: str, *, weight: Tensor, bias: Tensor, running_mean: Tensor,
+                       running_var: Tensor | None = None, running_std: Tensor | None = None,
+                       eps: float = 1e-5, grads: Parameters | None = None, package: str = "nn") -> Object:
     """nn.{Spatial,Volumetric}BatchNormalization(n, eps): running_var from BatchNormalization version 2 on;
     before it (2016), running_std (an average of 1/sqrt(var + eps)) and class version 1."""
     t = weight.typename
     stats = {"running_var": running_var} if running_std is None else {"running_std": running_std}
     grad = (lambda a: grads.add(np.zeros(a.size))) if grads is not None else (lambda a: empty(t))  # noqa: E731
-    return module(f"{package}.{kind}", version=1 if running_std is not None else 2, tensor_type=t, affine=True, eps=eps,
-                  momentum=0.1, running_mean=running_mean, **stats, weight=weight, bias=bias,
-                  gradWeight=grad(weight), gradBias=grad(bias))
+    return module(f"{package}.{kind}", version=1 if running_std is not None else 2, tensor_type=t,
+                  affine=True, eps=eps, momentum=0.1, running_mean=running_mean, **stats, weight=weight,
+                  bias=bias, gradWeight=grad(weight), gradBias=grad(bias))
 
 
 def ReLU(package: str = "nn") -> Object:

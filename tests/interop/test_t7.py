@@ -1,9 +1,10 @@
 """import-t7: the authors' Torch7 files -> a run directory.
 
-Fixtures are written in the true Torch7 binary format (tests/interop/t7_writer.py) with main.lua's exact module
-structure. Correctness is shown two ways: every weight carries a unique value and must land in its place;
-and a converted network must reproduce, to float precision, an independent forward pass that interprets the
-Torch module tree itself (numpy, float64, from the raw Torch tensors and fields, with Torch's own axis order).
+Fixtures are written in the true Torch7 binary format (tests/interop/t7_writer.py) with main.lua's exact
+module structure. Correctness is shown two ways: every weight carries a unique value and must land in its
+place; and a converted network must reproduce, to float precision, an independent forward pass that interprets
+the Torch module tree itself (numpy, float64, from the raw Torch tensors and fields, with Torch's own axis
+order).
 """
 from __future__ import annotations
 
@@ -17,19 +18,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import t7_writer as w
 import torch
 
-import t7_writer as w
-from videogan.training.checkpoint import CheckpointError, TrainingState, load_checkpoint, restore_training_state
 from videogan.cli import main
 from videogan.config import paper
-from videogan.training.losses import real_probability
-from videogan.models import Discriminator, TwoStreamGenerator, geometry
-from videogan.generation.sample import load_generator
+from videogan.generation.loading import load_generator
 from videogan.interop import t7
 from videogan.interop.t7 import T7Error, convert_discriminator, convert_generator, read_t7, torch_layer
+from videogan.models import Discriminator, TwoStreamGenerator, geometry
+from videogan.training.checkpoint import (
+    CheckpointError,
+    TrainingState,
+    load_checkpoint,
+    restore_training_state,
+)
+from videogan.training.losses import real_probability
 
-# ----------------------------------------------------------------------------- main.lua's networks, as fixtures
+# --------------------------------------------------------------------------- main.lua's networks, as fixtures
 
 
 class Values:
@@ -52,16 +58,19 @@ class Values:
 
 class Flavor:
     """How the file was written: CPU nn.* classes, or GPU training (cudnn.* classes, torch.CudaTensor);
-    BatchNorm with running_var or the 2016 running_std; the current or the early-2016 VolumetricFullConvolution."""
+    BatchNorm with running_var or the 2016 running_std; the current or the early-2016
+    VolumetricFullConvolution."""
 
-    def __init__(self, gpu: bool = False, running_std: bool = False, legacy: bool = False, grads: bool = True):
+    def __init__(self, gpu: bool = False, running_std: bool = False, legacy: bool = False,
+                 grads: bool = True):
         self.package = "cudnn" if gpu else "nn"
         self.tensor_type = "torch.CudaTensor" if gpu else "torch.FloatTensor"
         self.running_std, self.legacy, self.grads = running_std, legacy, grads
 
 
 def _batchnorm(kind, n, values, params, grads, flavor, eps=1e-5):
-    weight, bias = params.add(values((n,), 0.2) + (1 if values.mode == "random" else 0)), params.add(values((n,), 0.1))
+    weight = params.add(values((n,), 0.2) + (1 if values.mode == "random" else 0))
+    bias = params.add(values((n,), 0.1))
     mean = w.tensor(values((n,), 0.1), flavor.tensor_type)
     spread = values((n,), positive=True)  # var (or, in 2016 files, the average of 1/sqrt(var + eps))
     stats = {"running_std": w.tensor(spread, flavor.tensor_type)} if flavor.running_std else \
@@ -81,46 +90,53 @@ def original_net(z_dim=100, width=512, frames=32, size=64, channels=3, values=No
     pkg = flavor.package
 
     def vfc(cin, cout, kt, dt, dhw, pad):
-        # Weights scaled by the fan-in of one output position, so that activations neither vanish nor saturate.
+        # Weights scaled by the fan-in of one output position, so that activations neither
+        # vanish nor saturate.
         shape = (cout, cin, kt, 4, 4) if flavor.legacy else (cin, cout, kt, 4, 4)  # legacy: [nOut, nIn, ...]
         weight = params.add(values(shape, 2 / np.sqrt(cin * (kt * 16 / (dt * dhw * dhw) if pad else 1))))
         bias = params.add(values((cout,), 0.1))
-        return w.VolumetricFullConvolution(cin, cout, kt, 4, 4, dt, dhw, dhw, pad, pad, pad, weight=weight, bias=bias,
-                                           grads=grads, package=pkg, legacy=flavor.legacy)
+        return w.VolumetricFullConvolution(cin, cout, kt, 4, 4, dt, dhw, dhw, pad, pad, pad, weight=weight,
+                                           bias=bias, grads=grads, package=pkg, legacy=flavor.legacy)
 
     def sfc(cin, cout, dhw, pad):
         weight = params.add(values((cin, cout, 4, 4), 1 / np.sqrt(cin * (4 if pad else 1))))
         bias = params.add(values((cout,), 0.1))
-        return w.SpatialFullConvolution(cin, cout, 4, 4, dhw, dhw, pad, pad, weight=weight, bias=bias, grads=grads, package=pkg)
+        return w.SpatialFullConvolution(cin, cout, 4, 4, dhw, dhw, pad, pad, weight=weight, bias=bias,
+                                        grads=grads, package=pkg)
 
     # The video stream first: net:getParameters() lays parameters out in module order.
     # main.lua: VolumetricFullConvolution(100, 512, 2,4,4), then (.., 4,4,4, 2,2,2, 1,1,1) per stage.
     video = [w.View(-1, z_dim, 1, 1, 1), vfc(z_dim, widths[0], geo.core_frames, 1, 1, 0),
-             _batchnorm("VolumetricBatchNormalization", widths[0], values, params, grads, flavor), w.ReLU(pkg)]
+             _batchnorm("VolumetricBatchNormalization", widths[0], values, params, grads, flavor),
+             w.ReLU(pkg)]
     for i in range(1, len(widths)):
         st = geo.time_strides[i - 1]
         video += [vfc(widths[i - 1], widths[i], 4 if st == 2 else 3, st, 2, 1),
-                  _batchnorm("VolumetricBatchNormalization", widths[i], values, params, grads, flavor), w.ReLU(pkg)]
+                  _batchnorm("VolumetricBatchNormalization", widths[i], values, params, grads, flavor),
+                  w.ReLU(pkg)]
     st = geo.time_strides[-1]
     gen_net = w.Sequential(vfc(widths[-1], channels, 4 if st == 2 else 3, st, 2, 1), w.Tanh(pkg))
-    mask_net = w.Sequential(vfc(widths[-1], 1, 4 if st == 2 else 3, st, 2, 1), w.Sigmoid(pkg), w.L1Penalty(0.1, True))
+    mask_net = w.Sequential(vfc(widths[-1], 1, 4 if st == 2 else 3, st, 2, 1), w.Sigmoid(pkg),
+                            w.L1Penalty(0.1, True))
     net_video = w.Sequential(*video, w.ConcatTable(gen_net, mask_net))
 
     static = [w.View(-1, z_dim, 1, 1), sfc(z_dim, widths[0], 1, 0),
               _batchnorm("SpatialBatchNormalization", widths[0], values, params, grads, flavor), w.ReLU(pkg)]
     for i in range(1, len(widths)):
         static += [sfc(widths[i - 1], widths[i], 2, 1),
-                   _batchnorm("SpatialBatchNormalization", widths[i], values, params, grads, flavor), w.ReLU(pkg)]
+                   _batchnorm("SpatialBatchNormalization", widths[i], values, params, grads, flavor),
+                   w.ReLU(pkg)]
     static_net = w.Sequential(*static, sfc(widths[-1], channels, 2, 1), w.Tanh(pkg))
 
-    motion_net = w.Sequential(w.ConcatTable(w.SelectTable(1), w.Sequential(w.SelectTable(2), w.Squeeze(), w.Replicate(3, 2))),
+    motion_net = w.Sequential(w.ConcatTable(w.SelectTable(1),
+                                            w.Sequential(w.SelectTable(2), w.Squeeze(), w.Replicate(3, 2))),
                               w.CMulTable())
     sta_part = w.Sequential(w.ConcatTable(w.Sequential(w.SelectTable(3), w.Replicate(frames, 3)),
-                                          w.Sequential(w.SelectTable(2), w.Squeeze(), w.MulConstant(-1), w.AddConstant(1),
-                                                       w.Replicate(3, 2))),
+                                          w.Sequential(w.SelectTable(2), w.Squeeze(), w.MulConstant(-1),
+                                                       w.AddConstant(1), w.Replicate(3, 2))),
                             w.CMulTable())
-    net = w.Sequential(w.ConcatTable(net_video, static_net), w.FlattenTable(), w.ConcatTable(motion_net, sta_part),
-                       w.CAddTable())
+    net = w.Sequential(w.ConcatTable(net_video, static_net), w.FlattenTable(),
+                       w.ConcatTable(motion_net, sta_part), w.CAddTable())
     params.finish()
     if grads is not None:
         grads.finish()
@@ -128,8 +144,8 @@ def original_net(z_dim=100, width=512, frames=32, size=64, channels=3, values=No
 
 
 def original_netd(width=64, frames=32, size=64, channels=3, values=None, flavor=None):
-    """main.lua's `netD`: VolumetricConvolution 4x4x4 stride 2, LeakyReLU 0.2, BatchNorm eps 1e-3 from the second
-    stage, the last VolumetricConvolution(.., 2, 2,4,4) and View(2):setNumInputDims(4)."""
+    """main.lua's `netD`: VolumetricConvolution 4x4x4 stride 2, LeakyReLU 0.2, BatchNorm eps 1e-3 from the
+    second stage, the last VolumetricConvolution(.., 2, 2,4,4) and View(2):setNumInputDims(4)."""
     values, flavor = values or Values("random"), flavor or Flavor()
     geo = geometry(frames, size)
     widths, strides = geo.widths(width, "double"), geo.time_strides[::-1]
@@ -145,7 +161,8 @@ def original_netd(width=64, frames=32, size=64, channels=3, values=None, flavor=
     layers = [vc(channels, widths[0], 4 if strides[0] == 2 else 3, strides[0], 2, 1), w.LeakyReLU(0.2)]
     for i in range(1, len(widths)):
         layers += [vc(widths[i - 1], widths[i], 4 if strides[i] == 2 else 3, strides[i], 2, 1),
-                   _batchnorm("VolumetricBatchNormalization", widths[i], values, params, grads, flavor, eps=1e-3),
+                   _batchnorm("VolumetricBatchNormalization", widths[i], values, params, grads, flavor,
+                              eps=1e-3),
                    w.LeakyReLU(0.2)]
     layers += [vc(widths[-1], 2, geo.core_frames, 1, 1, 0), w.View(2, num_input_dims=4)]
     params.finish()
@@ -154,12 +171,13 @@ def original_netd(width=64, frames=32, size=64, channels=3, values=None, flavor=
     return w.Sequential(*layers)
 
 
-# ----------------------------------------------------------------------------- an independent Torch interpreter
+# --------------------------------------------------------------------------- an independent Torch interpreter
 
 def _conv_geometry(m: w.Object, dims: int):
     axes = "THW"[3 - dims:]  # Torch's tensors are [B, C, (T,) H, W]; kernel, stride, pad fields are per axis
     pad = "p" if "pT" in m.fields else "pad"
-    return ([m[f"k{a}"] for a in axes], [m.fields.get(f"d{a}", 1) for a in axes], [m.fields.get(f"{pad}{a}", 0) for a in axes])
+    return ([m[f"k{a}"] for a in axes], [m.fields.get(f"d{a}", 1) for a in axes],
+            [m.fields.get(f"{pad}{a}", 0) for a in axes])
 
 
 def full_convolution(x, m: w.Object, dims: int):
@@ -174,7 +192,8 @@ def full_convolution(x, m: w.Object, dims: int):
     full = [(n - 1) * s + kk for n, s, kk in zip(spatial, d, k, strict=True)]
     out = np.zeros((x.shape[0], weight.shape[1], *full))
     for offset in np.ndindex(*k):
-        contribution = np.moveaxis(np.tensordot(x, weight[(slice(None), slice(None), *offset)], axes=([1], [0])), -1, 1)
+        tap = weight[(slice(None), slice(None), *offset)]
+        contribution = np.moveaxis(np.tensordot(x, tap, axes=([1], [0])), -1, 1)
         where = tuple(slice(o, o + (n - 1) * s + 1, s) for o, n, s in zip(offset, spatial, d, strict=True))
         out[(slice(None), slice(None), *where)] += contribution
     out = out[(slice(None), slice(None), *(slice(pp, f - pp) for pp, f in zip(p, full, strict=True)))]
@@ -182,7 +201,8 @@ def full_convolution(x, m: w.Object, dims: int):
 
 
 def convolution(x, m: w.Object):
-    """nn.VolumetricConvolution: out[o, i] = sum w[o, c, k] * in_padded[c, i*d + k]; weight [nOut, nIn, kT, kH, kW]."""
+    """nn.VolumetricConvolution: out[o, i] = sum w[o, c, k] * in_padded[c, i*d + k]; weight
+    [nOut, nIn, kT, kH, kW]."""
     k, d, p = _conv_geometry(m, 3)
     weight = m["weight"].array().astype(np.float64)
     assert weight.shape == (m["nOutputPlane"], m["nInputPlane"], *k)
@@ -254,8 +274,10 @@ def torch_forward(m: w.Object, x):
 # ----------------------------------------------------------------------------- helpers
 
 def _convert(tmp_path, net=None, netd=None):
-    cfg, generator = convert_generator(read_t7(w.save(tmp_path / "net.t7", net)), tmp_path / "net.t7") if net else (None, None)
-    d = convert_discriminator(read_t7(w.save(tmp_path / "netD.t7", netd)), tmp_path / "netD.t7", cfg) if netd else None
+    cfg, generator = (convert_generator(read_t7(w.save(tmp_path / "net.t7", net)), tmp_path / "net.t7")
+                      if net else (None, None))
+    d = (convert_discriminator(read_t7(w.save(tmp_path / "netD.t7", netd)), tmp_path / "netD.t7", cfg)
+         if netd else None)
     return cfg, generator, d
 
 
@@ -292,7 +314,8 @@ def _expected_state(net: w.Object, netd: w.Object) -> dict[str, np.ndarray]:
     add("background_stream.net", static["modules"])
     if netd is not None:
         add("discriminator.features", netd["modules"][:-2])
-        add("discriminator.classifier", netd["modules"][-2:-1], swap_rows=True)  # Lua label 1 = real -> our index 1
+        # Lua label 1 = real -> our index 1
+        add("discriminator.classifier", netd["modules"][-2:-1], swap_rows=True)
     return out
 
 
@@ -306,7 +329,8 @@ def _check_placement(net, netd, generator, discriminator):
         np.testing.assert_array_equal(ours[name].numpy(), values.astype(np.float32), err_msg=name)
     # Every value of both files used exactly once (the ids are 1..N within each file).
     for model in (generator, discriminator):
-        ids = np.concatenate([v.numpy().ravel() for k, v in model.state_dict().items() if "num_batches" not in k])
+        ids = np.concatenate([v.numpy().ravel() for k, v in model.state_dict().items()
+                              if "num_batches" not in k])
         assert np.bincount(ids.astype(np.int64), minlength=ids.size + 1)[1:].tolist() == [1] * ids.size
 
 
@@ -315,7 +339,8 @@ def _check_placement(net, netd, generator, discriminator):
 def test_paper_shapes_every_weight_lands_in_place(tmp_path):
     """The released models' shapes (32x64x64, G 512..64, D 64..512), as saved from GPU training."""
     gpu = Flavor(gpu=True, grads=False)
-    net, netd = original_net(values=Values("ids"), flavor=gpu), original_netd(values=Values("ids"), flavor=gpu)
+    net = original_net(values=Values("ids"), flavor=gpu)
+    netd = original_netd(values=Values("ids"), flavor=gpu)
     cfg, generator, discriminator = _convert(tmp_path, net, netd)
     assert cfg.model == paper().model  # the whole model section read off the files: the paper preset
     assert sum(p.numel() for p in generator.parameters()) == 16_245_383
@@ -361,7 +386,8 @@ def test_converted_discriminator_reproduces_torch_and_its_labels(tmp_path):
 
 
 def test_a_discriminator_sure_of_real_stays_sure_of_real(tmp_path):
-    """The label convention end to end: a netD whose last layer always says Lua class 1 (main.lua's real_label)."""
+    """The label convention end to end: a netD whose last layer always says Lua class 1
+    (main.lua's real_label)."""
     netd = original_netd(width=8, values=Values("random", seed=5))
     head = netd["modules"][-2]
     head["weight"].array()[...] = 0
@@ -375,14 +401,19 @@ def test_a_discriminator_sure_of_real_stays_sure_of_real(tmp_path):
 @pytest.mark.parametrize("layer,dims", [
     # Non-square kernels, strides and paddings on every axis: an H/W or T/H mix-up changes the output.
     # VolumetricFullConvolution(nIn 3, nOut 4, kT 2, kW 3, kH 5, dT 1, dW 2, dH 3, padT 0, padW 1, padH 2)
-    (lambda weight, bias: w.VolumetricFullConvolution(3, 4, 2, 3, 5, 1, 2, 3, 0, 1, 2, weight=weight, bias=bias),
+    (lambda weight, bias: w.VolumetricFullConvolution(3, 4, 2, 3, 5, 1, 2, 3, 0, 1, 2, weight=weight,
+                                                      bias=bias),
      (3, 4, 2, 5, 3)),
-    (lambda weight, bias: w.VolumetricConvolution(3, 4, 2, 3, 5, 1, 2, 3, 0, 1, 2, weight=weight, bias=bias), (4, 3, 2, 5, 3)),
-    (lambda weight, bias: w.SpatialFullConvolution(3, 4, 3, 5, 2, 3, 1, 2, weight=weight, bias=bias), (3, 4, 5, 3)),
+    (lambda weight, bias: w.VolumetricConvolution(3, 4, 2, 3, 5, 1, 2, 3, 0, 1, 2, weight=weight, bias=bias),
+     (4, 3, 2, 5, 3)),
+    (lambda weight, bias: w.SpatialFullConvolution(3, 4, 3, 5, 2, 3, 1, 2, weight=weight, bias=bias),
+     (3, 4, 5, 3)),
     # The early-2016 VolumetricFullConvolution: [nOut, nIn, kT, kH, kW], square in H and W (THNN required it).
-    (lambda weight, bias: w.VolumetricFullConvolution(3, 4, 2, 3, 3, 1, 2, 2, 0, 1, 1, weight=weight, bias=bias, legacy=True),
+    (lambda weight, bias: w.VolumetricFullConvolution(3, 4, 2, 3, 3, 1, 2, 2, 0, 1, 1, weight=weight,
+                                                      bias=bias, legacy=True),
      (4, 3, 2, 3, 3)),
-], ids=["VolumetricFullConvolution", "VolumetricConvolution", "SpatialFullConvolution", "legacy-VolumetricFullConvolution"])
+], ids=["VolumetricFullConvolution", "VolumetricConvolution", "SpatialFullConvolution",
+        "legacy-VolumetricFullConvolution"])
 def test_axis_order_of_each_layer(tmp_path, layer, dims):
     rng = np.random.default_rng(6)
     m = layer(w.tensor(rng.normal(size=dims)), w.tensor(rng.normal(size=4)))
@@ -396,12 +427,14 @@ def test_axis_order_of_each_layer(tmp_path, layer, dims):
 
 
 def test_old_batchnorm_running_std(tmp_path):
-    """running_std (2016) holds the average of 1/sqrt(var + eps): var = running_std^-2 - eps, as nn's BN:read."""
+    """running_std (2016) holds the average of 1/sqrt(var + eps): var = running_std^-2 - eps, as nn's
+    BN:read."""
     old = original_net(width=16, values=Values("random", seed=7), flavor=Flavor(running_std=True))
     _, generator, _ = _convert(tmp_path, old)
     bn_torch = old["modules"][0]["modules"][0]["modules"][2]
     std = bn_torch["running_std"].array().astype(np.float64)
-    np.testing.assert_allclose(generator.foreground_stream.net[1].running_var.numpy(), std ** -2 - 1e-5, rtol=1e-6)
+    np.testing.assert_allclose(generator.foreground_stream.net[1].running_var.numpy(), std ** -2 - 1e-5,
+                               rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------- errors
@@ -430,7 +463,8 @@ def test_not_a_torch7_file(tmp_path, content, match):
     _one_line_error(path, match)
 
 
-@pytest.mark.parametrize("keep", [10, 0.3, 0.7, -3], ids=["in-a-header", "in-the-parameters", "later", "in-the-last-field"])
+@pytest.mark.parametrize("keep", [10, 0.3, 0.7, -3],
+                         ids=["in-a-header", "in-the-parameters", "later", "in-the-last-field"])
 def test_truncated_file(tmp_path, keep):
     data = w.dumps(original_net(width=16))
     cut = int(len(data) * keep) if isinstance(keep, float) else keep if keep > 0 else len(data) + keep
@@ -475,12 +509,14 @@ def test_network_of_another_shape(tmp_path):
     net = original_net(width=16)
     sta_part = net["modules"][2]["modules"][1]
     sta_part["modules"][0]["modules"][0]["modules"][1].fields["nfeatures"] = 16
-    msg = _one_line_error(w.save(tmp_path / "composition.t7", net), "expected the original's composition m*f + (1-m)*b")
+    msg = _one_line_error(w.save(tmp_path / "composition.t7", net),
+                          "expected the original's composition m*f + (1-m)*b")
     assert "expected Replicate(32,3)" in msg and "found Replicate(16,3)" in msg
 
 
 def test_swapped_files(tmp_path):
-    net, netd = w.save(tmp_path / "net.t7", original_net(width=16)), w.save(tmp_path / "netD.t7", original_netd(width=8))
+    net = w.save(tmp_path / "net.t7", original_net(width=16))
+    netd = w.save(tmp_path / "netD.t7", original_netd(width=8))
     _one_line_error(netd, "this looks like a discriminator: pass it with --discriminator")
     _one_line_error(net, "this looks like a generator", discriminator=net, net=net)
     # A discriminator for other clips than the generator's.
@@ -711,8 +747,10 @@ def test_cli_import_then_generate(tmp_path, capsys):
     originals = tmp_path / "models" / "golf"
     originals.mkdir(parents=True)
     # 16 frames of 32x32 (three stages) keep the GIFs cheap; the paper's shapes are tested above.
-    net = w.save(originals / "iter65000_net.t7", original_net(width=16, frames=16, size=32, flavor=Flavor(gpu=True)))
-    netd = w.save(originals / "iter65000_netD.t7", original_netd(width=8, frames=16, size=32, flavor=Flavor(gpu=True)))
+    net = w.save(originals / "iter65000_net.t7", original_net(width=16, frames=16, size=32,
+                                                              flavor=Flavor(gpu=True)))
+    netd = w.save(originals / "iter65000_netD.t7",
+                  original_netd(width=8, frames=16, size=32, flavor=Flavor(gpu=True)))
     run = tmp_path / "golf"
     assert main(["import-t7", str(net), "--discriminator", str(netd), "--out", str(run), "--quiet"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -733,7 +771,8 @@ def test_cli_import_then_generate(tmp_path, capsys):
 
     # evaluate --fake reads the run as it reads a trained one
     from videogan.metrics.evaluate import Protocol, run_clips
-    clips = next(run_clips(str(run), Protocol(num=2, frames=16, size=32, seed=0), batch_size=2, device=torch.device("cpu")))
+    clips = next(run_clips(str(run), Protocol(num=2, frames=16, size=32, seed=0), batch_size=2,
+                           device=torch.device("cpu")))
     assert clips.shape == (2, 3, 16, 32, 32) and clips.dtype == torch.uint8
 
     # Again into the same folder: refused, nothing overwritten.
@@ -747,7 +786,8 @@ def test_cli_without_discriminator_and_errors(tmp_path, capsys):
     assert main(["import-t7", str(net), "--out", str(run), "--quiet"]) == 0
     capsys.readouterr()
     ckpt = load_checkpoint(run)
-    assert ckpt.discriminator is None and not (ckpt.path / "discriminator.safetensors").exists() and ckpt.step == 0
+    assert (ckpt.discriminator is None and not (ckpt.path / "discriminator.safetensors").exists()
+            and ckpt.step == 0)
     assert load_generator(run).weights == "live"
     # Training cannot resume from it (no discriminator, no optimiser state): a clear error, not a KeyError.
     cfg = ckpt.config
@@ -763,7 +803,8 @@ def test_cli_without_discriminator_and_errors(tmp_path, capsys):
 
 
 def test_file_sha256_reads_files_larger_than_one_block(tmp_path):
-    """media.file_sha256 (the sources' digests here, and the I3D weights'): the whole file, across 1 MiB blocks."""
+    """media.file_sha256 (the sources' digests here, and the I3D weights'): the whole file, across 1 MiB
+    blocks."""
     from videogan.media import file_sha256
 
     data = bytes(range(256)) * ((1 << 20) // 256 * 2 + 3)  # 2 MiB + 768 bytes: three blocks, the last short

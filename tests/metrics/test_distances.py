@@ -27,7 +27,8 @@ def test_closed_form_for_known_gaussians():
     rng = np.random.default_rng(2)
     d = 8
     mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
-    # Diagonal covariances: the distance is |mu1 - mu2|^2 + sum (s1 + s2 - 2 sqrt(s1 s2)) = ... + sum (sqrt s1 - sqrt s2)^2.
+    # Diagonal covariances: the distance is |mu1 - mu2|^2 + sum (s1 + s2 - 2 sqrt(s1 s2)) = ... + sum
+    # (sqrt s1 - sqrt s2)^2.
     s1, s2 = rng.uniform(0.1, 3, d), rng.uniform(0.1, 3, d)
     expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(s1) - np.sqrt(s2)) ** 2)
     assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-10)
@@ -36,7 +37,8 @@ def test_closed_form_for_known_gaussians():
     full1, full2 = q @ np.diag(s1) @ q.T, q @ np.diag(s2) @ q.T
     assert frechet_distance(mu1, full1, mu2, full2) == pytest.approx(expected, rel=1e-9)
     # One-dimensional: (m1 - m2)^2 + (sd1 - sd2)^2.
-    assert frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[1.0]])) == pytest.approx(4 + 1)
+    assert (frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[1.0]]))
+            == pytest.approx(4 + 1))
 
 
 def test_singular_and_ill_conditioned_covariances_stay_finite_and_right():
@@ -49,7 +51,8 @@ def test_singular_and_ill_conditioned_covariances_stay_finite_and_right():
     # Fewer samples than dimensions (as with a small N on 400-d I3D features).
     a, b = rng.normal(size=(30, 100)), rng.normal(size=(30, 100))
     assert np.isfinite(fvd_from_features(a, b)) and fvd_from_features(a, a) == pytest.approx(0, abs=1e-7)
-    # Against an independent computation (scipy-style sqrtm of S1 S2 via eigendecomposition) on a well-posed case.
+    # Against an independent computation (scipy-style sqrtm of S1 S2 via eigendecomposition) on
+    # a well-posed case.
     w1, w2 = random_covariance(rng, 6), random_covariance(rng, 6)
     values = np.linalg.eigvals(w1 @ w2)
     expected = np.trace(w1) + np.trace(w2) - 2 * np.sqrt(values.real.clip(0)).sum()
@@ -65,8 +68,10 @@ def test_kvd_near_zero_for_one_distribution_and_positive_for_two():
 
 
 def test_kvd_is_unbiased():
-    """The mean over many same-distribution draws approaches 0 (a biased estimate would sit at ~2/N above it)."""
+    """The mean over many same-distribution draws approaches 0 (a biased estimate would sit at ~2/N above
+    it)."""
     rng = np.random.default_rng(5)
     values = [kernel_distance(rng.normal(size=(20, 4)), rng.normal(size=(20, 4))) for _ in range(400)]
-    biased_offset = 2 * np.mean([np.mean((np.sum(x * x, 1) / 4 + 1) ** 3) for x in [rng.normal(size=(20, 4))]]) / 20
+    x = rng.normal(size=(20, 4))
+    biased_offset = 2 * np.mean((np.sum(x * x, 1) / 4 + 1) ** 3) / 20
     assert abs(np.mean(values)) < 0.2 * biased_offset

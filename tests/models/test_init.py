@@ -16,7 +16,8 @@ def _stats(modules, attr):
 def test_weights_follow_the_original_initialisation():
     torch.manual_seed(0)
     for net in (TwoStreamGenerator(paper().model), Discriminator(paper().model)):
-        convs = [m for m in net.modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d, nn.ConvTranspose2d))]
+        convs = [m for m in net.modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d,
+                                                            nn.ConvTranspose2d))]
         norms = [m for m in net.modules() if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d))]
         mean, std = _stats(convs, "weight")
         assert abs(mean) < 1e-3 and abs(std - 0.01) < 5e-4
@@ -30,7 +31,8 @@ def _randomised(net: nn.Module, seed: int) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in net.modules():
-            if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)) and m.bias is not None:
+            if (isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d))
+                and m.bias is not None):
                 m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
             elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
                 m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
@@ -49,11 +51,14 @@ def test_folding_conv_bias_into_batchnorm_keeps_outputs_and_running_statistics(s
     pairs = fold_conv_bias_into_batchnorm(folded)
     norms = [m for m in net.modules() if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d))]
     assert pairs == len(norms) > 0  # every BatchNorm here follows a conv
-    convs = [m for m in folded.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.ConvTranspose3d))]
-    assert sum(bool(m.bias.abs().sum() > 0) for m in convs) == len(convs) - pairs  # only the heads keep a bias
+    convs = [m for m in folded.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d,
+                                                           nn.ConvTranspose3d))]
+    # only the heads keep a bias
+    assert sum(bool(m.bias.abs().sum() > 0) for m in convs) == len(convs) - pairs
 
     size = small_config.model.size
-    inputs = (torch.rand(3, 3, size, size) * 2 - 1,) if kind == "conditional" else (torch.randn(3, small_config.model.z_dim),)
+    inputs = ((torch.rand(3, 3, size, size) * 2 - 1,) if kind == "conditional"
+              else (torch.randn(3, small_config.model.z_dim),))
     for mode in ("eval", "train"):  # train: batch statistics, and one running-statistics update
         getattr(net, mode)(), getattr(folded, mode)()
         with torch.no_grad():
@@ -67,7 +72,8 @@ def test_folding_conv_bias_into_batchnorm_keeps_outputs_and_running_statistics(s
 
 
 def test_folding_leaves_a_conv_without_batchnorm_alone():
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4, track_running_stats=False))
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3),
+                        nn.BatchNorm2d(4, track_running_stats=False))
     nn.init.constant_(net[0].bias, 0.5), nn.init.constant_(net[2].bias, 0.5)
     assert fold_conv_bias_into_batchnorm(net) == 0  # no running mean to absorb the second bias
     assert torch.all(net[0].bias == 0.5) and torch.all(net[2].bias == 0.5)

@@ -26,7 +26,8 @@ CASES = [
     (2, 4, 3, (3, 5, 2), (4, 4, 4), (2, 2, 2), (1, 1, 1)),
     (3, 5, 1, (2, 3, 4), (3, 4, 4), (1, 2, 2), (1, 1, 1)),
     (1, 2, 4, (5, 1, 3), (3, 4, 4), (1, 2, 2), (1, 1, 1)),
-    (2, 3, 2, (2, 3, 3), (2, 4, 4), (1, 1, 1), (0, 0, 0)),  # the generator's first layer (kernel = core, stride 1)
+    # the generator's first layer (kernel = core, stride 1)
+    (2, 3, 2, (2, 3, 3), (2, 4, 4), (1, 1, 1), (0, 0, 0)),
     (2, 3, 2, (3, 2, 4), (5, 3, 2), (3, 2, 1), (2, 0, 1)),
 ]
 
@@ -61,18 +62,21 @@ def test_gemm_equals_stock_values_and_gradients(case, dtype, tol):
 def test_output_size_and_tap_ranges():
     assert output_size((2, 4, 4), (4, 4, 4), (2, 2, 2), (1, 1, 1)) == (4, 8, 8)
     assert output_size((5, 4, 4), (3, 4, 4), (1, 2, 2), (1, 1, 1)) == (5, 8, 8)
-    # kernel 4, stride 2, padding 1, 3 inputs -> 6 outputs: tap 0 lands at 2i - 1 (i >= 1), tap 3 at 2i + 2 (i <= 1)
+    # kernel 4, stride 2, padding 1, 3 inputs -> 6 outputs: tap 0 lands at 2i - 1 (i >= 1), tap 3 at 2i + 2
+    # (i <= 1)
     assert tap_ranges(3, 6, 2, 1, 0) == (slice(1, 3), slice(1, 4, 2))
     assert tap_ranges(3, 6, 2, 1, 3) == (slice(0, 2), slice(2, 5, 2))
     assert tap_ranges(1, 1, 1, 1, 0) == (slice(0, 0), slice(0, 0))  # lands at -1: misses
 
 
 def test_overlap_add_backward_is_its_adjoint():
-    # <col2vol(c), y> = <c, vol2col(y)> for random c and y, and gradcheck of the autograd Function on a tiny case.
+    # <col2vol(c), y> = <c, vol2col(y)> for random c and y, and gradcheck of the autograd Function on
+    # a tiny case.
     gen = torch.Generator().manual_seed(0)
     n_in, kernel, stride, padding = (2, 3, 2), (3, 4, 4), (1, 2, 2), (1, 1, 1)
     n_out = output_size(n_in, kernel, stride, padding)
-    cols = torch.randn(3, *kernel, 2, *n_in, generator=gen, dtype=torch.float64)  # [C, kT, kH, kW, B, T, H, W]
+    # [C, kT, kH, kW, B, T, H, W]
+    cols = torch.randn(3, *kernel, 2, *n_in, generator=gen, dtype=torch.float64)
     y = torch.randn(3, 2, *n_out, generator=gen, dtype=torch.float64)  # [C, B, T', H', W']
     lhs = (col2vol(cols, n_out, stride, padding) * y).sum()
     rhs = (cols * vol2col(y, n_in, kernel, stride, padding)).sum()
@@ -87,7 +91,8 @@ def test_module_is_a_convtranspose3d_with_the_same_parameters():
     stock = nn.ConvTranspose3d(6, 4, (3, 4, 4), stride=(1, 2, 2), padding=1)
     fast = FastConvTranspose3d(6, 4, (3, 4, 4), stride=(1, 2, 2), padding=1)
     assert isinstance(fast, nn.ConvTranspose3d)
-    assert {k: v.shape for k, v in fast.state_dict().items()} == {k: v.shape for k, v in stock.state_dict().items()}
+    assert {k: v.shape for k, v in fast.state_dict().items()} == {k: v.shape
+                                                                  for k, v in stock.state_dict().items()}
     fast.load_state_dict(stock.state_dict())
     x = torch.randn(2, 6, 3, 5, 5)
     expected = stock(x)

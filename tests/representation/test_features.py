@@ -5,12 +5,18 @@ import numpy as np
 import pytest
 import torch
 
-from videogan.training.checkpoint import save_checkpoint
 from videogan.cli import main
 from videogan.config import Config, ModelConfig
-from videogan.training.ema import cumulative_batchnorm
-from videogan.representation.features import extract, feature_shape, load_discriminator, pooled, recalibrate_batchnorm
 from videogan.models import Discriminator, build_generator
+from videogan.representation.features import (
+    extract,
+    feature_shape,
+    load_discriminator,
+    pooled,
+    recalibrate_batchnorm,
+)
+from videogan.training.checkpoint import save_checkpoint
+from videogan.training.ema import cumulative_batchnorm
 
 SMALL = ModelConfig(frames=4, size=8, d_width=4, g_width=8, z_dim=8)
 
@@ -22,8 +28,8 @@ def _run_dir(tmp_path, model: ModelConfig = SMALL):
     with torch.no_grad():
         d.classifier.bias.fill_(0.5)
         d.features[0].weight.mul_(3.0)
-    save_checkpoint(tmp_path / "run", 7, cfg, generator=build_generator(model).state_dict(), discriminator=d.state_dict(),
-                    optimizers={}, rng={"torch": torch.get_rng_state()})
+    save_checkpoint(tmp_path / "run", 7, cfg, generator=build_generator(model).state_dict(),
+                    discriminator=d.state_dict(), optimizers={}, rng={"torch": torch.get_rng_state()})
     return tmp_path / "run", d
 
 
@@ -40,7 +46,8 @@ def test_load_discriminator_from_a_run_or_random(tmp_path):
     assert torch.equal(loaded.discriminator.features[0].weight, d.features[0].weight)
     a, b = load_discriminator("random", SMALL, seed=1), load_discriminator("random", SMALL, seed=1)
     assert torch.equal(a.discriminator.features[0].weight, b.discriminator.features[0].weight) and a.step == 0
-    assert not torch.equal(a.discriminator.features[0].weight, load_discriminator("random", SMALL, seed=2).discriminator.features[0].weight)
+    assert not torch.equal(a.discriminator.features[0].weight,
+                           load_discriminator("random", SMALL, seed=2).discriminator.features[0].weight)
 
 
 def test_extract_is_the_map_before_the_classifier_in_eval_mode():
@@ -57,7 +64,8 @@ def test_extract_is_the_map_before_the_classifier_in_eval_mode():
 
 
 def test_recalibrated_batchnorm_statistics_are_those_of_the_clips():
-    d = Discriminator(ModelConfig(frames=4, size=16, d_width=4))  # two stages: conv, LeakyReLU, conv, BatchNorm, ...
+    # two stages: conv, LeakyReLU, conv, BatchNorm, ...
+    d = Discriminator(ModelConfig(frames=4, size=16, d_width=4))
     clips = torch.randint(0, 256, (6, 3, 4, 16, 16), dtype=torch.uint8)
     norm = d.features[3]
     assert isinstance(norm, torch.nn.BatchNorm3d)
@@ -92,20 +100,23 @@ def test_features_command_writes_ids_labels_and_both_versions(tmp_path, capsys):
         lines.append(f"v{i}.jpg {['walk', 'run'][i % 2]}")
     (tmp_path / "list.txt").write_text("\n".join(lines))
     out = tmp_path / "f.npz"
-    assert main(["features", str(run), str(tmp_path / "list.txt"), "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    assert main(["features", str(run), str(tmp_path / "list.txt"), "--out", str(out), "--device", "cpu",
+                 "--quiet"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["step"] == 7 and printed["map_shape"] == [4, 2, 4, 4] and printed["clips"] == 10
     f = np.load(out)
     assert f["flat"].shape == (10, 4 * 2 * 4 * 4) and f["pooled"].shape == (10, 4)
     assert np.allclose(f["pooled"], f["flat"].reshape(10, 4, -1).mean(-1), atol=1e-6)
-    assert sorted(f["ids"]) == sorted(f"v{i}.jpg" for i in range(10)) and list(f["classes"]) == ["run", "walk"]
+    assert (sorted(f["ids"]) == sorted(f"v{i}.jpg" for i in range(10))
+            and list(f["classes"]) == ["run", "walk"])
     assert list(f["split"]).count("test") == 2 and list(f["map_shape"]) == [4, 2, 4, 4]
     by_id = dict(zip(f["ids"], f["labels"], strict=True))
     assert by_id["v1.jpg"] == 0 and by_id["v2.jpg"] == 1
 
 
 def test_features_of_a_missing_run(tmp_path, capsys):
-    assert main(["features", str(tmp_path / "none"), "synthetic-actions", "--out", str(tmp_path / "f.npz")]) == 2
+    assert (main(["features", str(tmp_path / "none"), "synthetic-actions", "--out", str(tmp_path / "f.npz")])
+            == 2)
     assert "no such file or directory" in capsys.readouterr().err
 
 

@@ -7,13 +7,22 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from videogan.cli import main
-from videogan.training.checkpoint import save_checkpoint
 from videogan.config import Config, ConfigError, ModelConfig
 from videogan.data.actions import ActionsConfig
-from videogan.representation.features import ClipSplit, extract, feature_shape, load_discriminator
-from videogan.representation.finetune import (ActionClassifier, FinetuneSettings, Splits, accuracy_report, confusion_matrix, draw_confusion,
-                               finetune, frozen_features, make_head)
 from videogan.models import Discriminator, build_generator
+from videogan.representation.features import ClipSplit, extract, feature_shape, load_discriminator
+from videogan.representation.finetune import (
+    ActionClassifier,
+    FinetuneSettings,
+    Splits,
+    accuracy_report,
+    confusion_matrix,
+    draw_confusion,
+    finetune,
+    frozen_features,
+    make_head,
+)
+from videogan.training.checkpoint import save_checkpoint
 
 SMALL = ModelConfig(frames=4, size=8, d_width=4, g_width=8, z_dim=8)
 
@@ -44,18 +53,21 @@ def test_confusion_and_accuracy_report():
 
 
 def _bright_dark(n: int, flipped: bool, size: int = 8) -> ClipSplit:
-    """Class 1 = bright clips, class 0 = dark ones; `flipped`: the same clips with the labels the other way round."""
+    """Class 1 = bright clips, class 0 = dark ones; `flipped`: the same clips with the labels the other way
+    round."""
     brightness = torch.arange(n) % 2
-    clips = (brightness * 200 + 20).to(torch.uint8)[:, None, None, None, None].expand(n, 3, 4, size, size).contiguous()
+    clips = (brightness * 200 + 20).to(torch.uint8)[:, None, None, None,
+                                                    None].expand(n, 3, 4, size, size).contiguous()
     labels = (1 - brightness) if flipped else brightness
     return ClipSplit(clips, labels.long(), [f"{'test' if flipped else 'train'}/{i}" for i in range(n)], [])
 
 
 @pytest.mark.parametrize("mode", ["linear", "finetune"])
 def test_accuracy_is_measured_on_the_test_split(tmp_path, mode):
-    # Train and test hold the same two kinds of clip with opposite labels: a model that learned the training split
-    # is right on it and wrong on every test clip, so a test accuracy of 0 proves which split is scored.
-    splits = Splits(["dark", "bright"], _bright_dark(16, flipped=False), _bright_dark(10, flipped=True), "bright-dark")
+    # Train and test hold the same two kinds of clip with opposite labels: a model that learned the training
+    # split is right on it and wrong on every test clip, so a test accuracy of 0 proves which split is scored.
+    splits = Splits(["dark", "bright"], _bright_dark(16, flipped=False), _bright_dark(10, flipped=True),
+                    "bright-dark")
     s = FinetuneSettings(init="random", mode=mode, steps=40, batch_size=8, lr=5e-3, model=SMALL, seed=1)
     summary = finetune(s, tmp_path, splits=splits, progress=False)
     assert summary["train_accuracy"] == 1.0
@@ -68,17 +80,22 @@ def test_accuracy_is_measured_on_the_test_split(tmp_path, mode):
 
 
 def test_runs_sharing_cached_features_save_the_batchnorm_statistics_of_those_features(tmp_path):
-    # The second linear run with the same key reuses the first one's features: its D must also get the BatchNorm
-    # statistics they were computed with (re-estimated on the training clips), not the fresh D's mean 0 / variance 1.
+    # The second linear run with the same key reuses the first one's features: its D must also get the
+    # BatchNorm statistics they were computed with (re-estimated on the training clips), not the fresh D's
+    # mean 0 / variance 1.
     model = ModelConfig(frames=4, size=16, d_width=4, g_width=8, z_dim=8)  # two stages: D has a BatchNorm
-    splits = Splits(["dark", "bright"], _bright_dark(16, False, 16), _bright_dark(10, True, 16), "bright-dark")
+    splits = Splits(["dark", "bright"], _bright_dark(16, False, 16), _bright_dark(10, True, 16),
+                    "bright-dark")
     saved = []
     for i, fraction in enumerate((1.0, 0.5)):
-        s = FinetuneSettings(init="random", mode="linear", steps=2, batch_size=8, model=model, label_fraction=fraction)
+        s = FinetuneSettings(init="random", mode="linear", steps=2, batch_size=8, model=model,
+                             label_fraction=fraction)
         finetune(s, tmp_path / str(i), splits=splits, progress=False)
-        saved.append({k: v for k, v in load_file(tmp_path / str(i) / "classifier.safetensors").items() if "running" in k})
+        saved.append({k: v for k, v in load_file(tmp_path / str(i) / "classifier.safetensors").items()
+                      if "running" in k})
     assert len(splits.features) == 1 and saved[0]
-    assert not any(torch.equal(v, torch.ones_like(v)) for k, v in saved[0].items() if k.endswith("running_var"))
+    assert not any(torch.equal(v, torch.ones_like(v)) for k, v in saved[0].items()
+                   if k.endswith("running_var"))
     for k, v in saved[0].items():
         assert torch.equal(saved[1][k], v), k
     # and the cached features are those of D with these statistics
@@ -89,18 +106,20 @@ def test_runs_sharing_cached_features_save_the_batchnorm_statistics_of_those_fea
 
 
 def test_label_fraction_and_seed_reach_the_run(tmp_path):
-    s = FinetuneSettings(init="random", mode="linear", steps=2, batch_size=4, model=SMALL, label_fraction=0.25,
-                         actions=ActionsConfig(train_per_class=8, test_per_class=1), workers=0)
+    s = FinetuneSettings(init="random", mode="linear", steps=2, batch_size=4, model=SMALL,
+                         label_fraction=0.25, actions=ActionsConfig(train_per_class=8, test_per_class=1),
+                         workers=0)
     summary = finetune(s, tmp_path / "a", progress=False)
     assert summary["num_train"] == 20 and summary["num_train_available"] == 80 and summary["num_test"] == 10
     assert summary["chance"] == pytest.approx(0.1) and summary["label_fraction"] == 0.25
 
 
 def test_a_tiny_run_on_synthetic_actions_beats_chance(tmp_path, capsys):
-    # A real GAN pretraining takes minutes (benchmarks/finetune_experiment.py); here the run's D is given motion
-    # features by hand instead: its first layer takes differences of (randomly filtered) consecutive frames, so the
-    # static backgrounds cancel and only the moving object is left. Through the whole pipeline (checkpoint ->
-    # features -> new head -> test split) such a D must beat chance (10 classes) clearly; a random one does not.
+    # A real GAN pretraining takes minutes (benchmarks/finetune_experiment.py); here the run's D is given
+    # motion features by hand instead: its first layer takes differences of (randomly filtered) consecutive
+    # frames, so the static backgrounds cancel and only the moving object is left. Through the whole pipeline
+    # (checkpoint -> features -> new head -> test split) such a D must beat chance (10 classes) clearly; a
+    # random one does not.
     model = ModelConfig(frames=8, size=16, d_width=8, g_width=16, z_dim=8)
     torch.manual_seed(0)
     d = Discriminator(model)
@@ -114,20 +133,25 @@ def test_a_tiny_run_on_synthetic_actions_beats_chance(tmp_path, capsys):
     actions = ActionsConfig(train_per_class=20, test_per_class=10)
     accuracy = {}
     for init in (str(tmp_path / "run"), "random"):
-        s = FinetuneSettings(init=init, mode="linear", steps=200, batch_size=16, lr=1e-3, model=model, actions=actions, workers=0)
+        s = FinetuneSettings(init=init, mode="linear", steps=200, batch_size=16, lr=1e-3, model=model,
+                             actions=actions, workers=0)
         accuracy[init] = finetune(s, tmp_path / "out", progress=False)["test_accuracy"]
-    # 100 test clips: 18 or more right by chance alone has probability ~0.01 (measured here: 0.24 against 0.07).
+    # 100 test clips: 18 or more right by chance alone has probability ~0.01 (measured here:
+    # 0.24 against 0.07).
     assert accuracy[str(tmp_path / "run")] >= 0.18
     assert accuracy[str(tmp_path / "run")] > accuracy["random"] + 0.08
 
 
 def test_cli_rejects_bad_options(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        main(["finetune", "--init", "random", "--data", "synthetic-actions", "--label-fraction", "3/2", "--out", str(tmp_path)])
+        main(["finetune", "--init", "random", "--data", "synthetic-actions", "--label-fraction", "3/2",
+              "--out", str(tmp_path)])
     assert e.value.code == 2 and "fraction in (0, 1]" in capsys.readouterr().err
-    code = main(["finetune", "--init", str(tmp_path / "no-run"), "--data", "synthetic-actions", "--out", str(tmp_path / "o")])
+    code = main(["finetune", "--init", str(tmp_path / "no-run"), "--data", "synthetic-actions", "--out",
+                 str(tmp_path / "o")])
     assert code == 2 and "no such file or directory" in capsys.readouterr().err
-    code = main(["finetune", "--init", str(tmp_path), "--preset", "tiny", "--data", "synthetic-actions", "--out", str(tmp_path / "o")])
+    code = main(["finetune", "--init", str(tmp_path), "--preset", "tiny", "--data", "synthetic-actions",
+                 "--out", str(tmp_path / "o")])
     assert code == 2 and "--preset and --set" in capsys.readouterr().err
 
 

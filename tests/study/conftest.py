@@ -26,7 +26,8 @@ def tiny_run(tmp_path_factory) -> Path:
 def data_study(tmp_path_factory) -> Path:
     """Synthetic data against itself: 4 pairs and 2 catch trials."""
     out = tmp_path_factory.mktemp("studies") / "data"
-    create("synthetic", "synthetic", out, CreateSettings(pairs=4, catch=2, frames=4, size=8, upscale=2), progress=False)
+    create("synthetic", "synthetic", out, CreateSettings(pairs=4, catch=2, frames=4, size=8, upscale=2),
+           progress=False)
     return out
 
 
@@ -34,7 +35,8 @@ def data_study(tmp_path_factory) -> Path:
 def run_study(tmp_path_factory, tiny_run) -> Path:
     """Synthetic data (A) against the tiny run (B): 10 pairs and 2 catch trials, shown at 32x32."""
     out = tmp_path_factory.mktemp("studies") / "run"
-    create("synthetic", str(tiny_run), out, CreateSettings(pairs=10, catch=2, upscale=4, label_a="real", label_b="tiny"),
+    create("synthetic", str(tiny_run), out, CreateSettings(pairs=10, catch=2, upscale=4, label_a="real",
+                                                           label_b="tiny"),
            progress=False)
     return out
 
@@ -47,7 +49,8 @@ def fresh_study(data_study, tmp_path) -> Path:
 
 @pytest.fixture
 def serving():
-    """serving(study_dir): a StudyServer on a free local port, serving in a thread; all stopped at teardown."""
+    """serving(study_dir): a StudyServer on a free local port, serving in a thread; all stopped at
+    teardown."""
     started = []
 
     def serve(study_dir: Path) -> StudyServer:

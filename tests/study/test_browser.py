@@ -11,15 +11,17 @@ from videogan.study.report import report
 from videogan.study.store import read_answers
 
 CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium "
-                                                               "(`make test` installs it: apt-get install chromium)")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
+                                reason="Debian's chromium is not installed at /usr/bin/chromium "
+                                       "(`make test` installs it: apt-get install chromium)")
 
 CLIPS_PLAYING = """() => ['left', 'right'].every(id => {
     const v = document.getElementById(id);
-    return !v.paused && v.readyState >= 2 && v.currentTime > 0 && v.videoWidth === 32 && v.currentSrc.endsWith('.webm');
+    return !v.paused && v.readyState >= 2 && v.currentTime > 0 && v.videoWidth === 32
+        && v.currentSrc.endsWith('.webm');
 })"""
 
 
@@ -34,11 +36,13 @@ def test_a_rater_answers_a_dozen_pairs_by_click_and_key_with_a_reload(server, tm
     answered: dict[str, str] = {}
     urls: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True,
+        browser = p.chromium.launch_persistent_context(str(tmp_path / "profile"),
+                                                       executable_path=str(CHROMIUM), headless=True,
                                                        args=FLAGS)
         page = browser.new_page()
         page.on("request", lambda r: urls.append(r.url))
-        problems: list[str] = []  # script errors, and console errors such as Content-Security-Policy violations
+        # script errors, and console errors such as Content-Security-Policy violations
+        problems: list[str] = []
         page.on("pageerror", lambda e: problems.append(str(e)))
         page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
         page.goto(server.url)
@@ -59,7 +63,8 @@ def test_a_rater_answers_a_dozen_pairs_by_click_and_key_with_a_reload(server, tm
             else:
                 page.keyboard.press("ArrowLeft" if choice == "left" else "ArrowRight")
             answered[pair] = choice
-            page.wait_for_function(f"() => document.body.dataset.pair !== '{pair}' || document.body.dataset.state === 'done'")
+            page.wait_for_function(f"() => document.body.dataset.pair !== '{pair}' || "
+                                   "document.body.dataset.state === 'done'")
         page.wait_for_function("() => document.body.dataset.state === 'done'")
         assert "All 12 pairs are answered" in page.text_content("#done-text")
         page.reload()  # a finished rater stays finished

@@ -44,24 +44,28 @@ def _prefer(what):
 def test_report_counts_shares_catch_failures_and_exclusions(fresh_study, tmp_path):
     study = load_study(fresh_study)  # 4 ab pairs, 2 catch trials
     _answer_all(fresh_study, "careful", _prefer("a"))  # A always, catch passed
-    _answer_all(fresh_study, "sloppy", lambda p: "left")  # always left: fails the catch trial with broken on the left
+    # always left: fails the catch trial with broken on the left
+    _answer_all(fresh_study, "sloppy", lambda p: "left")
     broken_left = sum(p.kind == "catch" and p.left_is == "broken" for p in study.pairs)
     a_left = sum(p.kind == "ab" and p.left_is == "a" for p in study.pairs)
     assert broken_left == 1 and a_left == 2  # create balances sides
 
     s = report(fresh_study)
     assert s["a_over_b"]["k"] == 4 + a_left and s["a_over_b"]["n"] == 8
-    assert s["a_over_b"]["share"] == pytest.approx(6 / 8) and s["a_over_b"]["ci95"] == pytest.approx(list(wilson_interval(6, 8)))
+    assert (s["a_over_b"]["share"] == pytest.approx(6 / 8)
+            and s["a_over_b"]["ci95"] == pytest.approx(list(wilson_interval(6, 8))))
     assert (s["catch_failure"]["k"], s["catch_failure"]["n"]) == (1, 4)
-    assert sum(v["k"] for v in s["catch_failure_by_kind"].values()) == 1 and set(s["catch_failure_by_kind"]) == {"shuffled", "frozen"}
+    assert (sum(v["k"] for v in s["catch_failure_by_kind"].values()) == 1
+            and set(s["catch_failure_by_kind"]) == {"shuffled", "frozen"})
     assert (s["raters"], s["raters_failed_catch"], s["excluded_raters"]) == (2, 1, [])
     per = {r["rater"]: r for r in s["per_rater"]}
-    assert per["careful"] == {"rater": "careful", "answers": 6, "ab_trials": 4, "chose_a": 4, "catch_trials": 2, "catch_failed": 0,
-                              "median_ms": 1025.0, "excluded": False}
+    assert per["careful"] == {"rater": "careful", "answers": 6, "ab_trials": 4, "chose_a": 4,
+                              "catch_trials": 2, "catch_failed": 0, "median_ms": 1025.0, "excluded": False}
     assert (per["sloppy"]["chose_a"], per["sloppy"]["catch_failed"]) == (a_left, 1)
 
     excluded = report(fresh_study, out=tmp_path / "strict", exclude_failed_catch=True)
-    assert excluded["excluded_raters"] == ["sloppy"] and (excluded["a_over_b"]["k"], excluded["a_over_b"]["n"]) == (4, 4)
+    assert (excluded["excluded_raters"] == ["sloppy"]
+            and (excluded["a_over_b"]["k"], excluded["a_over_b"]["n"]) == (4, 4))
     assert excluded["catch_failure"]["n"] == 4  # catch failures are counted over every rater
 
     with open(tmp_path / "strict" / "answers.csv") as f:
@@ -70,7 +74,8 @@ def test_report_counts_shares_catch_failures_and_exclusions(fresh_study, tmp_pat
     assert all(r["chosen"] == (r["left_is"] if r["choice"] == "left" else r["right_is"]) for r in rows)
     with open(tmp_path / "strict" / "raters.csv") as f:
         raters = list(csv.DictReader(f))
-    assert [(r["rater"], r["catch_failed"], r["excluded"]) for r in raters] == [("careful", "0", "False"), ("sloppy", "1", "True")]
+    assert [(r["rater"], r["catch_failed"], r["excluded"]) for r in raters] == [("careful", "0", "False"),
+                                                                                ("sloppy", "1", "True")]
     assert json.loads((tmp_path / "strict" / "summary.json").read_text())["a_over_b"] == excluded["a_over_b"]
     chart = Image.open(tmp_path / "strict" / "chart.png")
     assert chart.size[0] == 760 and len(chart.convert("RGB").getcolors(1 << 16)) > 3  # not blank
@@ -89,7 +94,8 @@ def test_report_refuses_empty_or_foreign_answers(fresh_study):
 
 def test_cli_report(fresh_study, tmp_path, capsys):
     _answer_all(fresh_study, "r1", _prefer("b"))
-    assert main(["study", "report", str(fresh_study), "--exclude-failed-catch", "--out", str(tmp_path / "r")]) == 0
+    assert main(["study", "report", str(fresh_study), "--exclude-failed-catch",
+                 "--out", str(tmp_path / "r")]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert (printed["a_over_b"]["k"], printed["a_over_b"]["n"], printed["excluded_raters"]) == (0, 4, [])
     assert "per_rater" not in printed and (tmp_path / "r" / "answers.csv").is_file()

@@ -77,7 +77,8 @@ def test_a_rater_answers_every_pair_once_in_their_own_stable_order(server, fresh
     rows = read_answers(fresh_study / "answers.sqlite")
     assert [r.pair for r in rows] == seen
     for r in rows:
-        assert r.rater == "r1" and r.choice == choices[r.pair] and r.chosen == study.pair(r.pair).chosen(r.choice)
+        assert (r.rater == "r1" and r.choice == choices[r.pair]
+                and r.chosen == study.pair(r.pair).chosen(r.choice))
     assert get_json(server, "/api/next?rater=r1")[1]["answered"] == len(study.pairs)
     assert current(server, "r2") is not None  # another rater starts from scratch
 
@@ -102,7 +103,8 @@ def test_raters_get_different_orders(data_study):
     (b'{"rater": "r1", "pair": "CURRENT", "choice": "left", "ms": "fast"}', 400, "ms must be"),
     (b'{"rater": "r1", "pair": "CURRENT", "choice": "left", "ms": true}', 400, "ms must be"),
     (b'{"rater": "r1", "pair": "OTHER", "choice": "left", "ms": 1}', 409, "not the pair being shown"),
-    (b'{"rater": "r1", "pair": "CURRENT", "choice": "left", "ms": 1, "pad": "' + b"x" * MAX_BODY + b'"}', 413, "at most"),
+    (b'{"rater": "r1", "pair": "CURRENT", "choice": "left", "ms": 1, "pad": "' + b"x" * MAX_BODY + b'"}', 413,
+     "at most"),
     (b"\xff\xfe", 400, "not JSON"),
 ])
 def test_malformed_answers_get_4xx_and_change_nothing(server, fresh_study, body, status, message):
@@ -118,13 +120,16 @@ def test_malformed_answers_get_4xx_and_change_nothing(server, fresh_study, body,
 def test_wrong_content_type_missing_length_wrong_path_and_duplicates(server, fresh_study):
     pair = current(server)
     good = json.dumps({"rater": "r1", "pair": pair["id"], "choice": "left", "ms": 10}).encode()
-    assert request(server, "POST", "/api/answer", good, content_type="text/plain")[0] == 415  # e.g. a form on another site
-    assert request(server, "POST", "/api/answer", None, headers={"Content-Type": "application/json"})[0] == 411
+    # e.g. a form on another site
+    assert request(server, "POST", "/api/answer", good, content_type="text/plain")[0] == 415
+    assert (request(server, "POST", "/api/answer", None, headers={"Content-Type": "application/json"})[0]
+            == 411)
     assert request(server, "POST", "/api/other", good)[0] == 404
     assert request(server, "GET", "/api/next?rater=a%20b")[0] == 400
     assert read_answers(fresh_study / "answers.sqlite") == []
     assert request(server, "POST", "/api/answer", good)[0] == 200
-    status, _, reply = request(server, "POST", "/api/answer", good)  # the same answer again (a retried request)
+    # the same answer again (a retried request)
+    status, _, reply = request(server, "POST", "/api/answer", good)
     assert status == 409 and "already answered" in json.loads(reply)["error"]
     assert len(read_answers(fresh_study / "answers.sqlite")) == 1
 
@@ -140,13 +145,15 @@ def test_serves_the_study_clips_and_nothing_else(server, fresh_study):
     assert status == 206 and part == whole[4:12] and headers["Content-Range"] == f"bytes 4-11/{len(whole)}"
     assert request(server, "GET", f"/clips/{name}.mp4", headers={"Range": "bytes=99999-"})[0] == 416
     secrets = [(fresh_study / "study.json").read_bytes()[:40], b"SQLite format"]
-    request(server, "POST", "/api/answer", json.dumps({"rater": "r1", "pair": current(server)["id"], "choice": "left",
-                                                       "ms": 1}).encode())  # so that answers.sqlite has content
-    for path in ["/study.json", "/answers.sqlite", "/../study.json", "/clips/../study.json", "/clips/%2e%2e/study.json",
-                 "/clips/%2E%2E/answers.sqlite", "/%2e%2e/%2e%2e/etc/passwd", "/etc/passwd", "//etc/passwd",
-                 "/clips/..%2fstudy.json", f"/clips/{name}.webm/../../study.json", f"/clips/original/{name}.mp4",
-                 f"/clips/{name}", f"/clips/{name}.WEBM", "/clips/", "/clips", "http://127.0.0.1/../study.json",
-                 "/page.html", "/..", "/.", f"/clips/./{name}.webm", "/clips/%00"]:
+    # so that answers.sqlite has content
+    request(server, "POST", "/api/answer", json.dumps({"rater": "r1", "pair": current(server)["id"],
+                                                       "choice": "left", "ms": 1}).encode())
+    for path in ["/study.json", "/answers.sqlite", "/../study.json", "/clips/../study.json",
+                 "/clips/%2e%2e/study.json", "/clips/%2E%2E/answers.sqlite", "/%2e%2e/%2e%2e/etc/passwd",
+                 "/etc/passwd", "//etc/passwd", "/clips/..%2fstudy.json",
+                 f"/clips/{name}.webm/../../study.json", f"/clips/original/{name}.mp4", f"/clips/{name}",
+                 f"/clips/{name}.WEBM", "/clips/", "/clips", "http://127.0.0.1/../study.json", "/page.html",
+                 "/..", "/.", f"/clips/./{name}.webm", "/clips/%00"]:
         status, _, body = request(server, "GET", path)
         assert status == 404, path
         assert not any(s in body for s in secrets), path

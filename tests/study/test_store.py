@@ -13,7 +13,8 @@ def test_answers_are_committed_and_unique_per_rater_and_pair(tmp_path):
     store.add(Answer("r1", "p001", "right", "broken", 900))
     store.add(Answer("r2", "p000", "right", "b", 5))
     # committed: another connection sees them while the store is still open
-    assert [(a.rater, a.pair, a.chosen) for a in read_answers(path)] == [("r1", "p000", "a"), ("r1", "p001", "broken"), ("r2", "p000", "b")]
+    assert ([(a.rater, a.pair, a.chosen) for a in read_answers(path)]
+            == [("r1", "p000", "a"), ("r1", "p001", "broken"), ("r2", "p000", "b")])
     with pytest.raises(DuplicateAnswer, match="r1 already answered p000"):
         store.add(Answer("r1", "p000", "right", "b", 3))
     assert store.answered("r1") == {"p000", "p001"} and store.answered("nobody") == set()
@@ -26,7 +27,8 @@ def test_answers_are_committed_and_unique_per_rater_and_pair(tmp_path):
 
 def test_the_schema_rejects_impossible_rows(tmp_path):
     store = AnswerStore(tmp_path / "answers.sqlite")
-    for bad in (Answer("r", "p", "up", "a", 1), Answer("r", "p", "left", "c", 1), Answer("r", "p", "left", "a", -1)):
+    for bad in (Answer("r", "p", "up", "a", 1), Answer("r", "p", "left", "c", 1),
+                Answer("r", "p", "left", "a", -1)):
         with pytest.raises(sqlite3.IntegrityError):
             store.add(bad)
     store.add(Answer("r", "p", "left", "a", 1))  # the failed inserts left no open transaction behind

@@ -28,12 +28,14 @@ def build_case(grad_accumulation: int = 1, r1_weight: float = 0.0) -> Case:
     model = ModelConfig(frames=4, size=8, g_width=8, d_width=4, z_dim=8)
     torch.manual_seed(0)
     generator, discriminator = build_generator(model), Discriminator(model)
-    # SGD, not the paper's Adam, for the comparison: Adam's first update is ~lr * g / |g|, which turns rounding
-    # differences in near-zero gradients into full-size weight differences; SGD's update is the gradient itself.
+    # SGD, not the paper's Adam, for the comparison: Adam's first update is ~lr * g / |g|, which turns
+    # rounding differences in near-zero gradients into full-size weight differences; SGD's update is the
+    # gradient itself.
     opt_g = torch.optim.SGD(generator.parameters(), lr=0.1)
     opt_d = torch.optim.SGD(discriminator.parameters(), lr=0.1)
     gen = torch.Generator().manual_seed(1)
     real = torch.rand(GLOBAL_BATCH, 3, 4, 8, 8, generator=gen) * 2 - 1
     z = torch.randn(GLOBAL_BATCH, model.z_dim, generator=gen)
-    tc = TrainConfig(batch_size=GLOBAL_BATCH, grad_accumulation=grad_accumulation, r1_weight=r1_weight, device="cpu")
+    tc = TrainConfig(batch_size=GLOBAL_BATCH, grad_accumulation=grad_accumulation, r1_weight=r1_weight,
+                     device="cpu")
     return Case(generator, discriminator, opt_g, opt_d, real, z, tc)

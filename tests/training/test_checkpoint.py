@@ -8,16 +8,16 @@ import pytest
 import torch
 from safetensors import SafetensorError
 
-from videogan.training import checkpoint
-
 from videogan import media
+from videogan.config import preset
+from videogan.training import checkpoint
 from videogan.training.checkpoint import (
     CheckpointError,
     CheckpointWriteError,
+    TrainingState,
     flatten_optimizer,
     list_checkpoints,
     load_checkpoint,
-    TrainingState,
     resolve,
     restore_training_state,
     save_checkpoint,
@@ -25,7 +25,6 @@ from videogan.training.checkpoint import (
     sweep_leftovers,
     unflatten_optimizer,
 )
-from videogan.config import preset
 
 
 def _trained():
@@ -48,7 +47,8 @@ def test_round_trip(tmp_path):
     ckpt = load_checkpoint(tmp_path)
     assert ckpt.path == path and ckpt.step == 10 and ckpt.config == preset("tiny")
     assert torch.equal(ckpt.generator["weight"], net.weight)
-    restored = unflatten_optimizer("optimizer.generator", ckpt.training_state, ckpt.meta["optimizers"]["generator"])
+    restored = unflatten_optimizer("optimizer.generator", ckpt.training_state,
+                                   ckpt.meta["optimizers"]["generator"])
     opt2 = torch.optim.Adam(torch.nn.Linear(3, 2).parameters())
     opt2.load_state_dict(restored)
     for k in ("exp_avg", "exp_avg_sq", "step"):
@@ -57,16 +57,18 @@ def test_round_trip(tmp_path):
 
 
 def test_resume_keeps_this_runs_optimiser_kernel(tmp_path):
-    """A checkpoint written by the per-op Adam (runs from before runtime.adam) resumes into the fused one, and the
-    fused one stays fused: the saved param_groups do not bring their kernel flags back."""
+    """A checkpoint written by the per-op Adam (runs from before runtime.adam) resumes into the fused one, and
+    the fused one stays fused: the saved param_groups do not bring their kernel flags back."""
     _, net, opt = _save(tmp_path, 10)
     assert not opt.param_groups[0]["fused"]
     g, d = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
-    state = TrainingState(g, d, opt_g=torch.optim.Adam(g.parameters(), fused=True), opt_d=torch.optim.Adam(d.parameters(), fused=True))
+    state = TrainingState(g, d, opt_g=torch.optim.Adam(g.parameters(), fused=True),
+                          opt_d=torch.optim.Adam(d.parameters(), fused=True))
     restore_training_state(tmp_path, preset("tiny"), state)
     assert state.step == 10 and torch.equal(g.weight, net.weight)
     assert state.opt_g.param_groups[0]["fused"] and state.opt_d.param_groups[0]["fused"]
-    assert torch.equal(state.opt_g.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    assert torch.equal(state.opt_g.state_dict()["state"][0]["exp_avg"],
+                       opt.state_dict()["state"][0]["exp_avg"])
     g(torch.randn(4, 3)).sum().backward()
     state.opt_g.step()  # the fused kernel accepts the restored state (its step counters included)
     assert float(state.opt_g.state_dict()["state"][0]["step"]) == 2

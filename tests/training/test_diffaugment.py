@@ -1,12 +1,13 @@
-"""diffaugment.py: DiffAugment of D's inputs, per clip and the same in every frame, differentiable, reproducible."""
+"""diffaugment.py: DiffAugment of D's inputs, per clip and the same in every frame, differentiable,
+reproducible."""
 import json
 
 import pytest
 import torch
 
-from videogan.training.diffaugment import ClipAugment, augment_generator, color, cutout, translation
 from videogan.cli import main
 from videogan.config import ConfigError
+from videogan.training.diffaugment import ClipAugment, augment_generator, color, cutout, translation
 from videogan.training.loop import train
 
 
@@ -30,7 +31,7 @@ def test_translation_shifts_each_clip_as_a_whole_with_zero_fill():
     x = _clips(b=8, size=16)
     y = translation(x, torch.Generator().manual_seed(1))
     shifts = []
-    for xi, yi in zip(x, y):
+    for xi, yi in zip(x, y, strict=True):
         found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
                  if torch.equal(yi, torch.roll(xi, (dy, dx), dims=(2, 3)) * _inside(16, dy, dx))]
         assert len(found) == 1  # one shift of at most 16 / 8 = 2 pixels, the same in every frame and channel
@@ -48,18 +49,20 @@ def _inside(size, dy, dx):
 def test_cutout_zeroes_one_square_at_most_half_the_side_in_every_frame():
     x = _clips(b=8, size=16) + 3  # no zeros of its own
     y = cutout(x, torch.Generator().manual_seed(2))
-    for xi, yi in zip(x, y):
+    for xi, yi in zip(x, y, strict=True):
         cut = yi == 0
         assert torch.equal(cut, cut[:1, :1].expand_as(cut))  # the same pixels in every channel and frame
         rows, cols = cut[0, 0].any(1).nonzero().flatten(), cut[0, 0].any(0).nonzero().flatten()
-        assert 0 < len(rows) <= 8 and 0 < len(cols) <= 8 and cut[0, 0].sum() == len(rows) * len(cols)  # a rectangle
+        # a rectangle
+        assert 0 < len(rows) <= 8 and 0 < len(cols) <= 8 and cut[0, 0].sum() == len(rows) * len(cols)
         assert rows.diff().eq(1).all() and cols.diff().eq(1).all()
         assert torch.equal(yi[~cut], xi[~cut])  # untouched elsewhere
 
 
 @pytest.mark.parametrize("transform", [color, translation, cutout])
 def test_no_transform_adds_motion(transform):
-    # Drawn per clip and applied to every frame alike: a still clip stays still, so D still sees only real motion.
+    # Drawn per clip and applied to every frame alike: a still clip stays still, so D still sees only real
+    # motion.
     y = transform(_still(), torch.Generator().manual_seed(3))
     assert torch.allclose(y, y[:, :, :1].expand_as(y), atol=1e-6)
     assert not torch.allclose(y, _still(), atol=1e-3)  # but it did change the clips
@@ -68,7 +71,8 @@ def test_no_transform_adds_motion(transform):
 def test_color_is_an_affine_map_per_clip():
     x = _clips(b=4)
     y = color(x, torch.Generator().manual_seed(4))
-    for xi, yi in zip(x, y):  # brightness, saturation and contrast: y = a x + (b grey + c), linear in x
+    # brightness, saturation and contrast: y = a x + (b grey + c), linear in x
+    for xi, yi in zip(x, y, strict=True):
         a = ((yi - yi.mean()) * (xi - xi.mean())).sum() / ((xi - xi.mean()) ** 2).sum()
         assert a > 0
     assert y.shape == x.shape
@@ -76,7 +80,8 @@ def test_color_is_an_affine_map_per_clip():
 
 def test_gradients_flow_through_every_transform():
     x = _clips().requires_grad_(True)
-    ClipAugment.parse("color,translation,cutout")(x, torch.Generator().manual_seed(5)).square().sum().backward()
+    (ClipAugment.parse("color,translation,cutout")(x, torch.Generator().manual_seed(5))
+     .square().sum().backward())
     assert x.grad is not None and x.grad.abs().sum() > 0
     x.grad = None
     y = cutout(x, torch.Generator().manual_seed(5))
@@ -97,10 +102,14 @@ def test_training_with_augmentation_changes_what_d_sees(tmp_path, small_config):
     train(small_config, tmp_path / "plain", progress=False)
     small_config.train.augment = "translation,cutout"
     train(small_config, tmp_path / "augmented", progress=False)
-    read = lambda run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+
+    def read(run):
+        return [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+
     plain, augmented = read("plain"), read("augmented")
     assert plain[0]["d_loss"] != augmented[0]["d_loss"]
-    assert json.loads((tmp_path / "augmented" / "config.json").read_text())["train"]["augment"] == "translation,cutout"
+    assert (json.loads((tmp_path / "augmented" / "config.json").read_text())["train"]["augment"]
+            == "translation,cutout")
 
 
 def test_cli_names_a_bad_policy_in_one_line(tmp_path, capsys):

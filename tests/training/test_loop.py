@@ -15,7 +15,7 @@ from videogan.training import checkpoint
 from videogan.training import loop as train_module
 from videogan.training.checkpoint import CheckpointError, list_checkpoints
 from videogan.training.ema import ema_decay_at, recalibrate_batchnorm, update_ema
-from videogan.training.loop import StopRequests, TrainingError, next_batch, to_model_range, train
+from videogan.training.loop import StopRequests, TrainingError, next_batch, train
 
 
 def _metrics(run):
@@ -42,14 +42,16 @@ def test_lazy_r1_runs_every_r1_every_steps_and_is_logged_there(tmp_path, small_c
     small_config.train.r1_weight, small_config.train.r1_every = 1.0, 2
     train(small_config, tmp_path / "run", progress=False)
     rows = _metrics(tmp_path / "run")
-    assert [("r1" in r) for r in rows] == [True, False, True, False]  # 0-based steps 0 and 2, logged as 1 and 3
+    # 0-based steps 0 and 2, logged as 1 and 3
+    assert [("r1" in r) for r in rows] == [True, False, True, False]
     assert all(math.isfinite(r["r1"]) and r["r1"] > 0 for r in rows if "r1" in r)
 
 
 def test_r1_is_refused_with_a_negative_weight_or_no_interval(tmp_path, small_config):
     from videogan.config import ConfigError
 
-    for weight, every, message in ((-1.0, 4, "train.r1_weight=-1.0: must be"), (1.0, 0, "train.r1_every=0: must be")):
+    for weight, every, message in ((-1.0, 4, "train.r1_weight=-1.0: must be"),
+                                   (1.0, 0, "train.r1_every=0: must be")):
         small_config.train.r1_weight, small_config.train.r1_every = weight, every
         with pytest.raises(ConfigError, match=message):
             train(small_config, tmp_path / "run", progress=False)
@@ -93,12 +95,6 @@ def test_refuses_to_overwrite_or_resume_nothing(tmp_path, small_config):
     small_config.model.g_width = 16
     with pytest.raises(CheckpointError, match="cannot change the model"):
         train(small_config, tmp_path / "run", resume=True, progress=False)
-
-
-def test_to_model_range_maps_uint8_to_minus_one_one():
-    x = torch.tensor([0, 255, 128], dtype=torch.uint8).reshape(1, 1, 1, 1, 3)
-    y = to_model_range(x, torch.device("cpu"))
-    assert y.dtype == torch.float32 and y.flatten().tolist() == pytest.approx([-1.0, 1.0, 128 / 127.5 - 1], abs=1e-6)
 
 
 def test_tensorboard_events_when_installed(tmp_path, small_config):

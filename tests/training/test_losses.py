@@ -5,8 +5,11 @@ import torch
 
 from videogan.training.losses import (
     discriminator_loss,
+    first_frame_l1,
+    flow_total_variation,
     generator_adversarial_loss,
     mask_l1_penalty,
+    ownership_entropy,
     r1_penalty,
     real_log_odds,
     real_probability,
@@ -55,8 +58,8 @@ def test_real_log_odds_is_what_the_softmax_turns_into_the_probability():
 
 
 def test_r1_of_a_linear_discriminator_is_its_squared_weight_difference():
-    """D(x) = [x . w_fake, x . w_real]: the log-odds' gradient is w_real - w_fake for every clip, so R1 = |w_real -
-    w_fake|^2 whatever the clips; and it stays differentiable with respect to the weights."""
+    """D(x) = [x . w_fake, x . w_real]: the log-odds' gradient is w_real - w_fake for every clip, so R1 =
+    |w_real - w_fake|^2 whatever the clips; and it stays differentiable with respect to the weights."""
     weight = torch.randn(2, 12, requires_grad=True)
     clips = torch.randn(5, 3, 2, 2, 1, requires_grad=True)
     logits = clips.flatten(1) @ weight.t()
@@ -74,3 +77,35 @@ def test_r1_is_zero_where_d_is_flat_and_grows_with_its_slope():
     assert r1_penalty(clips, flat).item() == 0
     steep = torch.stack([torch.zeros(4), 3 * clips.flatten(1).sum(1)], dim=1)
     assert torch.allclose(r1_penalty(clips, steep), torch.tensor(9.0 * 24))
+
+
+def test_flow_total_variation_is_zero_for_rigid_translation_and_counts_each_edge():
+    flow = torch.zeros(1, 2, 3, 8, 8)
+    flow[:, 0] = 0.25  # the whole frame moves: constant flow
+    assert flow_total_variation(flow).item() == 0
+    flow[:, 0, :, :, 4:] = 0.75  # a vertical edge: a jump of 0.5 in x-flow between columns 3 and 4
+    # horizontal differences: one of 7 per row is 0.5, on 1 of the 2 components; vertical ones all 0
+    assert flow_total_variation(flow).item() == pytest.approx(0.5 / 7 / 2)
+    flow[:, 1, :, 4:, :] = 1.0  # and a horizontal edge of 1.0 in y-flow
+    assert flow_total_variation(flow).item() == pytest.approx(0.5 / 7 / 2 + 1.0 / 7 / 2)
+
+
+def test_ownership_entropy_is_zero_for_one_layer_per_pixel_and_log_k_for_equal_shares():
+    ownership = torch.zeros(1, 3, 2, 4, 4)
+    ownership[:, 0, :, :2] = 1  # rows 0-1: the still layer
+    ownership[:, 1, :, 2:, :2] = 1
+    ownership[:, 2, :, 2:, 2:] = 1
+    assert ownership_entropy(ownership).item() == 0  # one layer per pixel
+    shared = torch.full((1, 3, 2, 4, 4), 1 / 3)  # every layer a third of every pixel
+    assert ownership_entropy(shared).item() == pytest.approx(math.log(3))
+    half = torch.zeros(1, 3, 1, 1, 2)
+    half[:, :2, :, :, 0] = 0.5  # one pixel split between two layers, one owned outright: mean log(2) / 2
+    half[:, 2, :, :, 1] = 1
+    assert ownership_entropy(half).item() == pytest.approx(math.log(2) / 2)
+
+
+def test_first_frame_l1_is_the_mean_distance_of_the_first_frame_from_the_image():
+    image = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    frozen = image[:, :, None].expand(-1, -1, 4, -1, -1)  # the input repeated: [2, 3, 4, 8, 8]
+    assert first_frame_l1(frozen, image).item() == 0
+    assert first_frame_l1(frozen + 0.25, image).item() == pytest.approx(0.25)

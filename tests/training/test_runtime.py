@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from videogan.config import ConfigError, TrainConfig
-from videogan.training.distributed import DistributedContext
 from videogan.models import Discriminator, build_generator
+from videogan.training.distributed import DistributedContext
 from videogan.training.runtime import adam, autocast, check_options, to_channels_last
 
 CPU = torch.device("cpu")
@@ -32,16 +32,18 @@ def test_channels_last_gives_the_same_outputs_and_gradients(small_config):
     for (name, p), p2 in zip(g.named_parameters(), g2.parameters(), strict=True):
         assert torch.allclose(p.grad, p2.grad, atol=1e-5, rtol=1e-4), name
     # The checkpoint format is layout-free: state dicts come out as the same values.
-    assert all(torch.equal(v, g2.state_dict()[k]) for k, v in g.state_dict().items() if "running" not in k and "num_batches" not in k)
+    assert all(torch.equal(v, g2.state_dict()[k]) for k, v in g.state_dict().items()
+               if "running" not in k and "num_batches" not in k)
 
 
 def test_the_fused_adam_takes_the_per_op_adams_steps():
-    """runtime.adam (fused kernel) against torch's reference per-op Adam, same hyper-parameters, 5 steps. (A small
-    conv net without BatchNorm: biases in front of BatchNorm get gradients of rounding noise, which Adam scales
-    up to +-lr, so their values say nothing about the optimiser.)"""
+    """runtime.adam (fused kernel) against torch's reference per-op Adam, same hyper-parameters, 5 steps. (A
+    small conv net without BatchNorm: biases in front of BatchNorm get gradients of rounding noise, which Adam
+    scales up to +-lr, so their values say nothing about the optimiser.)"""
     torch.manual_seed(0)
     tc = TrainConfig(lr_g=1e-3)
-    nets = [torch.nn.Sequential(torch.nn.Conv3d(3, 8, 3), torch.nn.LeakyReLU(0.2), torch.nn.Conv3d(8, 2, 3)) for _ in range(2)]
+    nets = [torch.nn.Sequential(torch.nn.Conv3d(3, 8, 3), torch.nn.LeakyReLU(0.2), torch.nn.Conv3d(8, 2, 3))
+            for _ in range(2)]
     nets[1].load_state_dict(nets[0].state_dict())
     before = [p.detach().clone() for p in nets[0].parameters()]
     fused = adam(nets[0].parameters(), tc.lr_g, tc)
@@ -49,7 +51,7 @@ def test_the_fused_adam_takes_the_per_op_adams_steps():
     assert fused.param_groups[0]["fused"] and fused.param_groups[0]["betas"] == (0.5, 0.999)
     for step in range(5):
         x = torch.randn(2, 3, 6, 6, 6, generator=torch.Generator().manual_seed(step))
-        for net, opt in zip(nets, (fused, per_op)):
+        for net, opt in zip(nets, (fused, per_op), strict=True):
             opt.zero_grad()
             net(x).square().mean().backward()
             opt.step()
@@ -80,12 +82,12 @@ def test_options_that_cannot_work_are_refused():
 
 
 def test_compiled_networks_take_the_same_step(small_config, monkeypatch):
-    """train.compile wraps both networks in torch.compile. Dynamo's graph capture runs for real; the eager backend
-    stands in for Inductor, whose C++ compilation of these kernels takes minutes on a 2-core CPU."""
+    """train.compile wraps both networks in torch.compile. Dynamo's graph capture runs for real; the eager
+    backend stands in for Inductor, whose C++ compilation of these kernels takes minutes on a 2-core CPU."""
     import functools
 
     from videogan.training.runtime import prepare_networks
-    from videogan.training.loop import train_step
+    from videogan.training.step import StepSetup, train_step
 
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
     gen = torch.Generator().manual_seed(1)
@@ -99,7 +101,7 @@ def test_compiled_networks_take_the_same_step(small_config, monkeypatch):
         opt_g, opt_d = torch.optim.SGD(g.parameters(), lr=0.1), torch.optim.SGD(d.parameters(), lr=0.1)
         G, D = prepare_networks(g, d, tc, _single())
         assert isinstance(G, torch._dynamo.eval_frame.OptimizedModule) == compiled
-        train_step(G, D, opt_g, opt_d, real, z, tc, _single())
+        train_step(StepSetup(G, D, opt_g, opt_d, tc, _single()), real, z)
         weights.append(g.state_dict())  # the raw module: checkpoints never see the compiled wrapper's names
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.allclose(weights[0][k].float(), weights[1][k].float(), atol=1e-6) for k in weights[0])
@@ -112,5 +114,6 @@ def test_training_runs_and_resumes_with_the_speed_options(tmp_path, small_config
     tc.steps, tc.grad_accumulation, tc.channels_last, tc.precision = 2, 2, True, "bf16"
     result = train(small_config, tmp_path / "run", progress=False)
     assert result.step == 2 and all(v == v for v in result.last_metrics.values())  # finite, not NaN
-    tc.steps, tc.channels_last, tc.precision = 3, False, "fp32"  # options may change on resume: checkpoints are layout-free
+    # options may change on resume: checkpoints are layout-free
+    tc.steps, tc.channels_last, tc.precision = 3, False, "fp32"
     assert train(small_config, tmp_path / "run", resume=True, progress=False).step == 3

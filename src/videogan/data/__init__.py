@@ -1,15 +1,17 @@
 """Data: decoding, datasets, synthetic scenes. Every source yields uint8 clips [B, 3, T, H, W]."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import torch
 
 from ..config import Config
 from .decode import DataError
-from .shards import ShardClips, is_shard_source
+from .shards import is_shard_source
 from .stacked import StackedList
+from .streaming import ShardClips
 from .synthetic import SyntheticBatch, SyntheticScenes
 from .videos import VideoClips
 
@@ -17,8 +19,9 @@ from .videos import VideoClips
 class ClipSource(Protocol):
     def batches(self, start_step: int, batch_size: int, rank: int = 0, world_size: int = 1,
                 device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
-        """One uint8 batch [B, 3, T, H, W] per training step from `start_step` on, endlessly: this rank's
-        share (ranks see different clips). Streams may yield CPU tensors; the caller moves them to `device`."""
+        """One uint8 batch [B, 3, T, H, W] per training step from `start_step` on, endlessly: this
+        rank's share (ranks see different clips). Streams may yield CPU tensors; the caller moves them to
+        `device`."""
         ...
 
 
@@ -34,8 +37,10 @@ def make_source(cfg: Config) -> ClipSource:
     if is_shard_source(d.source):
         return ShardClips(d.source, m.frames, m.size, seed=seed, cfg=d)
     if not Path(d.source).exists():
-        raise DataError(f"{d.source}: no such file or folder (expected 'synthetic', shards, a LIST.txt or videos)")
+        raise DataError(f"{d.source}: no such file or folder "
+                        "(expected 'synthetic', shards, a LIST.txt or videos)")
     return VideoClips([d.source], m.frames, m.size, seed=seed, cfg=d)
 
 
-__all__ = ["ClipSource", "ShardClips", "StackedList", "SyntheticBatch", "SyntheticScenes", "VideoClips", "make_source"]
+__all__ = ["ClipSource", "ShardClips", "StackedList", "SyntheticBatch", "SyntheticScenes", "VideoClips",
+           "make_source"]

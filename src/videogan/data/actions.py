@@ -1,9 +1,10 @@
-"""synthetic-actions: a labeled variant of the built-in synthetic scenes, where the class is the kind of motion.
+"""synthetic-actions: a labeled variant of the built-in synthetic scenes, where the class is the kind of
+motion.
 
 One object moves over a static background drawn exactly as the unlabeled scenes draw theirs (synthetic.py's
 draw_background / render_background / render_objects). What it does decides the class:
 
-    right, left, up, down    straight across the frame at normal speed (a quarter to 0.4 of the frame per clip)
+    right, left, up, down    straight across the frame at normal speed (0.25 to 0.4 of the frame per clip)
     right-fast               straight right at about twice that speed (0.55 to 0.7 of the frame per clip)
     circle-cw, circle-ccw    round a circle, clockwise or counter-clockwise on screen, about one turn per clip
     swing-horizontal/-vertical  back and forth along one axis (a sinusoid, about one period per clip)
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .synthetic import _to_uint8, draw_background, render_background, render_objects, saturate
+from .synthetic import draw_background, render_background, render_objects, saturate, unit_to_uint8
 
 ACTIONS = ("right", "left", "up", "down", "right-fast", "circle-cw", "circle-ccw",
            "swing-horizontal", "swing-vertical", "pulse")
@@ -54,7 +55,8 @@ def uniform(gen: torch.Generator, low: float, high: float) -> float:
     return low + (high - low) * float(torch.rand((), generator=gen))
 
 
-def trajectory(action: str, frames: int, radius: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def trajectory(action: str, frames: int, radius: float,
+               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(cx, cy, radius) [T] of `action` for an object of `radius`; always inside the frame."""
     s = torch.arange(frames, dtype=torch.float32) / max(1, frames - 1)  # clip time in [0, 1]
     r = torch.full((frames,), radius)
@@ -69,7 +71,8 @@ def trajectory(action: str, frames: int, radius: float, gen: torch.Generator) ->
     if action in ("circle-cw", "circle-ccw"):
         ring = uniform(gen, 0.14, 0.22)
         cx0, cy0 = free(ring), free(ring)
-        turns = uniform(gen, 0.8, 1.1) * (1 if action == "circle-cw" else -1)  # y points down: +angle is clockwise
+        # y points down: +angle is clockwise
+        turns = uniform(gen, 0.8, 1.1) * (1 if action == "circle-cw" else -1)
         angle = uniform(gen, 0, 2 * math.pi) + 2 * math.pi * turns * s
         return cx0 + ring * angle.cos(), cy0 + ring * angle.sin(), r
     if action in ("swing-horizontal", "swing-vertical"):
@@ -77,7 +80,8 @@ def trajectory(action: str, frames: int, radius: float, gen: torch.Generator) ->
         centre, across = free(amplitude), free(0.0)
         phase = uniform(gen, 0, 2 * math.pi)
         along = centre + amplitude * torch.sin(phase + 2 * math.pi * uniform(gen, 0.9, 1.2) * s)
-        return (along, torch.full((frames,), across), r) if action == "swing-horizontal" else (torch.full((frames,), across), along, r)
+        return ((along, torch.full((frames,), across), r) if action == "swing-horizontal"
+                else (torch.full((frames,), across), along, r))
     if action == "pulse":
         grown = radius * 1.45
         cx0, cy0 = free(grown - radius), free(grown - radius)
@@ -88,7 +92,8 @@ def trajectory(action: str, frames: int, radius: float, gen: torch.Generator) ->
 
 
 class SyntheticActions:
-    """The labeled synthetic-actions data: `clips(split, indices)` -> uint8 [N, 3, T, S, S], `label(i)` = i mod K."""
+    """The labeled synthetic-actions data: `clips(split, indices)` -> uint8 [N, 3, T, S, S], `label(i)` = i
+    mod K."""
 
     classes = list(ACTIONS)
 
@@ -115,18 +120,21 @@ class SyntheticActions:
         return Motion(cx, cy, r, square, colour), gen
 
     def clips(self, split: str, indices: list[int]) -> torch.Tensor:
-        """Clips `indices` of `split` ("train" or "test"): uint8 [N, 3, T, S, S]; each depends on (split, index) only."""
+        """Clips `indices` of `split` ("train" or "test"): uint8 [N, 3, T, S, S]; each depends on
+        (split, index) only."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
         motions, backgrounds = [], []
         for i in indices:
-            m, gen = self.motion(split, i)  # the background is drawn from the same generator, after the motion
+            # the background is drawn from the same generator, after the motion
+            m, gen = self.motion(split, i)
             motions.append(m)
-            backgrounds.append(render_background(draw_background(gen, 1, self.size, self.cfg.background_shapes), self.size))
+            backgrounds.append(render_background(draw_background(gen, 1, self.size,
+                                                                 self.cfg.background_shapes), self.size))
         stack = lambda name: torch.stack([getattr(m, name) for m in motions])[:, None]  # noqa: E731  [N, 1, ...]
         video, _ = render_objects(torch.cat(backgrounds), stack("cx"), stack("cy"), stack("radius"),
                                   torch.tensor([[m.square] for m in motions]), stack("colour"),
                                   torch.ones(len(indices), 1, dtype=torch.bool))
-        out = _to_uint8(video)
+        out = unit_to_uint8(video)
         assert out.shape == (len(indices), 3, self.frames, self.size, self.size)
         return out

@@ -6,13 +6,12 @@ Randomness comes from an explicit generator (`torch.Generator`, `numpy.random.Ge
 from __future__ import annotations
 
 import random as _random
-from typing import Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-Rng = Union[torch.Generator, np.random.Generator, _random.Random]
+Rng = torch.Generator | np.random.Generator | _random.Random
 
 
 def randint(rng: Rng, high: int) -> int:
@@ -29,8 +28,8 @@ def randint(rng: Rng, high: int) -> int:
 
 
 def window_start(t: int, frames: int, rng: Rng | None = None, random: bool = False) -> int:
-    """First frame of a `frames`-long window in a clip of `t` frames: random (one draw) if `random` and t > frames,
-    else 0."""
+    """First frame of a `frames`-long window in a clip of `t` frames: random (one draw) if `random` and t >
+    frames, else 0."""
     if t < frames:
         raise ValueError(f"clip has {t} frames, fewer than the {frames} wanted")
     if random and t > frames:
@@ -53,7 +52,8 @@ def coin(rng: Rng, p: float = 0.5) -> bool:
     return u < p
 
 
-def temporal_window(clip: torch.Tensor, frames: int, rng: Rng | None = None, random: bool = False) -> torch.Tensor:
+def temporal_window(clip: torch.Tensor, frames: int, rng: Rng | None = None,
+                    random: bool = False) -> torch.Tensor:
     """`frames` consecutive frames of `clip` [3, T, S, S]: a random window if `random` (needs `rng`), else the
     first ones. Returns a view (no copy). T < frames is a ValueError (callers skip such clips)."""
     start = window_start(clip.shape[1], frames, rng, random)

@@ -1,20 +1,25 @@
-"""Decoding video files with PyAV into uint8 frames."""
+"""Decoding video files with PyAV into uint8 frames; DataError and DataWarning, with which every data module
+rejects unusable data or skips a damaged part of it."""
 from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import av
 import cv2
 import numpy as np
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv"}
+from ..errors import VideoGANError
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
+                  ".ogv"}
 
 
-class DataError(ValueError):
+class DataError(VideoGANError, ValueError):
     """Unusable training data; the message names the file or folder and the reason."""
 
 
@@ -22,11 +27,24 @@ class VideoDecodeError(DataError):
     """A video that cannot be decoded; the message names the file and the reason."""
 
 
+class DataWarning(UserWarning):
+    """A skipped shard, clip or video; the message names it."""
+
+
+_SHOWN: dict = {}  # the same message is shown once per process (not again on every pass)
+
+
+def warn(message: str) -> None:
+    """One line on stderr (through `warnings`, so tests and users can filter or record it)."""
+    warnings.warn_explicit(message, DataWarning, "videogan-data", 0, module="videogan.data", registry=_SHOWN)
+
+
 @dataclass(frozen=True)
 class TimedFrame:
     image: np.ndarray  # uint8 [H, W, 3] RGB, upright (rotation metadata applied)
     time: float  # seconds from the stream's start
-    stream_fps: float | None = None  # the source stream's average frame rate (None: the container does not say)
+    # the source stream's average frame rate (None: the container does not say)
+    stream_fps: float | None = None
 
 
 def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
@@ -52,7 +70,8 @@ def shrink(image: np.ndarray, short_side: int | None) -> np.ndarray:
     if min(h, w) == short_side:
         return image
     scale = short_side / min(h, w)
-    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                      interpolation=cv2.INTER_LINEAR)
 
 
 def _rgb(frame: av.VideoFrame) -> np.ndarray:
@@ -82,7 +101,8 @@ def iter_timed_frames(path: str | os.PathLike, short_side: int | None = None) ->
             fps = float(stream.average_rate) if stream.average_rate else None
             rate = fps or 25.0
             for frame in container.decode(stream):
-                # Frames without a timestamp (some AVI/GIF muxers) follow the previous one at the average rate.
+                # Frames without a timestamp (some AVI/GIF muxers) follow the previous one at
+                # the average rate.
                 time = float(frame.time) if frame.time is not None else last_time + 1.0 / rate
                 last_time = time
                 count += 1

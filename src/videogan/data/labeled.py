@@ -5,9 +5,9 @@
 - the UCF101 layout: a folder holding `classInd.txt` and `trainlist0N.txt` / `testlist0N.txt` (directly or in
   `ucfTrainTestlist/`) and the videos in a folder per class (directly, or in `UCF-101/` or `UCF101/`);
   `split` picks N (1-3). Test lines carry no label: it comes from the class folder, as in the official lists;
-- the original's list format: a .txt file of `path label` lines (paths relative to the list's folder or `root`),
-  each path a video file or a stacked-frame JPEG (the original's format, data/stacked.py). A second list
-  (`test_list`) gives the test split; without one a fixed 20% of each class is held out;
+- the original's list format: a .txt file of `path label` lines (paths relative to the list's folder or
+  `root`), each path a video file or a stacked-frame JPEG (the original's format, data/stacked.py). A second
+  list (`test_list`) gives the test split; without one a fixed 20% of each class is held out;
 - prepared shards (`videogan prepare` output) whose JSON metadata carries `label` (a class name or number) and
   optionally `split` ("train" or "test"; without it a fixed 20% of each class is held out).
 
@@ -32,7 +32,7 @@ from .actions import ActionsConfig, SyntheticActions
 from .augment import resize_clip
 from .decode import VIDEO_SUFFIXES, DataError, iter_frames
 from .prepare import crop_resize
-from .shards import _image_and_meta, decode_clip, is_shard_source, read_shard, resolve_shards
+from .shards import decode_clip, image_and_meta, is_shard_source, read_shard, resolve_shards
 from .stacked import load_stacked_clip
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -59,8 +59,9 @@ class LabeledData:
 
     def load(self, example: Example, split: str) -> torch.Tensor:
         clip = self.loader.load(example, split)
-        assert clip.shape == (3, self.frames, self.size, self.size) and clip.dtype == torch.uint8, \
-            f"{example.id}: expected uint8 [3, {self.frames}, {self.size}, {self.size}], got {clip.dtype} {list(clip.shape)}"
+        assert clip.shape == (3, self.frames, self.size, self.size) and clip.dtype == torch.uint8, (
+            f"{example.id}: expected uint8 [3, {self.frames}, {self.size}, {self.size}], "
+            f"got {clip.dtype} {list(clip.shape)}")
         return clip
 
     def split(self, name: str) -> list[Example]:
@@ -73,9 +74,10 @@ def _rank(example_id: str) -> str:
     return hashlib.sha1(example_id.encode()).hexdigest()
 
 
-def holdout_split(examples: list[Example], fraction: float = HOLDOUT_FRACTION) -> tuple[list[Example], list[Example]]:
-    """(train, test): in each class the round(fraction * n) examples with the lowest id hash (at least one when the
-    class has two or more) are test. Fixed: it depends on the ids alone."""
+def holdout_split(examples: list[Example],
+                  fraction: float = HOLDOUT_FRACTION) -> tuple[list[Example], list[Example]]:
+    """(train, test): in each class the round(fraction * n) examples with the lowest id hash
+    (at least one when the class has two or more) are test. Fixed: it depends on the ids alone."""
     by_class: dict[int, list[Example]] = defaultdict(list)
     for e in examples:
         by_class[e.label].append(e)
@@ -87,8 +89,8 @@ def holdout_split(examples: list[Example], fraction: float = HOLDOUT_FRACTION) -
 
 
 def label_subset(examples: list[Example], fraction: float, seed: int) -> list[Example]:
-    """A class-balanced share of the training examples: from each class max(1, round(fraction * n)) of them, chosen
-    at random with `seed` (the paper's "1/8 of the labels"). Order kept as given."""
+    """A class-balanced share of the training examples: from each class max(1, round(fraction * n)) of them,
+    chosen at random with `seed` (the paper's "1/8 of the labels"). Order kept as given."""
     if not 0 < fraction <= 1:
         raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
     by_class: dict[int, list[int]] = defaultdict(list)
@@ -128,7 +130,8 @@ def video_clip(path: str | os.PathLike, frames: int, size: int) -> torch.Tensor:
 
 
 class _FileLoader:
-    """Examples whose id is a path relative to `root`: a video, or a stacked-frame JPEG (the original's format)."""
+    """Examples whose id is a path relative to `root`: a video, or a stacked-frame JPEG
+    (the original's format)."""
 
     def __init__(self, root: Path, frames: int, size: int):
         self.root, self.frames, self.size = root, frames, size
@@ -158,8 +161,8 @@ class _ShardLoader:
 def _actions(frames: int, size: int, cfg: ActionsConfig | None) -> LabeledData:
     actions = SyntheticActions(frames, size, cfg)
     split = lambda name: [Example(f"{name}/{i:06d}", actions.label(i)) for i in range(actions.count(name))]  # noqa: E731
-    return LabeledData("synthetic-actions", list(actions.classes), split("train"), split("test"), frames, size,
-                       _ActionsLoader(actions))
+    return LabeledData("synthetic-actions", list(actions.classes), split("train"), split("test"), frames,
+                       size, _ActionsLoader(actions))
 
 
 def _read_lines(path: Path) -> list[list[str]]:
@@ -181,8 +184,9 @@ def is_ucf101_layout(path: Path) -> bool:
 
 
 class _CaseInsensitive:
-    """Relative paths as the list names them -> as they are on disk. The official UCF101 lists spell some names
-    differently from the files (HandStandPushups vs HandstandPushups), which matters on case-sensitive disks."""
+    """Relative paths as the list names them -> as they are on disk. The official UCF101 lists spell some
+    names differently from the files (HandStandPushups vs HandstandPushups), which matters on case-sensitive
+    disks."""
 
     def __init__(self, root: Path):
         self.root, self.index = root, None
@@ -205,7 +209,8 @@ def _ucf101(folder: Path, frames: int, size: int, split: int) -> LabeledData:
     names: list[str] = []
     for fields in _read_lines(class_file):
         if len(fields) != 2 or fields[0] != str(len(names) + 1):
-            raise DataError(f"{class_file}: expected lines 'number name' numbered 1, 2, ..., got {' '.join(fields)!r}")
+            raise DataError(f"{class_file}: expected lines 'number name' numbered 1, 2, ..., got "
+                            f"{' '.join(fields)!r}")
         names.append(fields[1])
     classes = {name.lower(): i for i, name in enumerate(names)}
     video_root = next((r for r in (folder, folder / "UCF-101", folder / "UCF101")
@@ -226,8 +231,8 @@ def _ucf101(folder: Path, frames: int, size: int, split: int) -> LabeledData:
                 raise DataError(f"{path}: {relative}: no such video under {video_root}")
             examples.append(Example(found, label))
         splits[name] = examples
-    return LabeledData(f"ucf101 split {split}: {folder}", names, splits["train"], splits["test"], frames, size,
-                       _FileLoader(video_root, frames, size))
+    return LabeledData(f"ucf101 split {split}: {folder}", names, splits["train"], splits["test"], frames,
+                       size, _FileLoader(video_root, frames, size))
 
 
 def _class_folders(root: Path) -> list[str]:
@@ -267,7 +272,8 @@ def _list_format(list_file: Path, frames: int, size: int, root: str | os.PathLik
     if not test_list:
         train, test = holdout_split(train)
     elif overlap := {e.id for e in train} & {e.id for e in test}:
-        raise DataError(f"{test_list}: {len(overlap)} clips are also in {list_file} (first: {sorted(overlap)[0]})")
+        raise DataError(f"{test_list}: {len(overlap)} clips are also in {list_file} (first: "
+                        f"{sorted(overlap)[0]})")
     return LabeledData(f"list {list_file}", names, train, test, frames, size, _FileLoader(base, frames, size))
 
 
@@ -276,9 +282,10 @@ def _shards(source: str, frames: int, size: int) -> LabeledData:
     found: list[tuple[str, str, str | None]] = []  # (id, label text, split)
     for url in resolve_shards(source):
         for sample in read_shard(url):
-            _, meta, where = _image_and_meta(sample)
+            _, meta, where = image_and_meta(sample)
             if "label" not in meta:
-                raise DataError(f"{where}: no 'label' in its json metadata (labeled shards need one per clip)")
+                raise DataError(f"{where}: no 'label' in its json metadata "
+                                "(labeled shards need one per clip)")
             split = meta.get("split")
             if split not in (None, "train", "test"):
                 raise DataError(f"{where}: json 'split' must be 'train' or 'test', got {split!r}")
@@ -294,11 +301,13 @@ def _shards(source: str, frames: int, size: int) -> LabeledData:
         test = [Example(i, index[label]) for i, label, split in found if split == "test"]
     else:
         train, test = holdout_split([Example(i, index[label]) for i, label, _ in found])
-    return LabeledData(f"shards {source}", names, train, test, frames, size, _ShardLoader(samples, frames, size))
+    return LabeledData(f"shards {source}", names, train, test, frames, size,
+                       _ShardLoader(samples, frames, size))
 
 
 def open_labeled(spec: str, frames: int, size: int, split: int = 1, root: str | os.PathLike | None = None,
-                 test_list: str | os.PathLike | None = None, actions: ActionsConfig | None = None) -> LabeledData:
+                 test_list: str | os.PathLike | None = None,
+                 actions: ActionsConfig | None = None) -> LabeledData:
     """The labeled data `spec` names (see the module docstring), clips of `frames` x `size` x `size`."""
     path = Path(spec)
     if spec == "synthetic-actions":
@@ -310,15 +319,17 @@ def open_labeled(spec: str, frames: int, size: int, split: int = 1, root: str | 
     elif is_shard_source(spec):
         data = _shards(spec, frames, size)
     elif path.is_dir() and any(p.suffix.lower() in VIDEO_SUFFIXES for p in path.rglob("*")):
-        raise DataError(f"{spec}: a folder of videos without classInd.txt and train/test lists; labeled data is "
-                        f"the UCF101 layout, a 'path label' list, labeled shards or synthetic-actions")
+        raise DataError(f"{spec}: a folder of videos without classInd.txt and train/test lists; labeled "
+                        "data is the UCF101 layout, a 'path label' list, labeled shards or "
+                        "synthetic-actions")
     else:
-        raise DataError(f"{spec}: not labeled data (expected synthetic-actions, a UCF101 folder with classInd.txt, "
-                        f"a 'path label' .txt list or labeled shards)")
+        raise DataError(f"{spec}: not labeled data (expected synthetic-actions, a UCF101 folder with "
+                        f"classInd.txt, a 'path label' .txt list or labeled shards)")
     if test_list and not spec.endswith(".txt"):
         raise DataError(f"{test_list}: a test list applies only to a 'path label' .txt list, not to {spec}")
     if not data.train or not data.test:
         raise DataError(f"{spec}: the {'train' if not data.train else 'test'} split is empty")
     if train_test := {e.id for e in data.train} & {e.id for e in data.test}:
-        raise DataError(f"{spec}: {len(train_test)} clips are in both splits (first: {sorted(train_test)[0]})")
+        raise DataError(f"{spec}: {len(train_test)} clips are in both splits "
+                        f"(first: {sorted(train_test)[0]})")
     return data

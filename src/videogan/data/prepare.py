@@ -25,16 +25,17 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 from ..media import fsync_path, write_json
+from ..version import __version__
 from .decode import DataError, VideoDecodeError, iter_timed_frames, resample, videos_in
 from .shards import encode_clip, write_shard
 from .shots import CutDetector
@@ -53,11 +54,11 @@ class PrepareConfig:
     stabilize: bool = True
     min_motion: float = 0.0  # drop clips whose mean |frame difference| (0-255 scale) is below this
     lossless: bool = False  # PNG instead of JPEG inside the shards
-    # JPEG quality. 85: the loader's decoding (its whole cost) takes ~26% fewer instructions than at 95, for
-    # ~1.4 more grey levels of mean error against the source; most of the error at any quality is the 4:2:0
-    # chroma (benchmarks/RESULTS.md, "Data loading").
+    # JPEG quality. 85: the loader's decoding, its whole cost, is markedly cheaper than at 95 for a
+    # little more error; most of the error is the 4:2:0 chroma (benchmarks/RESULTS.md, "Data loading").
     quality: int = 85
-    clips_per_shard: int = 1000  # ~50 MB shards at 32x64x64 JPEG: large enough to stream, small enough to shuffle
+    # ~50 MB shards at 32x64x64 JPEG: large enough to stream, small enough to shuffle
+    clips_per_shard: int = 1000
     # Short side (px) at which cuts are detected and features matched, capped at the source's: 4x the
     # paper's 64 px output is ample detail for a homography at a fraction of full-resolution cost.
     work_size: int = 256
@@ -70,7 +71,8 @@ class PrepareConfig:
     def validate(self) -> None:
         for name in ("size", "frames", "clips_per_shard", "work_size"):
             if getattr(self, name) < 1:
-                raise DataError(f"prepare: --{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise DataError(f"prepare: --{name.replace('_', '-')} must be at least 1, got "
+                                f"{getattr(self, name)}")
         if self.frames < 2:
             raise DataError(f"prepare: --frames must be at least 2, got {self.frames}")
         if self.stride < 0 or self.fps < 0 or self.min_motion < 0:
@@ -199,7 +201,8 @@ def video_clips(path: Path, cfg: PrepareConfig, stats: VideoStats,
             stabilized = stabilize_clip(stack, list(motions), cfg.stabilization)
             if stabilized.reason is not None:
                 stats.dropped_unstable += 1
-                stats.first_drop_reason = stats.first_drop_reason or f"frame {window[0][2]}: {stabilized.reason}"
+                stats.first_drop_reason = (stats.first_drop_reason
+                                           or f"frame {window[0][2]}: {stabilized.reason}")
                 continue
             stack = stabilized.frames
             residual = float(stabilized.residual) * cfg.size / min(stack.shape[1:3])  # in output pixels
@@ -212,7 +215,8 @@ def video_clips(path: Path, cfg: PrepareConfig, stats: VideoStats,
         yield Clip(clip, {
             "source": str(path), "start_frame": window[0][2], "start_time": round(window[0][1], 4),
             "fps": round(fps, 4), "frames": T, "size": cfg.size, "shot": stats.shots - 1,
-            "stabilized": estimator is not None, "stabilization_residual": residual, "motion": round(motion, 3),
+            "stabilized": estimator is not None, "stabilization_residual": residual,
+            "motion": round(motion, 3),
         })
 
 
@@ -233,7 +237,8 @@ def prepare_video(index: int, path: Path, cfg: PrepareConfig, skip: int = 0,
         for number, clip in enumerate(video_clips(path, cfg, stats, on_frame)):
             if number >= skip:
                 key = f"{index:07d}_{number:05d}"
-                samples.append(encode_clip(key, clip.frames, clip.meta, lossless=cfg.lossless, quality=cfg.quality))
+                samples.append(encode_clip(key, clip.frames, clip.meta, lossless=cfg.lossless,
+                                           quality=cfg.quality))
     except VideoDecodeError as e:
         error = str(e)
     except Exception as e:  # noqa: BLE001 - a decoder or OpenCV failure on one file must not stop the run
@@ -258,7 +263,8 @@ def _why_no_clips(path: Path, stats: VideoStats, cfg: PrepareConfig) -> str:
     if stats.dropped_unstable or stats.dropped_static:
         return (f"{path}: no usable clip ({stats.dropped_unstable} dropped by stabilisation, "
                 f"{stats.dropped_static} below --min-motion {cfg.min_motion})")
-    return f"{path}: no shot as long as one clip ({stats.frames} frames in {stats.shots} shots, need {cfg.frames})"
+    return (f"{path}: no shot as long as one clip ({stats.frames} frames in {stats.shots} shots, need "
+            f"{cfg.frames})")
 
 
 # ----------------------------------------------------------------------------- worker processes
@@ -322,7 +328,8 @@ class PrepareSummary:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d.update(out=str(self.out), frames_per_second=round(self.frames_per_second, 1), seconds=round(self.seconds, 2))
+        d.update(out=str(self.out), frames_per_second=round(self.frames_per_second, 1),
+                 seconds=round(self.seconds, 2))
         return d
 
 
@@ -364,7 +371,8 @@ class _ShardBuffer:
         self.pending: list[tuple[int, int, dict]] = []  # (video index, clip number within the video, sample)
         self.entries: dict[int, dict] = {}  # report entries of videos not yet wholly written
         self.clip_offset: dict[int, int] = {state["resume_video"]: state["resume_clip"]}
-        self.started, self.earlier_seconds = time.perf_counter(), state["seconds"]  # time spent by interrupted runs
+        # time spent by interrupted runs
+        self.started, self.earlier_seconds = time.perf_counter(), state["seconds"]
 
     def add(self, result: VideoResult) -> None:
         self.entries[result.index] = result.entry
@@ -412,7 +420,8 @@ def prepare(inputs: list[str | os.PathLike], out: str | os.PathLike, cfg: Prepar
     previous = _read_json(state_path) or manifest
     if previous is not None:
         if {k: previous.get(k) for k in identity} != identity:
-            raise DataError(f"{out}: holds clips prepared from other inputs or settings; choose another --out")
+            raise DataError(f"{out}: holds clips prepared from other inputs or settings; "
+                            "choose another --out")
         if manifest is not None:
             return _summary_from_manifest(out, manifest)
     state = {"shards": 0, "clips": 0, "resume_video": 0, "resume_clip": 0, "videos": [], "seconds": 0.0}
@@ -428,9 +437,11 @@ def prepare(inputs: list[str | os.PathLike], out: str | os.PathLike, cfg: Prepar
         print(f"removed {len(removed)} temporary files an interrupted run left in {out}", file=sys.stderr)
     buffer = _ShardBuffer(out, cfg, identity, state)
     start = state["resume_video"]
-    tasks = [(i, videos[i], cfg, state["resume_clip"] if i == start else 0) for i in range(start, len(videos))]
+    tasks = [(i, videos[i], cfg, state["resume_clip"] if i == start else 0)
+             for i in range(start, len(videos))]
 
-    file_bar = tqdm(total=len(videos), initial=start, unit="video", desc="videos", disable=not progress, dynamic_ncols=True)
+    file_bar = tqdm(total=len(videos), initial=start, unit="video", desc="videos", disable=not progress,
+                    dynamic_ncols=True)
     frame_bar = tqdm(unit="frame", desc="frames", disable=not progress, dynamic_ncols=True, position=1)
     try:
         for result in _results(tasks, workers, frame_bar):
@@ -463,9 +474,8 @@ def prepare(inputs: list[str | os.PathLike], out: str | os.PathLike, cfg: Prepar
     with _writing(out / "report.json", summary.shards):
         write_json(out / "report.json", {"videos": entries})
     if summary.clips_written == 0:
-        raise DataError(f"{out}: no clips came out of {len(videos) + len(missing)} inputs (reasons in {out / 'report.json'})")
-    from .. import __version__
-
+        raise DataError(f"{out}: no clips came out of {len(videos) + len(missing)} inputs (reasons in "
+                        f"{out / 'report.json'})")
     # The manifest comes last: its shard list is what readers of the folder take, so it must name only
     # complete shards, and a folder without one is still being prepared.
     with _writing(manifest_path, summary.shards):
@@ -490,7 +500,8 @@ def _make_folder(out: Path) -> None:
 
 
 def _results(tasks: list, workers: int, frame_bar: tqdm) -> Iterator[VideoResult]:
-    """Process videos in order: in this process, or on a pool of `workers` processes (results still in order)."""
+    """Process videos in order: in this process, or on a pool of `workers` processes
+    (results still in order)."""
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
             yield prepare_video(*task, on_frame=lambda: frame_bar.update(1))

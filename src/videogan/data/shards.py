@@ -1,4 +1,5 @@
-"""Clips in WebDataset tar shards: writing them (for `videogan prepare`) and streaming them to training.
+"""Clips in WebDataset tar shards: writing them (for `videogan prepare`), finding them, and reading and
+decoding them one sample at a time.
 
 A sample is one clip: `<key>.jpg` (or lossless `<key>.png`) holding its T frames of S x S stacked
 vertically into one S-wide, T*S-high RGB image, plus `<key>.json` metadata (opaque here, except
@@ -7,26 +8,10 @@ read from a local folder, over http(s), or from any `pipe:` command (e.g. `pipe:
 s3://bucket/clips-000001.tar -`), and the data set can be far larger than one disk or one machine's memory.
 A folder that `videogan prepare` wrote is read as its manifest.json lists it.
 
-Streaming (`ShardClips`) splits the data between distributed ranks and DataLoader workers ("readers"):
-
-* Every pass over the data ("epoch") shuffles the shard list with a seed shared by all readers.
-  With at least as many shards as readers, reader r of R reads shards r, r+R, r+2R, ... of that
-  order (each shard is read by exactly one reader per pass). With fewer shards than readers, every
-  reader reads all shards and keeps every R-th sample (a counter that runs on across passes, so
-  even a data set with fewer clips than readers feeds every reader).
-* Each reader shuffles its samples through a buffer of `data.shuffle_buffer` encoded clips (the
-  buffer holds compressed bytes, about 50 KB for a 32x64x64 JPEG clip, not decoded frames). With
-  `data.shuffle_within_pass` the buffer empties at the end of each pass, so no clip repeats before every
-  clip of this reader's share has come out once.
-* The stream is infinite and reproducible for a given (seed, start_step, rank, world_size, workers).
-  A resumed run re-seeds everything from its start_step: it does not replay the exact clip order
-  an uninterrupted run would have seen (which would need the positions of every reader's shard
-  and buffer), it starts a fresh, equally random, deterministic stream.
-
-Corrupt data never stops training and never reaches the model: a shard that cannot be opened, is empty
-or is truncated, and a clip whose image is missing, does not match its crc32, does not decode or has the
-wrong shape, are skipped with a one-line warning naming the shard and the key. If a reader finds nothing
-usable in the whole data set, it raises DataError instead of looping forever.
+Reading forgives damage: a shard that cannot be opened or is cut short gives the samples before the damage
+and one warning (`read_shard`); a sample whose image is missing, does not match its crc32 or is not a stack of
+square frames raises a DataError naming the shard and the key. `streaming.ShardClips` streams shards to
+training, skipping such samples.
 """
 from __future__ import annotations
 
@@ -34,11 +19,10 @@ import io
 import itertools
 import json
 import os
-import random
 import re
 import zlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import braceexpand
 import cv2
@@ -46,15 +30,11 @@ import numpy as np
 import simplejpeg
 import torch
 from PIL import Image
-from torch.utils.data import IterableDataset
 from webdataset import TarWriter
 from webdataset.tariterators import url_opener
 
-from ..config import DataConfig
 from ..media import atomic_path
-from .augment import coin, resize_clip, window_start
-from .decode import DataError
-from .streaming import BatchBuffers, DataWarning, ReturnSlots, loader_batches, reader_of, reader_samples, seed_of, shuffled, warn
+from .decode import DataError, DataWarning, warn
 
 IMAGE_KEYS = ("jpg", "png", "jpeg")
 URL_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")  # http:, https:, pipe:, file:, s3:, gs:, ...
@@ -109,8 +89,8 @@ def write_shard(path: str | os.PathLike, samples: Iterable[dict]) -> int:
 def is_shard_source(source: str) -> bool:
     """Prepared shards: a URL or pipe: command, a brace pattern, a .tar file, or a folder of .tar files."""
     path = Path(source)
-    return (URL_PATTERN.match(source) is not None or "{" in source or "::" in source or source.endswith(".tar")
-            or (path.is_dir() and bool(_visible_tars(path))))
+    return (URL_PATTERN.match(source) is not None or "{" in source or "::" in source
+            or source.endswith(".tar") or (path.is_dir() and bool(_visible_tars(path))))
 
 
 def _visible_tars(folder: Path) -> list[str]:
@@ -195,7 +175,8 @@ def decode_image(data: bytes, out: np.ndarray | None = None, fast_dct: bool = Fa
     mean difference). PNG goes through OpenCV."""
     if data[:2] == b"\xff\xd8":
         try:
-            return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=fast_dct, fastupsample=True, buffer=out)
+            return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=fast_dct, fastupsample=True,
+                                          buffer=out)
         except ValueError:  # damaged, or larger than `out`
             try:
                 return (simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=fast_dct, fastupsample=True)
@@ -209,7 +190,8 @@ def decode_image(data: bytes, out: np.ndarray | None = None, fast_dct: bool = Fa
     return img
 
 
-def _image_bytes(sample: dict) -> bytes | None:
+def image_bytes(sample: dict) -> bytes | None:
+    """The sample's image (its .jpg, .png or .jpeg member); None without one."""
     for k in IMAGE_KEYS:
         if k in sample:
             return sample[k]
@@ -229,7 +211,8 @@ def _meta(sample: dict) -> dict:
     return meta
 
 
-def _where(sample: dict) -> str:
+def sample_name(sample: dict) -> str:
+    """The sample's "shard: clip key", for messages."""
     return f"{sample.get('__url__', '?')}: clip {sample.get('__key__', '?')}"
 
 
@@ -244,11 +227,11 @@ def _check_shape(width: int, height: int, meta: dict, where: str) -> tuple[int, 
     return t, s
 
 
-def _image_and_meta(sample: dict) -> tuple[bytes, dict, str]:
+def image_and_meta(sample: dict) -> tuple[bytes, dict, str]:
     """(image bytes, json metadata, "shard: clip key" for messages); DataError naming them if either is bad
     or the image's bytes differ from the crc32 its json records (shards from before that field: unchecked)."""
-    where = _where(sample)
-    data = _image_bytes(sample)
+    where = sample_name(sample)
+    data = image_bytes(sample)
     if data is None:
         raise DataError(f"{where}: no .jpg or .png image")
     try:
@@ -265,7 +248,7 @@ def decode_clip(sample: dict) -> torch.Tensor:
     """A WebDataset sample -> uint8 clip [3, T, S, S] (a view into the decoded image; T and S from the
     image's shape, checked against the json). Raises DataError naming the shard and key if the image is
     missing, does not decode, or is not a stack of square frames."""
-    data, meta, where = _image_and_meta(sample)
+    data, meta, where = image_and_meta(sample)
     img = decode_image(data)
     if img is None:
         raise DataError(f"{where}: image does not decode")
@@ -273,9 +256,10 @@ def decode_clip(sample: dict) -> torch.Tensor:
     return torch.from_numpy(img).view(t, s, s, 3).permute(3, 0, 1, 2)
 
 
-def _inspect(sample: dict) -> tuple[int, int]:
-    """(T, S) from the json (or, without one, the image header: ~30 us), without decoding the pixels."""
-    data, meta, where = _image_and_meta(sample)
+def sample_shape(sample: dict) -> tuple[int, int]:
+    """(T, S) from the json (or, without one, the image header: ~30 us), without decoding the pixels;
+    DataError as `image_and_meta`, or naming the sample if its header does not read."""
+    data, meta, where = image_and_meta(sample)
     t, s = meta.get("frames"), meta.get("size")
     if isinstance(t, int) and isinstance(s, int) and t > 0 and s > 0:
         return t, s  # trusted until decoding, which checks the real shape
@@ -327,8 +311,8 @@ def _octal(field: bytes) -> int:
 def tar_members(stream) -> Iterator[tuple[str, bytes]]:
     """(name, data) of each regular file in a tar stream, in order.
 
-    WebDataset's own iterator goes through Python's `tarfile`, which costs ~0.35 ms per member here: a
-    third of the whole per-clip budget of the 1,000 clips/s goal (benchmarks/RESULTS.md). This reads the
+    WebDataset's own iterator goes through Python's `tarfile`, which costs a third of the whole per-clip
+    budget of the 1,000 clips/s goal (benchmarks/RESULTS.md, "Data loading"). This reads the
     same POSIX ustar/GNU/pax archives (as written by webdataset's TarWriter, GNU tar or Python's tarfile)
     directly, verifies every header checksum, and raises TarError on damage or a missing end marker
     (EmptyTarError when the stream holds no bytes at all).
@@ -417,110 +401,6 @@ def read_shard(url: str) -> Iterator[dict]:
                 handler(e)
 
 
-class _ShardStream(IterableDataset):
-    """One rank's clips (uint8 [3, frames, size, size]), split between the DataLoader workers it runs in."""
-
-    return_slots: ReturnSlots | None = None  # set by loader_batches: workers' batches in reusable shared buffers
-
-    def __init__(self, urls: list[str], source: str, frames: int, size: int, seed: int, cfg: DataConfig,
-                 start_step: int, rank: int, world_size: int, batch_size: int):
-        super().__init__()
-        self.batch_size = batch_size
-        self.urls, self.source, self.frames, self.size, self.seed = urls, source, frames, size, seed
-        self.cfg, self.start_step, self.rank, self.world_size = cfg, start_step, rank, world_size
-
-    def raw(self, reader: int, readers: int) -> Iterator[dict]:
-        """This reader's share of the samples, pass after pass, header-checked (too short: skipped)."""
-
-        def usable(sample: dict) -> bool:
-            try:
-                t, s = _inspect(sample)
-            except DataError as e:
-                warn(f"skipped: {e}")
-                return False
-            if t < self.frames:
-                warn(f"skipped: {_where(sample)}: {t} frames, fewer than the {self.frames} wanted")
-                return False
-            sample["__shape__"] = (t, s)
-            return True
-
-        def nothing(total: int, shards: int) -> DataError:
-            what = "no readable shard" if total == 0 else f"no usable clip of at least {self.frames} frames"
-            return DataError(f"{self.source}: {what} (read all {shards} shards; see the warnings above)")
-
-        return reader_samples(self.urls, reader, readers, ("shards", self.seed, self.start_step), read_shard, usable, nothing,
-                              mark_passes=self.cfg.shuffle_within_pass)
-
-    def shuffled(self, reader: int, readers: int, bufsize: int) -> Iterator[dict]:
-        """This reader's samples through a shuffle buffer of `bufsize` (still encoded)."""
-        buf_rng = random.Random(seed_of("buffer", self.seed, self.start_step, reader, readers))
-        return shuffled(self.raw(reader, readers), bufsize, buf_rng)
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        """Batches uint8 [batch_size, 3, frames, size, size]: a channels-last view of [B, T, S, S, 3] memory (in
-        shared memory in a worker), into which each clip is decoded directly: no copy, no de-interleaving.
-        Undecodable clips are skipped with a warning. With `return_slots` set (by loader_batches), a worker's
-        batches come as streaming.Lent, in buffers it reuses (see streaming.BatchBuffers)."""
-        reader, readers = reader_of(self.rank, self.world_size)
-        cfg, frames, size, bufsize = self.cfg, self.frames, self.size, max(1, self.cfg.shuffle_buffer)
-        gen = torch.Generator().manual_seed(seed_of("augment", self.seed, self.start_step, reader, readers))
-        samples = self.shuffled(reader, readers, bufsize)
-        good = failed = 0
-        buffers = BatchBuffers((self.batch_size, frames, size, size, 3), self.return_slots)
-        while True:
-            batch = buffers.new()
-            j = 0
-            while j < self.batch_size:
-                sample = next(samples)
-                t, s = sample["__shape__"]
-                target = batch[j].numpy().reshape(frames * size, size, 3)
-                direct = (t, s) == (frames, size)  # the common case: decode straight into the batch
-                img = decode_image(_image_bytes(sample), out=target if direct else None, fast_dct=cfg.fast_dct)
-                if img is None or img.shape != (t * s, s, 3):
-                    got = "it does not decode" if img is None else f"decoded shape {list(img.shape)}"
-                    warn(f"skipped: {_where(sample)}: {got} (header: {t} frames of {s}x{s})")
-                    failed += 1
-                    if good == 0 and failed > 2 * bufsize + 100:
-                        raise DataError(f"{self.source}: none of the first {failed} clips decoded (see the warnings)")
-                    continue
-                good += 1
-                if not direct:
-                    start = window_start(t, frames, gen, cfg.random_offset)
-                    clip = torch.from_numpy(img[start * s : (start + frames) * s]).view(frames, s, s, 3)
-                    if s != size:
-                        clip = resize_clip(clip.permute(3, 0, 1, 2), size, mode="area").permute(1, 2, 3, 0)
-                    batch[j] = clip
-                if cfg.hflip and coin(gen):
-                    batch[j] = batch[j].flip(2)  # [T, S, S, 3]: dim 2 is width
-                j += 1
-            yield buffers.lend(batch.permute(0, 4, 1, 2, 3))
-
-
-class ShardClips:
-    """Clips streamed from WebDataset shards: `batches(...)` -> uint8 [B, 3, frames, size, size], endlessly."""
-
-    def __init__(self, source: str, frames: int, size: int, seed: int = 0, cfg: DataConfig | None = None):
-        self.source, self.frames, self.size, self.seed = source, frames, size, seed
-        self.cfg = cfg or DataConfig()
-        self.urls = resolve_shards(source)
-
-    def __len__(self) -> int:
-        """Number of shards."""
-        return len(self.urls)
-
-    def stream(self, start_step: int = 0, batch_size: int = 1, rank: int = 0, world_size: int = 1) -> _ShardStream:
-        """The IterableDataset behind `batches`: yields whole batches (use it with DataLoader(batch_size=None))."""
-        return _ShardStream(self.urls, self.source, self.frames, self.size, self.seed, self.cfg,
-                            start_step, rank, world_size, batch_size)
-
-    def batches(self, start_step: int, batch_size: int, rank: int = 0, world_size: int = 1,
-                device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
-        """This rank's batches from `start_step` on: CPU uint8 tensors, in pinned memory when `device` is CUDA
-        (so `.to(device, non_blocking=True)` overlaps the copy). Workers start on the first `next()`."""
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} not in [0, {world_size})")
-        yield from loader_batches(self.stream(start_step, batch_size, rank, world_size), self.cfg.workers, device)
-
-
-__all__: list[str] = ["DataWarning", "EmptyTarError", "ShardClips", "TarError", "tar_members", "decode_clip",
-                      "decode_image", "encode_clip", "read_shard", "resolve_shards", "write_shard"]
+__all__: list[str] = ["DataWarning", "EmptyTarError", "TarError", "tar_members", "decode_clip",
+                      "decode_image", "encode_clip", "image_and_meta", "image_bytes", "is_shard_source",
+                      "read_shard", "resolve_shards", "sample_name", "sample_shape", "write_shard"]

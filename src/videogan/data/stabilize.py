@@ -16,8 +16,9 @@ defaults are tuned for a short side of 256 px; scale them with the resolution). 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -25,24 +26,22 @@ import numpy as np
 
 @dataclass(frozen=True)
 class StabilizeSettings:
-    # SIFT, as in the paper, chosen on measurements (benchmarks/RESULTS.md, "Stabilisation (issue 3)"): on synthetic
-    # shake at 256x341 its homographies were ~15x more accurate than ORB's (mean corner error 0.06 vs 0.9-1.2 px per
-    # pair; 1 vs 5 px after 31 accumulated pairs), leaving background motion at 0.82 (true homographies: 0.79, ORB:
-    # 1.9-2.3, unstabilised: 22); on the sample videos ORB's drift wrongly rejected clips (7 of 48 on the static
-    # vtest.avi at 500 features) and 8-11 of 27 on box.mp4 vs SIFT's 2. Cost: ~30 pairs/s on one core vs ORB's ~176.
+    # SIFT, as in the paper: its homographies drift far less than ORB's, which wrongly rejected real clips;
+    # ORB is ~5x faster (benchmarks/RESULTS.md, "Stabilisation (issue 3)").
     method: Literal["orb", "sift"] = "sift"
-    max_features: int = 500  # per frame: SIFT aligned about as well with 1000, but matching (brute force, quadratic)
-    # took up to 25 instead of 7 ms per pair
-    sift_contrast: float = 0.02  # SIFT's contrastThreshold (OpenCV default 0.04): with the default, dark, flat
-    # shots of Megamind.avi had too few keypoints (158 per frame, 6 pairs unreliable); 0.02: 256 and none, same speed
+    max_features: int = 500  # per frame: SIFT aligned about as well with 1000, at up to twice the cost
+    # (brute-force matching is quadratic)
+    sift_contrast: float = 0.02  # SIFT's contrastThreshold (OpenCV default 0.04): with the default, dark,
+    # flat shots of Megamind.avi had too few keypoints for reliable pairs; 0.02 finds enough, same speed
     ratio: float = 0.75  # Lowe's ratio test: best match must be clearly better than the second best
-    ransac_threshold: float = 2.0  # px: inlier reprojection distance for RANSAC, a few times the fits' RMS residual
+    # px: inlier reprojection distance for RANSAC, a few times the fits' RMS residual
+    ransac_threshold: float = 2.0
     min_inliers: int = 30  # fewer supporting points and a homography (8 DoF) is a guess, not a measurement
     min_inlier_ratio: float = 0.25  # inliers / matches: below this the "background" is a minority of matches
     max_residual: float = 1.5  # px, RMS of the inliers (the paper's re-projection error check): the sample
     # videos' pairs gave medians of 0.2-0.7 px with SIFT
-    max_corner_shift: float = 0.2  # fraction of the frame diagonal (our addition to the paper's checks): a larger
-    # accumulated warp leaves too much of the output filled from earlier frames
+    max_corner_shift: float = 0.2  # fraction of the frame diagonal (our addition to the paper's checks): a
+    # larger accumulated warp leaves too much of the output filled from earlier frames
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,7 +66,8 @@ class PairMotion:
         return self.reason is None
 
 
-def _unreliable(reason: str, matches: int = 0, inliers: int = 0, residual: float = float("nan")) -> PairMotion:
+def _unreliable(reason: str, matches: int = 0, inliers: int = 0,
+                residual: float = float("nan")) -> PairMotion:
     return PairMotion(np.eye(3), matches, inliers, residual, reason)
 
 
@@ -84,7 +84,8 @@ def _apply(hom: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 
 def corner_shift(hom: np.ndarray, size: tuple[int, int]) -> float:
-    """Largest displacement of a frame corner by `hom`, as a fraction of the frame diagonal (inf if degenerate)."""
+    """Largest displacement of a frame corner by `hom`, as a fraction of the frame diagonal
+    (inf if degenerate)."""
     h, w = size
     c = _corners(h, w)
     d = np.linalg.norm(_apply(hom, c) - c, axis=1).max()
@@ -129,7 +130,8 @@ class MotionEstimator:
     def describe(self, gray: np.ndarray) -> Features:
         """Keypoints and descriptors of a uint8 [H, W] grayscale frame at the working resolution."""
         if gray.ndim != 2 or gray.dtype != np.uint8:
-            raise ValueError(f"describe expects a uint8 [H, W] grayscale frame, got {gray.dtype} {gray.shape}")
+            raise ValueError("describe expects a uint8 [H, W] grayscale frame, "
+                             f"got {gray.dtype} {gray.shape}")
         detector, _ = self._tools()
         keypoints, desc = detector.detectAndCompute(gray, None)
         dim, dtype = (128, np.float32) if self.settings.method == "sift" else (32, np.uint8)
@@ -150,8 +152,10 @@ class MotionEstimator:
             return _unreliable(f"too few matches ({len(good)} < {max(4, s.min_inliers)})", len(good))
         src = nxt.points[[m.queryIdx for m in good]]
         dst = prev.points[[m.trainIdx for m in good]]
-        # cv2.RANSAC refines the winning model on its inliers (Levenberg-Marquardt); deterministic (fixed RNG).
-        hom, mask = cv2.findHomography(src, dst, cv2.RANSAC, s.ransac_threshold, maxIters=2000, confidence=0.995)
+        # cv2.RANSAC refines the winning model on its inliers (Levenberg-Marquardt);
+        # deterministic (fixed RNG).
+        hom, mask = cv2.findHomography(src, dst, cv2.RANSAC, s.ransac_threshold, maxIters=2000,
+                                       confidence=0.995)
         if hom is None or mask is None:
             return _unreliable("no homography found", len(good))
         inl = mask.ravel().astype(bool)
@@ -173,7 +177,8 @@ class MotionEstimator:
 
 @dataclass
 class StabilizedClip:
-    frames: np.ndarray  # uint8 [T, H, W, 3], every frame warped into frame 0's coordinates (input if rejected)
+    # uint8 [T, H, W, 3], every frame warped into frame 0's coordinates (input if rejected)
+    frames: np.ndarray
     residual: float  # mean of the pairs' residuals (px, working resolution); 0.0 for a single frame
     reason: str | None  # None = usable; else why the clip must be dropped
 
@@ -189,7 +194,8 @@ def stabilize_clip(frames: np.ndarray, motions: Sequence[PairMotion],
     `settings.max_corner_shift` of the diagonal) comes back with its input frames and the reason.
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"stabilize_clip expects uint8 [T, H, W, 3] frames, got {frames.dtype} {frames.shape}")
+        raise ValueError(f"stabilize_clip expects uint8 [T, H, W, 3] frames, got {frames.dtype} "
+                         f"{frames.shape}")
     t, h, w, _ = frames.shape
     if len(motions) != t - 1:
         raise ValueError(f"stabilize_clip needs {t - 1} pair motions for {t} frames, got {len(motions)}")
@@ -205,8 +211,9 @@ def stabilize_clip(frames: np.ndarray, motions: Sequence[PairMotion],
     shifts = [corner_shift(a, (h, w)) for a in acc]
     worst = int(np.argmax(shifts))
     if not shifts[worst] <= settings.max_corner_shift:
-        return StabilizedClip(frames, residual, f"accumulated warp moves a corner by {shifts[worst]:.0%} of the "
-                                                f"diagonal at frame {worst} (max {settings.max_corner_shift:.0%})")
+        return StabilizedClip(frames, residual, f"accumulated warp moves a corner by {shifts[worst]:.0%} of "
+                                                f"the diagonal at frame {worst} (max "
+                                                f"{settings.max_corner_shift:.0%})")
     out = np.empty_like(frames)
     out[0] = frames[0]
     ones = np.full((h, w), 255, np.uint8)
@@ -214,8 +221,10 @@ def stabilize_clip(frames: np.ndarray, motions: Sequence[PairMotion],
         a = acc[k] / acc[k][2, 2]
         # dst(p) = src(a^-1 p): frame k's pixel at q lands at a q in frame 0's coordinates. Replicated borders
         # keep edge pixels from blending with black; the coverage mask decides what is really covered.
-        warped = cv2.warpPerspective(frames[k], a, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        covered = cv2.warpPerspective(ones, a, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT) >= 128
+        warped = cv2.warpPerspective(frames[k], a, (w, h), flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REPLICATE)
+        covered = cv2.warpPerspective(ones, a, (w, h), flags=cv2.INTER_LINEAR,
+                                      borderMode=cv2.BORDER_CONSTANT) >= 128
         out[k] = np.where(covered[..., None], warped, out[k - 1])
     return StabilizedClip(out, residual, None)
 
@@ -236,19 +245,19 @@ def background_motion(frames: np.ndarray, mask: np.ndarray | None = None) -> flo
     return float(diff[pair].mean()) if pair.any() else float("nan")
 
 
-# --- Synthetic shaken clips with known camera motion (for tests and benchmarks/stabilization.py) -------------
+# --- Synthetic shaken clips with known camera motion (for tests and benchmarks/stabilization.py) ------------
 
 @dataclass
 class ShakenClip:
     frames: np.ndarray  # uint8 [T, H, W, 3] RGB
     homographies: np.ndarray  # float64 [T-1, 3, 3]: the true motions, frame t+1 -> frame t (as PairMotion)
-    background: np.ndarray  # bool [H, W] in frame 0's coordinates: static background, never crossed by an object
-    # and away from the border (which a stabilised clip fills from earlier frames)
+    background: np.ndarray  # bool [H, W] in frame 0's coordinates: static background, never crossed by an
+    # object and away from the border (which a stabilised clip fills from earlier frames)
 
 
 def textured_background(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    """uint8 [H, W, 3]: smooth colour noise at several scales plus random shapes, so keypoints exist everywhere
-    (values stay in ~[25, 230], never black, so unfilled borders are detectable)."""
+    """uint8 [H, W, 3]: smooth colour noise at several scales plus random shapes, so keypoints exist
+    everywhere (values stay in ~[25, 230], never black, so unfilled borders are detectable)."""
     img = np.zeros((height, width, 3), np.float32)
     for cell, amp in ((32, 70.0), (8, 45.0), (2, 20.0)):  # coarse colour blobs, medium texture, fine grain
         small = rng.random((max(2, height // cell), max(2, width // cell), 3), dtype=np.float32) - 0.5
@@ -264,13 +273,15 @@ def textured_background(height: int, width: int, rng: np.random.Generator) -> np
         elif kind == 1:
             cv2.circle(img, (x, y), r // 2 + 1, colour, -1, cv2.LINE_AA)
         else:
-            cv2.line(img, (x, y), (x + int(rng.integers(-2 * r, 2 * r)), y + int(rng.integers(-2 * r, 2 * r))),
+            cv2.line(img, (x, y), (x + int(rng.integers(-2 * r, 2 * r)),
+                                   y + int(rng.integers(-2 * r, 2 * r))),
                      colour, int(rng.integers(1, 3)), cv2.LINE_AA)
     return img
 
 
-def shaken_clip(frames: int = 32, size: tuple[int, int] = (256, 341), shake: float = 6.0, rotation: float = 1.0,
-                zoom: float = 0.02, pan: tuple[float, float] = (0.0, 0.0), objects: int = 2, seed: int = 0) -> ShakenClip:
+def shaken_clip(frames: int = 32, size: tuple[int, int] = (256, 341), shake: float = 6.0,
+                rotation: float = 1.0, zoom: float = 0.02, pan: tuple[float, float] = (0.0, 0.0),
+                objects: int = 2, seed: int = 0) -> ShakenClip:
     """A textured static scene seen by a shaking camera, with `objects` discs moving across it.
 
     Each frame's camera is independently jittered about its (optionally panning) mean pose: translation
@@ -291,7 +302,8 @@ def shaken_clip(frames: int = 32, size: tuple[int, int] = (256, 341), shake: flo
         tx, ty = rng.uniform(-shake, shake, 2)
         rot = np.array([[s * np.cos(a), -s * np.sin(a), 0], [s * np.sin(a), s * np.cos(a), 0], [0, 0, 1]])
         centre = np.array([[1, 0, -w / 2], [0, 1, -h / 2], [0, 0, 1]])
-        place = np.array([[1, 0, ox + w / 2 + pan[0] * t + tx], [0, 1, oy + h / 2 + pan[1] * t + ty], [0, 0, 1]])
+        place = np.array([[1, 0, ox + w / 2 + pan[0] * t + tx], [0, 1, oy + h / 2 + pan[1] * t + ty],
+                          [0, 0, 1]])
         poses.append(place @ rot @ centre)
     # Objects move in world coordinates (so relative to the background) at 2-4 px/frame.
     r_obj = max(4, min(h, w) // 10)
@@ -307,9 +319,11 @@ def shaken_clip(frames: int = 32, size: tuple[int, int] = (256, 341), shake: flo
             cv2.circle(canvas, c, r_obj, tuple(int(v) for v in colours[k]), -1, cv2.LINE_AA)
             cv2.circle(obj, c, r_obj, 255, -1)
         out[t] = cv2.warpPerspective(canvas, poses[t], (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-        crossed |= cv2.warpPerspective(obj, poses[0], (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
+        crossed |= cv2.warpPerspective(obj, poses[0], (w, h),
+                                       flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
     homs = np.array([np.linalg.inv(poses[t]) @ poses[t + 1] for t in range(frames - 1)]).reshape(-1, 3, 3)
-    border = int(np.ceil(max(corner_shift(np.linalg.inv(poses[0]) @ p, size) for p in poses) * np.hypot(h, w))) + 2
+    largest_shift = max(corner_shift(np.linalg.inv(poses[0]) @ p, size) for p in poses)
+    border = int(np.ceil(largest_shift * np.hypot(h, w))) + 2
     background = np.zeros((h, w), bool)
     background[border:h - border, border:w - border] = True
     background &= ~(cv2.dilate(crossed.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0)

@@ -1,4 +1,5 @@
-"""The original's data format: a list of stacked-frame JPEGs (Vondrick et al.'s golf.txt + frames-stable-many/).
+"""The original's data format: a list of stacked-frame JPEGs (Vondrick et al.'s golf.txt +
+frames-stable-many/).
 
 `--data LIST.txt --root FRAMES_DIR`: LIST.txt names one JPEG per line, relative to the root (the first
 whitespace-separated token; blank lines ignored, later tokens such as a label too). Each JPEG holds a
@@ -18,8 +19,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -85,7 +86,8 @@ class _Draws(Sampler):
     uninterrupted one would have."""
 
     def __init__(self, start_step: int, batch_size: int, rank: int, world_size: int):
-        self.start_step, self.batch_size, self.rank, self.world_size = start_step, batch_size, rank, world_size
+        self.start_step, self.batch_size = start_step, batch_size
+        self.rank, self.world_size = rank, world_size
 
     def __iter__(self) -> Iterator[int]:
         step = self.start_step
@@ -100,7 +102,8 @@ class _StackedDataset(Dataset):
     (seed, n): the same in any worker. An unreadable video is skipped with a warning and another drawn."""
 
     def __init__(self, paths: list[str], list_file: str, frames: int, size: int, seed: int, cfg: DataConfig):
-        self.paths, self.list_file, self.frames, self.size, self.seed, self.cfg = paths, list_file, frames, size, seed, cfg
+        self.paths, self.list_file, self.frames, self.size = paths, list_file, frames, size
+        self.seed, self.cfg = seed, cfg
         self.bad: set[int] = set()  # per process: known-unreadable videos are not retried
 
     def __len__(self) -> int:  # only for DataLoader's bookkeeping; draws are unbounded
@@ -119,22 +122,25 @@ class _StackedDataset(Dataset):
                 warn(f"skipped: {e}")
                 continue
             return clip
-        raise DataError(f"{self.list_file}: none of the {len(self.paths)} listed videos could be read (see the warnings)")
+        raise DataError(f"{self.list_file}: none of the {len(self.paths)} listed videos could be read (see "
+                        "the warnings)")
 
     def _load(self, path: str, rng: random.Random) -> torch.Tensor:
         stack = _read_stack(path)
         count = stack.shape[0]
-        # The original always took the first frames; data.random_offset picks a random window in longer videos.
+        # The original always took the first frames; data.random_offset picks a random window
+        # in longer videos.
         offset = window_start(count, self.frames, rng, self.cfg.random_offset) if count > self.frames else 0
         clip = _clip_from_stack(stack, self.frames, self.size, offset)
         return maybe_hflip(clip, rng) if self.cfg.hflip else clip
 
 
 class StackedList:
-    """The original's LIST.txt of stacked-frame JPEGs: `batches(...)` -> uint8 [B, 3, frames, size, size], endlessly."""
+    """The original's LIST.txt of stacked-frame JPEGs: `batches(...)` -> uint8 [B, 3, frames, size, size],
+    endlessly."""
 
-    def __init__(self, list_file: str | os.PathLike, root: str | os.PathLike, frames: int, size: int, seed: int = 0,
-                 cfg: DataConfig | None = None):
+    def __init__(self, list_file: str | os.PathLike, root: str | os.PathLike, frames: int, size: int,
+                 seed: int = 0, cfg: DataConfig | None = None):
         self.list_file, self.frames, self.size, self.seed = str(list_file), frames, size, seed
         self.cfg = cfg or DataConfig()
         self.paths = read_list(list_file, root)
@@ -147,8 +153,9 @@ class StackedList:
 
     def batches(self, start_step: int, batch_size: int, rank: int = 0, world_size: int = 1,
                 device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
-        """This rank's batches from `start_step` on (CPU uint8, pinned when `device` is CUDA). Batch k is the same
-        whatever the number of workers, and a run resumed at step s gets exactly the batches it would have had."""
+        """This rank's batches from `start_step` on (CPU uint8, pinned when `device` is CUDA). Batch k is the
+        same whatever the number of workers, and a run resumed at step s gets exactly the batches it would
+        have had."""
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} not in [0, {world_size})")
         yield from loader_batches(self.dataset(), self.cfg.workers, device, batch_size=batch_size,

@@ -60,13 +60,15 @@ class SyntheticScenes:
 
     def batch(self, index: int, batch_size: int, device: torch.device | str = "cpu") -> SyntheticBatch:
         """Random scene parameters come from a CPU generator (so every device draws the same scenes);
-        rendering, the bulk of the work, runs on `device` (a GPU renders a paper-size batch in milliseconds)."""
+        rendering, the bulk of the work, runs on `device` (a GPU renders a paper-size batch in
+        milliseconds)."""
         gen = self._generator(index)
         B, T, S, K, cfg = batch_size, self.frames, self.size, self.cfg.max_objects, self.cfg
         rand = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
         # --- draw every random parameter first, on the CPU ---------------------------------------
         background = draw_background(gen, B, S, cfg.background_shapes)
-        active = torch.arange(K)[None, :] < torch.randint(1, K + 1, (B, 1), generator=gen)  # [B, K]: 1..K objects
+        # [B, K]: 1..K objects
+        active = torch.arange(K)[None, :] < torch.randint(1, K + 1, (B, 1), generator=gen)
         radius = cfg.min_radius + (cfg.max_radius - cfg.min_radius) * rand(B, K)
         start = radius[..., None] + (1 - 2 * radius[..., None]) * rand(B, K, 2)
         angle = 2 * math.pi * rand(B, K)
@@ -79,17 +81,19 @@ class SyntheticScenes:
         radius, start, velocity = radius.to(device), start.to(device), velocity.to(device)
         cx = _bounce(start[..., 0:1], velocity[..., 0:1], radius[..., None], t)  # [B, K, T]
         cy = _bounce(start[..., 1:2], velocity[..., 1:2], radius[..., None], t)
-        video, union = render_objects(render_background(background, S, device), cx, cy, radius, square, colour, active)
-        return SyntheticBatch(video=_to_uint8(video), mask=_to_uint8(union))
+        video, union = render_objects(render_background(background, S, device), cx, cy, radius, square,
+                                      colour, active)
+        return SyntheticBatch(video=unit_to_uint8(video), mask=unit_to_uint8(union))
 
 
-# ----------------------------------------------------------------------------- drawing, shared with actions.py
+# ---------------------------------------------------------------------------- drawing, shared with actions.py
 
 @dataclass
 class BackgroundParams:
     colour_field: torch.Tensor  # [B, 3, 3, 3]: a smooth colour field on a 3x3 lattice, upsampled
     texture: torch.Tensor  # [B, 1, S/4, S/4]: finer, low-contrast texture
-    shapes: list[tuple[torch.Tensor, ...]]  # (centre [B, 2, 1, 1], radius, square?, shade [B, 3, 1, 1]) of static shapes
+    # (centre [B, 2, 1, 1], radius, square?, shade [B, 3, 1, 1]) of static shapes
+    shapes: list[tuple[torch.Tensor, ...]]
 
 
 def draw_background(gen: torch.Generator, batch_size: int, size: int, num_shapes: int) -> BackgroundParams:
@@ -98,7 +102,8 @@ def draw_background(gen: torch.Generator, batch_size: int, size: int, num_shapes
     rand = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
     colour_field = rand(B, 3, 3, 3)
     texture = rand(B, 1, max(4, S // 4), max(4, S // 4))
-    shapes = [(rand(B, 2, 1, 1), 0.08 + 0.25 * rand(B, 1, 1), rand(B, 1, 1) < 0.5, 0.15 + 0.7 * rand(B, 3, 1, 1))
+    shapes = [(rand(B, 2, 1, 1), 0.08 + 0.25 * rand(B, 1, 1), rand(B, 1, 1) < 0.5,
+               0.15 + 0.7 * rand(B, 3, 1, 1))
               for _ in range(num_shapes)]
     return BackgroundParams(colour_field, texture, shapes)
 
@@ -128,8 +133,10 @@ def render_background(p: BackgroundParams, size: int, device: torch.device | str
 
 
 def render_objects(background: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, radius: torch.Tensor,
-                   square: torch.Tensor, colour: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Paint K objects over static backgrounds [B, 3, S, S] -> (video float [B, 3, T, S, S], union mask [B, 1, T, S, S]).
+                   square: torch.Tensor, colour: torch.Tensor,
+                   active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paint K objects over static backgrounds [B, 3, S, S] -> (video float [B, 3, T, S, S], union mask [B, 1,
+    T, S, S]).
 
     cx, cy: centres [B, K, T] (frame units); radius [B, K] or, for objects that change size, [B, K, T];
     square, active: bool [B, K]; colour [B, K, 3] in [0, 1]."""
@@ -158,6 +165,7 @@ def render_objects(background: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor,
     return video, union
 
 
-def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+def unit_to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Values in [0, 1] -> uint8 [0, 255], rounded (the scenes' pixels and masks)."""
     return (x * 255).round().clamp(0, 255).to(torch.uint8)
 

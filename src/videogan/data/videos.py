@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -20,20 +20,32 @@ from ..config import DataConfig
 from .augment import maybe_hflip, randint
 from .decode import DataError, VideoDecodeError, find_videos
 from .prepare import PrepareConfig, VideoStats, video_clips
-from .streaming import BatchBuffers, ReturnSlots, loader_batches, reader_of, reader_samples, seed_of, shuffled, warn
+from .streaming import (
+    BatchBuffers,
+    ReturnSlots,
+    loader_batches,
+    loader_slots,
+    reader_of,
+    reader_samples,
+    seed_of,
+    shuffled,
+    warn,
+)
 
 # Decoded clips are large (393 KB at 32x64x64), so the shuffle buffer holds at most this many.
 MAX_DECODED_BUFFER = 256
 
 
 class _VideoStream(IterableDataset):
-    """One rank's batches, split between the DataLoader workers it runs in (a "reader" is one worker of one rank)."""
+    """One rank's batches, split between the DataLoader workers it runs in (a "reader" is one worker of one
+    rank)."""
 
-    return_slots: ReturnSlots | None = None  # set by loader_batches: workers' batches in reusable shared buffers
-
-    def __init__(self, source: VideoClips, start_step: int, rank: int, world_size: int, batch_size: int):
+    def __init__(self, source: VideoClips, start_step: int, rank: int, world_size: int, batch_size: int,
+                 slots: ReturnSlots | None = None):
         super().__init__()
-        self.source, self.start_step, self.rank, self.world_size, self.batch_size = source, start_step, rank, world_size, batch_size
+        self.source, self.start_step, self.batch_size = source, start_step, batch_size
+        self.rank, self.world_size = rank, world_size
+        self.slots = slots  # from loader_slots: workers' batches in reusable shared buffers
 
     def clips(self, reader: int, readers: int) -> Iterator[np.ndarray]:
         """This reader's clips uint8 [T, S, S, 3], pass after pass over the videos (shuffled per pass).
@@ -66,8 +78,9 @@ class _VideoStream(IterableDataset):
         src = self.source
         gen = torch.Generator().manual_seed(seed_of("augment", src.seed, self.start_step, reader, readers))
         buffer = min(MAX_DECODED_BUFFER, max(1, src.cfg.shuffle_buffer))
-        clips = shuffled(self.clips(reader, readers), buffer, random.Random(seed_of("buffer", src.seed, self.start_step, reader)))
-        buffers = BatchBuffers((self.batch_size, 3, src.frames, src.size, src.size), self.return_slots)
+        clips = shuffled(self.clips(reader, readers), buffer,
+                         random.Random(seed_of("buffer", src.seed, self.start_step, reader)))
+        buffers = BatchBuffers((self.batch_size, 3, src.frames, src.size, src.size), self.slots)
         while True:
             batch = buffers.new()
             for j in range(self.batch_size):
@@ -77,9 +90,11 @@ class _VideoStream(IterableDataset):
 
 
 class VideoClips:
-    """Clips of raw videos: `batches(...)` -> uint8 [B, 3, frames, size, size], endlessly, decoded on the fly."""
+    """Clips of raw videos: `batches(...)` -> uint8 [B, 3, frames, size, size], endlessly, decoded on the
+    fly."""
 
-    def __init__(self, inputs: list[str | os.PathLike], frames: int, size: int, seed: int = 0, cfg: DataConfig | None = None):
+    def __init__(self, inputs: list[str | os.PathLike], frames: int, size: int, seed: int = 0,
+                 cfg: DataConfig | None = None):
         self.source = ", ".join(map(str, inputs))
         self.frames, self.size, self.seed, self.cfg = frames, size, seed, cfg or DataConfig()
         self.videos = find_videos(inputs)
@@ -88,6 +103,8 @@ class VideoClips:
 
     def batches(self, start_step: int, batch_size: int, rank: int = 0, world_size: int = 1,
                 device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
-        """This rank's batches (CPU uint8, pinned for CUDA). Reproducible per (seed, start_step, rank, workers);
-        a resumed run starts a fresh stream seeded by its step rather than replaying the old one."""
-        yield from loader_batches(_VideoStream(self, start_step, rank, world_size, batch_size), self.cfg.workers, device)
+        """This rank's batches (CPU uint8, pinned for CUDA). Reproducible per (seed, start_step, rank,
+        workers); a resumed run starts a fresh stream seeded by its step rather than replaying the old one."""
+        slots = loader_slots(self.cfg.workers)
+        stream = _VideoStream(self, start_step, rank, world_size, batch_size, slots)
+        yield from loader_batches(stream, self.cfg.workers, device, slots)

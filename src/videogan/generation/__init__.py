@@ -1,1 +1,2 @@
-"""Making videos from a trained generator: loading one (a run, a checkpoint, a shipped model), sampling, animating images; the shipped models."""
+"""Making videos from a trained generator: loading one (a run, a checkpoint, a shipped model), sampling,
+animating images; the shipped models."""

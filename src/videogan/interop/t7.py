@@ -41,14 +41,15 @@ import torchfile
 from torch import nn
 from tqdm import tqdm
 
-from ..training.checkpoint import CheckpointError, list_checkpoints, save_checkpoint
 from ..config import Config, paper
 from ..media import file_sha256, write_json
 from ..models import ArchitectureError, Discriminator, TwoStreamGenerator
+from ..training.checkpoint import CheckpointError, list_checkpoints, save_checkpoint
 
 
 class T7Error(CheckpointError):
-    """A Torch7 file that cannot be converted; one line naming the file, what was expected and what was found."""
+    """A Torch7 file that cannot be converted; one line naming the file, what was expected and what was
+    found."""
 
 
 # ----------------------------------------------------------------------------- reading, checked
@@ -131,7 +132,8 @@ class _CheckedReader(torchfile.T7Reader):
         return storage
 
     def read_tensor(self, dtype) -> np.ndarray:
-        # torch7 generic/Tensor.c write: nDimension, sizes, strides, storageOffset + 1, then the storage object.
+        # torch7 generic/Tensor.c write: nDimension, sizes, strides, storageOffset + 1, then
+        # the storage object.
         ndim = self.read_int()
         size, stride = self.read_long_array(ndim), self.read_long_array(ndim)
         offset = self.read_long() - 1
@@ -153,7 +155,8 @@ class _CheckedReader(torchfile.T7Reader):
         if _overlapping(size, stride):
             raise _Corrupt(f"a tensor of size {size} whose strides {stride} reach some element twice "
                            "(an expanded or overlapping view, not stored values)")
-        return np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=[s * storage.itemsize for s in stride])
+        return np.lib.stride_tricks.as_strided(storage[offset:], shape=size,
+                                               strides=[s * storage.itemsize for s in stride])
 
 
 def _register_checked_handlers() -> None:
@@ -165,7 +168,8 @@ def _register_checked_handlers() -> None:
         for kind, dtype in kinds.items():
             if prefix == "torch." and kind == "":
                 continue
-            for what, method in (("Tensor", _CheckedReader.read_tensor), ("Storage", _CheckedReader.read_storage)):
+            for what, method in (("Tensor", _CheckedReader.read_tensor),
+                                 ("Storage", _CheckedReader.read_storage)):
                 name = f"{prefix}{kind}{what}".encode()
                 original = torchfile.type_handlers.get(name)
 
@@ -196,29 +200,33 @@ def read_t7(path: str | os.PathLike) -> Any:
         head = f.read(min(8, size))
         f.seek(0)
         if re.match(rb"^\d+\n", head):
-            raise T7Error(f"{path}: a Torch7 file in ASCII format; expected the binary format (torch.save's default)")
+            raise T7Error(f"{path}: a Torch7 file in ASCII format; expected the binary format (torch.save's "
+                          "default)")
         # torch7 File.lua: every file is one object, starting with its type code (0 nil ... 8 function).
         if len(head) < 4 or struct.unpack("i", head[:4])[0] not in range(9):
-            raise T7Error(f"{path}: not a Torch7 file: expected a serialized Torch object (type code 0-8 in the "
-                          f"first 4 bytes), found {_show(head)}")
+            raise T7Error(f"{path}: not a Torch7 file: expected a serialized Torch object (type code 0-8 in "
+                          f"the first 4 bytes), found {_show(head)}")
         try:
             return _CheckedReader(f).read_obj()
         except _Truncated:
             raise T7Error(f"{path}: truncated Torch7 file: it ends at byte {size} in the middle of an object "
                           "(expected more data; was the download cut short?)") from None
         except NotImplementedError as e:  # torchfile cannot read half-precision tensors
-            raise T7Error(f"{path}: {e}; expected float tensors (convert the model with :float() in Torch)") from None
+            raise T7Error(f"{path}: {e}; expected float tensors "
+                          "(convert the model with :float() in Torch)") from None
         except RecursionError:  # the reader recurses once per level of nesting
             raise T7Error(f"{path}: not a readable Torch7 file: found tables nested too deep to read at byte "
                           f"{f.tell()} (expected an nn module tree, a few levels deep)") from None
         except (_Corrupt, torchfile.T7ReaderException, UnicodeDecodeError, MemoryError, ValueError,
                 OverflowError, TypeError) as e:  # TypeError: a table keyed by a table torchfile made a list
-            raise T7Error(f"{path}: not a readable Torch7 file: found {e or type(e).__name__} at byte {f.tell()}") from None
+            raise T7Error(f"{path}: not a readable Torch7 file: found {e or type(e).__name__} at byte "
+                          f"{f.tell()}") from None
 
 
 # ----------------------------------------------------------------------------- the Torch module tree
 
-_SKIPPED = {"View", "L1Penalty", "Identity"}  # reshapes, and the mask's sparsity loss (identity going forward)
+# reshapes, and the mask's sparsity loss (identity going forward)
+_SKIPPED = {"View", "L1Penalty", "Identity"}
 
 # Bounds on what a file may claim, checked before anything is built. main.lua's nets nest modules 5 deep and
 # are at most 512 planes wide with kernels of 4: the bounds leave room for variants of them, not absurd ones.
@@ -240,7 +248,8 @@ class _Module:
 
     def __post_init__(self):
         if not isinstance(self.obj, torchfile.TorchObject) or not isinstance(self.obj._obj, dict):
-            found = type(self.obj).__name__ if not isinstance(self.obj, torchfile.TorchObject) else "a broken object"
+            found = (type(self.obj).__name__ if not isinstance(self.obj, torchfile.TorchObject)
+                     else "a broken object")
             raise T7Error(f"{self.src}: {self.path}: expected a Torch nn module, found {found}")
 
     @property
@@ -286,7 +295,8 @@ class _Module:
         if value is None or (isinstance(value, np.ndarray) and value.size == 0):
             return None
         if not isinstance(value, np.ndarray):
-            raise T7Error(f"{self.src}: {self}: field {name} should be a tensor, found {type(value).__name__}")
+            raise T7Error(f"{self.src}: {self}: field {name} should be a tensor, "
+                          f"found {type(value).__name__}")
         return value
 
     def children(self) -> list[_Module]:
@@ -366,12 +376,14 @@ class _ConvSpec:
     def __str__(self) -> str:
         x = lambda t: "x".join(map(str, t))  # noqa: E731
         adj = f", adj {x(self.output_padding)}" if any(self.output_padding) else ""
-        return f"{self.cin}->{self.cout}, kernel {x(self.kernel)}, stride {x(self.stride)}, padding {x(self.padding)}{adj}"
+        return (f"{self.cin}->{self.cout}, kernel {x(self.kernel)}, stride {x(self.stride)}, padding "
+                f"{x(self.padding)}{adj}")
 
 
 def _torch_conv(m: _Module) -> _ConvSpec:
-    """The geometry of a Torch (full) convolution from its per-axis fields: kT kH kW, dT.., padT.. (pT.. in the
-    early-2016 VolumetricFullConvolution), adjT..; absent strides, paddings and adjustments are Torch's defaults."""
+    """The geometry of a Torch (full) convolution from its per-axis fields: kT kH kW, dT.., padT..
+    (pT.. in the early-2016 VolumetricFullConvolution), adjT..; absent strides, paddings and adjustments are
+    Torch's defaults."""
     axes = ("T", "H", "W") if m.kind.startswith("Volumetric") else ("H", "W")
 
     def per_axis(prefixes: tuple[str, ...], low: int, default: int | None = None) -> tuple[int, ...]:
@@ -403,14 +415,16 @@ def conv_weight(m: _Module, spec: _ConvSpec, transposed: bool) -> torch.Tensor:
     """A Torch (full) convolution's weight in PyTorch's layout: Conv [out, in, (T,) H, W], ConvTranspose
     [in, out, (T,) H, W]. See the module docstring for where each layout comes from."""
     weight = m.tensor("weight")
-    old_layout = transposed and m.has("pT")  # the early-2016 VolumetricFullConvolution: [nOut, nIn, kT, kH, kW]
+    # the early-2016 VolumetricFullConvolution: [nOut, nIn, kT, kH, kW]
+    old_layout = transposed and m.has("pT")
     first, names = ((spec.cin, spec.cout), "nInputPlane x nOutputPlane") if transposed and not old_layout \
         else ((spec.cout, spec.cin), "nOutputPlane x nInputPlane")
     expected = (*first, *spec.kernel)
     if weight is None or tuple(weight.shape) != expected:
         found = "no weight" if weight is None else f"weight {_shape(weight.shape)}"
         k = "kT x kH x kW" if len(spec.kernel) == 3 else "kH x kW"
-        raise T7Error(f"{m.src}: {m}: expected a weight {_shape(expected)} ({names} x {k}) for {spec}, found {found}")
+        raise T7Error(f"{m.src}: {m}: expected a weight {_shape(expected)} ({names} x {k}) for {spec}, "
+                      f"found {found}")
     out = _as_torch(weight)
     return out.transpose(0, 1).contiguous() if old_layout else out
 
@@ -435,7 +449,8 @@ def batchnorm_state(m: _Module, ours: nn.modules.batchnorm._BatchNorm) -> dict[s
     n = ours.num_features
     eps = float(m.number("eps", default=1e-5))
     if abs(eps - ours.eps) > 1e-6 * ours.eps:
-        raise T7Error(f"{m.src}: {m}: expected BatchNorm eps {ours.eps:g} (what the model uses), found {eps:g}")
+        raise T7Error(f"{m.src}: {m}: expected BatchNorm eps {ours.eps:g} (what the model uses), found "
+                      f"{eps:g}")
     if m.has("running_var"):
         var = _vector(m, "running_var", n)
     elif m.has("running_std"):
@@ -461,7 +476,8 @@ _TORCH_KIND = {
 
 
 def _torch_kind(ours: nn.Module) -> str:
-    """The Torch class name of our layer (subclasses included, e.g. the faster ConvTranspose3d of models/upsample.py)."""
+    """The Torch class name of our layer (subclasses included, e.g. the faster ConvTranspose3d of
+    ops/upsample.py)."""
     return next(kind for cls, kind in _TORCH_KIND.items() if isinstance(ours, cls))
 
 
@@ -477,12 +493,15 @@ def layer_state(m: _Module, ours: nn.Module, name: str) -> dict[str, torch.Tenso
         if m.number("groups", default=1) != 1:
             raise T7Error(f"{m.src}: {m}: expected groups 1, found {_fmt(m.number('groups'))}")
         transposed = not isinstance(ours, nn.Conv3d)
-        return {"weight": conv_weight(m, spec, transposed), "bias": _vector(m, "bias", spec.cout, default=0.0)}
+        return {"weight": conv_weight(m, spec, transposed),
+                "bias": _vector(m, "bias", spec.cout, default=0.0)}
     if isinstance(ours, nn.modules.batchnorm._BatchNorm):
         return batchnorm_state(m, ours)
     if isinstance(ours, nn.LeakyReLU) and abs(m.number("negval", default=0.01) - ours.negative_slope) > 1e-9:
-        raise T7Error(f"{m.src}: {m}: expected negval {ours.negative_slope}, found {m.number('negval', default=0.01)}")
-    if isinstance(ours, nn.ReLU) and (m.number("threshold", default=0) != 0 or m.number("val", default=0) != 0):
+        raise T7Error(f"{m.src}: {m}: expected negval {ours.negative_slope}, found "
+                      f"{m.number('negval', default=0.01)}")
+    if isinstance(ours, nn.ReLU) and (m.number("threshold", default=0) != 0
+                                      or m.number("val", default=0) != 0):
         raise T7Error(f"{m.src}: {m}: expected a plain ReLU (threshold 0, value 0), found a threshold of "
                       f"{_fmt(m.number('threshold', default=0))} -> {_fmt(m.number('val', default=0))}")
     return {}
@@ -506,7 +525,8 @@ def _build_from_file(src: Path, what: str, build: Callable[[], nn.Module],
 
 
 def torch_layer(obj: Any, src: str | os.PathLike = "<layer>") -> nn.Module:
-    """One parsed Torch (full) convolution, of any kernel, stride and padding -> the equivalent PyTorch layer."""
+    """One parsed Torch (full) convolution, of any kernel, stride and padding -> the equivalent PyTorch
+    layer."""
     m = _Module(obj, "layer", Path(src))
     builders = {"VolumetricFullConvolution": nn.ConvTranspose3d, "SpatialFullConvolution": nn.ConvTranspose2d,
                 "VolumetricConvolution": nn.Conv3d}
@@ -522,12 +542,13 @@ def torch_layer(obj: Any, src: str | os.PathLike = "<layer>") -> nn.Module:
     return _build_from_file(m.src, f"a {m.kind} {spec}", build, lambda layer: layer_state(m, layer, m.kind))
 
 
-def sequence_state(src: Path, where: str, layers: list[_Module], ours: nn.Sequential, prefix: str) -> dict[str, torch.Tensor]:
+def sequence_state(src: Path, where: str, layers: list[_Module], ours: nn.Sequential,
+                   prefix: str) -> dict[str, torch.Tensor]:
     """Pair a Torch Sequential's layers (Views and the L1Penalty left out) with ours, one by one."""
     mine = list(ours)
     if len(layers) != len(mine):
-        raise T7Error(f"{src}: {where}: expected {len(mine)} layers ({_summary([_torch_kind(o) for o in mine])}), "
-                      f"found {len(layers)} ({_kinds(layers)})")
+        raise T7Error(f"{src}: {where}: expected {len(mine)} layers "
+                      f"({_summary([_torch_kind(o) for o in mine])}), found {len(layers)} ({_kinds(layers)})")
     state = {}
     for i, (m, o) in enumerate(zip(layers, mine, strict=True)):
         state.update({f"{prefix}.{i}.{k}": v for k, v in layer_state(m, o, f"{prefix}.{i}").items()})
@@ -557,10 +578,12 @@ def _heads(src: Path, video: _Module) -> tuple[list[_Module], _Module, _Module]:
         raise T7Error(f"{src}: {video}: expected it to end in a ConcatTable of the video and mask heads, "
                       f"found {_kinds(children[-1:])}")
     heads = children[-1].children()
-    by_kind = {kind: [h for h in heads if any(layer.kind == kind for layer in h.layers())] for kind in ("Tanh", "Sigmoid")}
-    if len(by_kind["Tanh"]) != 1 or len(by_kind["Sigmoid"]) != 1 or by_kind["Tanh"][0] is by_kind["Sigmoid"][0]:
-        raise T7Error(f"{src}: {children[-1]}: expected a video head ending in Tanh and a mask head ending in Sigmoid, "
-                      f"found [{_kinds(heads[0].layers())}] and [{_kinds(heads[1].layers())}]")
+    by_kind = {kind: [h for h in heads if any(layer.kind == kind for layer in h.layers())]
+               for kind in ("Tanh", "Sigmoid")}
+    if (len(by_kind["Tanh"]) != 1 or len(by_kind["Sigmoid"]) != 1
+        or by_kind["Tanh"][0] is by_kind["Sigmoid"][0]):
+        raise T7Error(f"{src}: {children[-1]}: expected a video head ending in Tanh and a mask head ending "
+                      f"in Sigmoid, found [{_kinds(heads[0].layers())}] and [{_kinds(heads[1].layers())}]")
     shared = [m for m in children[:-1] if m.kind not in _SKIPPED]
     return shared, by_kind["Tanh"][0], by_kind["Sigmoid"][0]
 
@@ -580,17 +603,20 @@ def _generator_config(src: Path, shared: list[_Module], video_head: _Module) -> 
                       f"{_MAX_CLIP} frames of {_MAX_CLIP}x{_MAX_CLIP}")
     cfg = paper()
     m = cfg.model
-    m.z_dim, m.g_width, m.channels, m.frames, m.size = specs[0].cin, specs[0].cout, specs[-1].cout, frames, height
+    m.z_dim, m.g_width, m.channels = specs[0].cin, specs[0].cout, specs[-1].cout
+    m.frames, m.size = frames, height
     return cfg
 
 
 def _check_composition(src: Path, top: _Module, frames: int, channels: int) -> None:
-    """The rest of main.lua's net: flatten {f, m, b}, then video = f .* m + b .* (1 - m), the same as compose()."""
+    """The rest of main.lua's net: flatten {f, m, b}, then video = f .* m + b .* (1 - m), the same as
+    compose()."""
     mods = top.children()
-    motion = (f"Sequential[ConcatTable[SelectTable(1),Sequential[SelectTable(2),Squeeze,Replicate({channels},2)]],"
+    motion = ("Sequential[ConcatTable[SelectTable(1),"
+              f"Sequential[SelectTable(2),Squeeze,Replicate({channels},2)]],CMulTable]")
+    static = (f"Sequential[ConcatTable[Sequential[SelectTable(3),Replicate({frames},3)],"
+              f"Sequential[SelectTable(2),Squeeze,MulConstant(-1),AddConstant(1),Replicate({channels},2)]],"
               "CMulTable]")
-    static = (f"Sequential[ConcatTable[Sequential[SelectTable(3),Replicate({frames},3)],Sequential[SelectTable(2),"
-              f"Squeeze,MulConstant(-1),AddConstant(1),Replicate({channels},2)]],CMulTable]")
     expected = ",".join(["FlattenTable", f"ConcatTable[{motion},{static}]", "CAddTable"])
     found = ",".join(_signature(m) for m in mods[1:])
     if found != expected:
@@ -601,7 +627,8 @@ def _check_composition(src: Path, top: _Module, frames: int, channels: int) -> N
 
 
 def convert_generator(obj: Any, src: str | os.PathLike) -> tuple[Config, TwoStreamGenerator]:
-    """main.lua's `net` (parsed) -> our config (shape read off the file) and a TwoStreamGenerator holding its weights."""
+    """main.lua's `net` (parsed) -> our config (shape read off the file) and a TwoStreamGenerator holding its
+    weights."""
     src = Path(src)
     top = _Module(obj, "net", src)
     mods = top.children()
@@ -610,12 +637,14 @@ def convert_generator(obj: Any, src: str | os.PathLike) -> tuple[Config, TwoStre
         hint = " (this looks like a discriminator: pass it with --discriminator)" \
             if mods and mods[0].kind == "VolumetricConvolution" else ""
         raise T7Error(f"{src}: expected the original generator (main.lua's net: a Sequential starting with a "
-                      f"ConcatTable of the video and static streams), found {top.typename} of {_kinds(mods)}{hint}")
+                      f"ConcatTable of the video and static streams), found {top.typename} of "
+                      f"{_kinds(mods)}{hint}")
     video = [s for s in streams if _contains(s, "VolumetricFullConvolution")]
     static = [s for s in streams if _contains(s, "SpatialFullConvolution")]
     if len(video) != 1 or len(static) != 1 or video[0] is static[0]:
-        raise T7Error(f"{src}: {mods[0]}: expected a video stream (VolumetricFullConvolution) and a static stream "
-                      f"(SpatialFullConvolution), found [{_kinds(streams[0].layers())}] and [{_kinds(streams[1].layers())}]")
+        raise T7Error(f"{src}: {mods[0]}: expected a video stream (VolumetricFullConvolution) and a static "
+                      f"stream (SpatialFullConvolution), found [{_kinds(streams[0].layers())}] and "
+                      f"[{_kinds(streams[1].layers())}]")
     video, static = video[0], static[0]
     shared, video_head, mask_head = _heads(src, video)
     cfg = _generator_config(src, shared, video_head)
@@ -642,7 +671,8 @@ def convert_generator(obj: Any, src: str | os.PathLike) -> tuple[Config, TwoStre
 # ----------------------------------------------------------------------------- discriminator
 
 def convert_discriminator(obj: Any, src: str | os.PathLike, cfg: Config) -> Discriminator:
-    """main.lua's `netD` (parsed) -> our Discriminator for the generator's clip shape; sets cfg's d_width, d_bn_eps.
+    """main.lua's `netD` (parsed) -> our Discriminator for the generator's clip shape; sets cfg's d_width,
+    d_bn_eps.
 
     main.lua trains netD with nn.CrossEntropyCriterion and real_label = 1, fake_label = 2: Lua's 1-based class
     indices, so its first logit means "real". Ours means "real" at index 1 (losses.REAL): the classifier's two
@@ -652,9 +682,10 @@ def convert_discriminator(obj: Any, src: str | os.PathLike, cfg: Config) -> Disc
     top = _Module(obj, "netD", src)
     layers = top.layers()
     if top.kind != "Sequential" or not layers or layers[0].kind != "VolumetricConvolution":
-        hint = " (this looks like a generator: pass it as NET.t7)" if layers and layers[0].kind == "ConcatTable" else ""
-        raise T7Error(f"{src}: expected the original discriminator (main.lua's netD: a Sequential starting with a "
-                      f"VolumetricConvolution), found {top.typename} of {_kinds(layers)}{hint}")
+        hint = (" (this looks like a generator: pass it as NET.t7)"
+                if layers and layers[0].kind == "ConcatTable" else "")
+        raise T7Error(f"{src}: expected the original discriminator (main.lua's netD: a Sequential starting "
+                      f"with a VolumetricConvolution), found {top.typename} of {_kinds(layers)}{hint}")
     norms = [m for m in layers if m.kind.endswith("BatchNormalization")]
     eps = {float(m.number("eps", default=1e-5)) for m in norms}
     if len(eps) > 1:
@@ -675,7 +706,8 @@ def convert_discriminator(obj: Any, src: str | os.PathLike, cfg: Config) -> Disc
     try:
         return _build_from_file(src, what, lambda: Discriminator(cfg.model), state_of)
     except ArchitectureError as e:
-        raise T7Error(f"{src}: width {cfg.model.d_width} does not fit videogan's discriminator: {e}") from None
+        raise T7Error(f"{src}: width {cfg.model.d_width} does not fit videogan's discriminator: "
+                      f"{e}") from None
 
 
 # ----------------------------------------------------------------------------- the run directory
@@ -690,11 +722,13 @@ class ImportResult:
 
 
 def _source(path: Path) -> dict[str, Any]:
-    return {"path": str(path.resolve()), "name": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    return {"path": str(path.resolve()), "name": path.name, "bytes": path.stat().st_size,
+            "sha256": file_sha256(path)}
 
 
 def iteration(path: Path) -> int:
-    """The training iteration main.lua wrote into the name (checkpoints/NAME/iter65000_net.t7 -> 65000), else 0."""
+    """The training iteration main.lua wrote into the name (checkpoints/NAME/iter65000_net.t7 -> 65000), else
+    0."""
     found = re.search(r"iter(\d+)_net", path.name)
     return int(found.group(1)) if found else 0
 
@@ -705,7 +739,8 @@ def import_t7(net: str | os.PathLike, out: str | os.PathLike, discriminator: str
     net, out = Path(net), Path(out)
     if list_checkpoints(out):
         raise T7Error(f"{out}: already holds checkpoints; choose another --out")
-    steps = tqdm(total=4 if discriminator else 3, desc="import-t7", unit="step", disable=not progress, dynamic_ncols=True)
+    steps = tqdm(total=4 if discriminator else 3, desc="import-t7", unit="step", disable=not progress,
+                 dynamic_ncols=True)
     with steps as bar:
         bar.set_postfix_str(f"reading {net.name}")
         cfg, generator = convert_generator(read_t7(net), net)
@@ -719,7 +754,8 @@ def import_t7(net: str | os.PathLike, out: str | os.PathLike, discriminator: str
         bar.set_postfix_str("hashing")
         sources = {"format": "torch7", "code": "https://github.com/cvondrick/videogan (main.lua)",
                    "generator": _source(net), "discriminator": _source(netd) if netd else None,
-                   "discriminator_labels": "the file's logit 1 (Lua label 1, real) is stored as our index 1 (losses.REAL)"}
+                   "discriminator_labels": "the file's logit 1 (Lua label 1, real) is stored as our index 1 "
+                                           "(losses.REAL)"}
         bar.update()
         bar.set_postfix_str("writing")
         step = iteration(net)

@@ -27,14 +27,16 @@ def _psd_sqrt(s: np.ndarray) -> np.ndarray:
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
 
-    Tr((S1 S2)^(1/2)) is computed as the sum of the square roots of the eigenvalues of the symmetric PSD matrix
-    S1^(1/2) S2 S1^(1/2) (it has the same eigenvalues as S1 S2). Unlike scipy's sqrtm of the non-symmetric
-    S1 S2 (the usual FID/FVD code), this needs no complex parts discarded and no diagonal offset, and stays
-    exact when the covariances are singular (fewer samples than feature dimensions) or ill-conditioned.
+    Tr((S1 S2)^(1/2)) is computed as the sum of the square roots of the eigenvalues of the symmetric PSD
+    matrix S1^(1/2) S2 S1^(1/2) (it has the same eigenvalues as S1 S2). Unlike scipy's sqrtm of the
+    non-symmetric S1 S2 (the usual FID/FVD code), this needs no complex parts discarded and no diagonal
+    offset, and stays exact when the covariances are singular (fewer samples than feature dimensions) or
+    ill-conditioned.
     """
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
-    assert mu1.shape == mu2.shape and sigma1.shape == sigma2.shape == (len(mu1), len(mu1)), "shapes do not match"
+    assert mu1.shape == mu2.shape and sigma1.shape == sigma2.shape == (len(mu1), len(mu1)), \
+        "shapes do not match"
     root1 = _psd_sqrt(sigma1)
     cross = np.linalg.eigvalsh(root1 @ sigma2 @ root1)
     trace_sqrt = np.sqrt(np.clip(cross, 0, None)).sum()
@@ -58,9 +60,11 @@ def kernel_distance(real: np.ndarray, fake: np.ndarray, degree: int = 3) -> floa
     is 0 for two samples of one distribution, so small negative values happen and are kept (clipping would
     bias it)."""
     x, y = np.asarray(real, np.float64), np.asarray(fake, np.float64)
-    assert x.ndim == y.ndim == 2 and x.shape[1] == y.shape[1] and len(x) >= 2 and len(y) >= 2, "bad feature shapes"
+    assert x.ndim == y.ndim == 2 and x.shape[1] == y.shape[1] and len(x) >= 2 and len(y) >= 2, \
+        "bad feature shapes"
     n, m = len(x), len(y)
-    kxx, kyy, kxy = polynomial_kernel(x, x, degree), polynomial_kernel(y, y, degree), polynomial_kernel(x, y, degree)
+    kxx, kyy = polynomial_kernel(x, x, degree), polynomial_kernel(y, y, degree)
+    kxy = polynomial_kernel(x, y, degree)
     within_x = (kxx.sum() - np.trace(kxx)) / (n * (n - 1))
     within_y = (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
     return float(within_x + within_y - 2 * kxy.mean())

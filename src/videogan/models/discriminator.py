@@ -1,12 +1,16 @@
 """The paper's discriminator: a 3-D conv net judging appearance and motion together."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from ..config import ModelConfig
 from .geometry import check_width, geometry
 from .init import init_weights
+
+if TYPE_CHECKING:  # annotations only: config imports the models' geometry rules to check a config
+    from ..config import ModelConfig
 
 
 def _down3d(cin: int, cout: int, time_stride: int) -> nn.Conv3d:
@@ -41,5 +45,6 @@ class Discriminator(nn.Module):
         init_weights(self)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        assert video.shape[1:] == self.clip_shape, f"D expects [B, {self.clip_shape}], got {list(video.shape)}"
+        assert video.shape[1:] == self.clip_shape, \
+            f"D expects [B, {self.clip_shape}], got {list(video.shape)}"
         return self.classifier(self.features(video)).flatten(1)  # [B, 2]

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import VideoGANError
 
-class ArchitectureError(ValueError):
+
+class ArchitectureError(VideoGANError, ValueError):
     """A clip shape or width the architecture cannot build; one line for the user."""
 
 

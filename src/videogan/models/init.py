@@ -1,5 +1,8 @@
-"""Weight initialisation of the original code (main.lua, `weights_init`), and an exact re-parametrisation for storage."""
+"""Weight initialisation of the original code (main.lua, `weights_init`), and an exact re-parametrisation for
+storage."""
 from __future__ import annotations
+
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -28,19 +31,21 @@ def fold_conv_bias_into_batchnorm(module: nn.Module) -> int:
     """For every (transposed) conv directly followed by a BatchNorm in an nn.Sequential: running_mean -= bias,
     bias = 0. Returns how many pairs were folded.
 
-    BatchNorm subtracts the mean of its input, so a per-channel bias before it changes nothing in training (the
-    batch mean moves with it) and, in evaluation, only through (bias - running_mean). Folding keeps the outputs in
-    both modes and the running-mean updates. Why it matters: the two are often nearly equal, and rounding each to
-    float16 separately loses their small difference (in a trained image encoder: 0.03 vs 0.03 around a standard
-    deviation of 0.004), which moved pixels of the layered image-to-video model by up to 10 of 255 levels.
+    BatchNorm subtracts the mean of its input, so a per-channel bias before it changes nothing in training
+    (the batch mean moves with it) and, in evaluation, only through (bias - running_mean). Folding keeps the
+    outputs in both modes and the running-mean updates. Why it matters: the two are often nearly equal, and
+    rounding each to float16 separately loses their small difference (in a trained image encoder: 0.03 vs 0.03
+    around a standard deviation of 0.004), which moved pixels of the layered image-to-video model by up to 10
+    of 255 levels.
     """
     folded = 0
     for sequence in module.modules():
         if not isinstance(sequence, nn.Sequential):
             continue
         layers = list(sequence)
-        for conv, norm in zip(layers, layers[1:]):
-            if isinstance(conv, _CONVS) and isinstance(norm, _NORMS) and conv.bias is not None and norm.running_mean is not None:
+        for conv, norm in pairwise(layers):
+            if (isinstance(conv, _CONVS) and isinstance(norm, _NORMS) and conv.bias is not None
+                and norm.running_mean is not None):
                 norm.running_mean -= conv.bias
                 conv.bias.zero_()
                 folded += 1

@@ -10,17 +10,15 @@ slices of cols into the output, each at its own offset and stride ("col2vol"; F.
 3-D has none). This is what Torch7's VolumetricFullConvolution did, batched: one GEMM for the whole batch.
 
 Why: oneDNN, PyTorch's CPU kernel for ConvTranspose3d, runs the paper generator's first upsampling (512 -> 256
-channels at 2x4x4, 32 voxels per clip) well below the matrix-multiply peak, its backward most of all (its weight
-gradient goes through an im2col GEMM). There the GEMM has a good shape (K = Cin = 512, M*N large), the overlap-add
-only moves a little memory, and the backward is three plain GEMMs (see benchmarks/RESULTS.md, "Faster transposed
-convolutions"). Where oneDNN does as well or better (the wider-voxel layers, the thin RGB and mask heads, where
-the cols buffer, 64 times the output, makes the GEMM path memory-bound) it stays in charge, as does cuDNN on
-GPUs: `use_gemm` is the rule.
+channels at 2x4x4, 32 voxels per clip) well below the matrix-multiply peak, its backward most of all
+(its weight gradient goes through an im2col GEMM). There the GEMM has a good shape (K = Cin = 512, M*N large),
+the overlap-add only moves a little memory, and the backward is three plain GEMMs
+(see benchmarks/RESULTS.md, "Faster transposed convolutions"). Where oneDNN does as well or better
+(the wider-voxel layers, the thin RGB and mask heads, where the cols buffer, 64 times the output, makes the
+GEMM path memory-bound) it stays in charge, as does cuDNN on GPUs: `use_gemm` is the rule.
 
-We also tried the phase rewrite of a kernel-4 stride-2 layer: 8 stride-1 convolutions with 2x2x2 sub-kernels,
-one per output phase, interleaved by a depth-to-space shuffle. Exact too, but oneDNN ran those small kernels
-slower than the stock layer on every generator shape (forward 1.3-4x, backward more than 10x on the heads), with or
-without channels-last layout or a grouped convolution, so it is not used.
+The phase rewrite (8 stride-1 convolutions with 2x2x2 sub-kernels and a depth-to-space shuffle) is exact too,
+but oneDNN ran it slower than the stock layer on every generator shape, so it is not used (RESULTS.md).
 
 The maths is unchanged: the same parameters (weight [Cin, Cout, kT, kH, kW], bias [Cout]) and the same sums,
 in a different order (float32 results agree to rounding; tests compare values and all gradients with the stock
@@ -33,13 +31,11 @@ from torch import nn
 
 Triple = tuple[int, int, int]
 
-# The shape rule (measured on a 2-core AMD EPYC Zen 3, torch 2.13, oneDNN 3.12; RESULTS.md): the GEMM path wins
-# for wide layers with few input voxels per clip (the paper's first upsampling, 512 -> 256 at 2x4x4 = 32 voxels).
-# On narrow ones (the tiny preset's 64 -> 32) the overlap-add's fixed cost, kT*kH*kW small tensor operations,
-# outweighs the GEMM's gain. Elsewhere oneDNN wins: on the thin heads (64 -> 3, 64 -> 1) the GEMM path is
-# memory-bound (its cols buffer is kT*kH*kW = 64 times the output). oneDNN runs the heads' forward faster on
-# channels-last activations, but converting layouts inside the layer cost as much as it saved in a full
-# step: train.channels_last (runtime.py) puts the whole model in that layout instead.
+# The shape rule, from CPU measurements (benchmarks/RESULTS.md, "Faster transposed convolutions"): the
+# GEMM path wins for wide layers with few input voxels per clip (the paper's first upsampling, 512 -> 256
+# at 2x4x4). On narrow ones (the tiny preset's 64 -> 32) the overlap-add's kT*kH*kW small operations cost
+# more than the GEMM saves, and on the thin heads (64 -> 3, 64 -> 1) its cols buffer, 64 times the
+# output, is memory-bound.
 GEMM_MAX_INPUT_VOXELS = 64
 GEMM_MIN_WEIGHTS = 1 << 16  # Cin * Cout
 
@@ -82,7 +78,8 @@ def col2vol(cols: torch.Tensor, n_out: Triple, stride: Triple, padding: Triple) 
     return out
 
 
-def vol2col(grad: torch.Tensor, n_in: Triple, kernel: Triple, stride: Triple, padding: Triple) -> torch.Tensor:
+def vol2col(grad: torch.Tensor, n_in: Triple, kernel: Triple, stride: Triple,
+            padding: Triple) -> torch.Tensor:
     """The adjoint of col2vol (its backward): gather every tap's output window.
     grad [C, B, T', H', W'] -> cols [C, kT, kH, kW, B, T, H, W]; taps that fall off the output read zeros."""
     C, B, *n_out = grad.shape
@@ -110,19 +107,22 @@ class _Col2Vol(torch.autograd.Function):
 def conv_transpose3d_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                           stride: Triple, padding: Triple) -> torch.Tensor:
     """F.conv_transpose3d(x, weight, bias, stride, padding) as GEMM + overlap-add (groups 1, dilation 1, no
-    output_padding). x [B, Cin, T, H, W], weight [Cin, Cout, kT, kH, kW] -> y [B, Cout, T', H', W'] (contiguous).
-    Differentiable by autograd in x, weight and bias."""
+    output_padding). x [B, Cin, T, H, W], weight [Cin, Cout, kT, kH, kW] -> y [B, Cout, T', H', W']
+    (contiguous). Differentiable by autograd in x, weight and bias."""
     B, cin, *n_in = x.shape
     _, cout, *kernel = weight.shape
-    assert x.ndim == 5 and weight.shape[0] == cin, f"x {list(x.shape)} does not fit weight {list(weight.shape)}"
+    assert x.ndim == 5 and weight.shape[0] == cin, \
+        f"x {list(x.shape)} does not fit weight {list(weight.shape)}"
     n_in, kernel = tuple(n_in), tuple(kernel)
     n_out = output_size(n_in, kernel, stride, padding)
-    # cols = W^T X with W^T a transposed view: BLAS reads it in place, and autograd's mm backward returns the weight
-    # gradient in the weight's own layout, so the (large) weight is never copied. X is the (small) input.
+    # cols = W^T X with W^T a transposed view: BLAS reads it in place, and autograd's mm backward
+    # returns the weight gradient in the weight's own layout, so the (large) weight is never copied. X
+    # is the (small) input.
     w_t = weight.reshape(cin, -1).t()  # [Cout*kT*kH*kW, Cin], a view
     x_cols = x.transpose(0, 1).reshape(cin, -1)  # [Cin, B*T*H*W]
     cols = (w_t @ x_cols).view(cout, *kernel, B, *n_in)  # [Cout, kT, kH, kW, B, T, H, W]
-    y = _Col2Vol.apply(cols, n_out, tuple(stride), tuple(padding)).transpose(0, 1)  # [B, Cout, T', H', W'], a view
+    # [B, Cout, T', H', W'], a view
+    y = _Col2Vol.apply(cols, n_out, tuple(stride), tuple(padding)).transpose(0, 1)
     y = y.contiguous()
     return y if bias is None else y + bias.view(1, -1, 1, 1, 1)
 
@@ -141,9 +141,10 @@ def _layout(x: torch.Tensor) -> torch.memory_format:
 
 
 class FastConvTranspose3d(nn.ConvTranspose3d):
-    """nn.ConvTranspose3d (same parameters, state_dict and maths) with the GEMM + overlap-add kernel where it is
-    faster. `impl`: "auto" (the `use_gemm` rule: CPU only), "gemm" (always, any device) or "stock" (PyTorch's
-    kernel). The output has the input's memory layout (contiguous or channels_last_3d), as with the stock layer."""
+    """nn.ConvTranspose3d (same parameters, state_dict and maths) with the GEMM + overlap-add kernel where it
+    is faster. `impl`: "auto" (the `use_gemm` rule: CPU only), "gemm" (always, any device) or "stock"
+    (PyTorch's kernel). The output has the input's memory layout (contiguous or channels_last_3d), as with the
+    stock layer."""
 
     def __init__(self, *args, impl: str = "auto", **kwargs):
         super().__init__(*args, **kwargs)

@@ -1,1 +1,2 @@
-"""The discriminator as a video representation: features for action recognition, linear probes and fine-tuning."""
+"""The discriminator as a video representation: features for action recognition, linear probes and
+fine-tuning."""

@@ -23,17 +23,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..training.checkpoint import CheckpointError, load_checkpoint, load_state_dict
 from ..config import ModelConfig
 from ..data.actions import ActionsConfig
 from ..data.decode import DataError
-from ..data.labeled import Example, LabeledData
+from ..data.labeled import Example, LabeledData, open_labeled
 from ..data.streaming import warn
-from ..training.ema import cumulative_batchnorm
-from ..media import atomic_path
+from ..media import atomic_path, to_model_range
 from ..models import Discriminator
 from ..models.geometry import geometry
-from ..training.loop import to_model_range
+from ..training.checkpoint import CheckpointError, load_checkpoint, load_state_dict
+from ..training.ema import cumulative_batchnorm
 
 BatchNormStats = Literal["data", "checkpoint"]
 
@@ -48,7 +47,8 @@ class LoadedD:
 
 def load_discriminator(init: str, model: ModelConfig | None = None, seed: int = 0) -> LoadedD:
     """D from a run directory or checkpoint folder (its architecture from the checkpoint), or `init="random"`:
-    a fresh D of architecture `model`, initialised as for GAN training (N(0, 0.01)) with torch seeded by `seed`."""
+    a fresh D of architecture `model`, initialised as for GAN training (N(0, 0.01)) with torch seeded by
+    `seed`."""
     if init == "random":
         if model is None:
             raise ValueError("a random discriminator needs a model config")
@@ -63,7 +63,8 @@ def load_discriminator(init: str, model: ModelConfig | None = None, seed: int = 
 
 
 def feature_shape(model: ModelConfig) -> tuple[int, int, int, int]:
-    """(C, t, 4, 4) of D's last hidden stage: C = d_width * 2^(stages - 1), t = the core frames (paper: 512, 2)."""
+    """(C, t, 4, 4) of D's last hidden stage: C = d_width * 2^(stages - 1), t = the core frames
+    (paper: 512, 2)."""
     geo = geometry(model.frames, model.size)
     return (model.d_width << (geo.stages - 1), geo.core_frames, 4, 4)
 
@@ -79,7 +80,8 @@ class ClipSplit:
 
 
 class _Clips(Dataset):
-    """Item i -> (i, clip or None, error message or None): a bad clip becomes a warning, never a dead worker."""
+    """Item i -> (i, clip or None, error message or None): a bad clip becomes a warning, never a dead
+    worker."""
 
     def __init__(self, data: LabeledData, examples: list[Example], split: str):
         self.data, self.examples, self.split = data, examples, split
@@ -108,12 +110,13 @@ def load_split(data: LabeledData, split: str, workers: int = 0, progress: bool =
     shape = (3, data.frames, data.size, data.size)
     need = len(examples) * math.prod(shape)
     if need > 0.6 * _memory_bytes():
-        raise DataError(f"{data.name}: the {split} split ({len(examples)} clips) needs {need / 1e9:.1f} GB in memory, "
-                        f"more than this machine can hold; use fewer frames or a smaller size")
+        raise DataError(f"{data.name}: the {split} split ({len(examples)} clips) needs {need / 1e9:.1f} GB "
+                        f"in memory, more than this machine can hold; use fewer frames or a smaller size")
     clips = torch.empty(len(examples), *shape, dtype=torch.uint8)
     ok = torch.zeros(len(examples), dtype=torch.bool)
     skipped = []
-    bar = tqdm(total=len(examples), desc=f"{split} clips", unit="clip", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(examples), desc=f"{split} clips", unit="clip", disable=not progress,
+               dynamic_ncols=True)
     if hasattr(data.loader, "load_many"):  # rendered data: batched, in this process
         for start in range(0, len(examples), 64):
             chunk = examples[start : start + 64]
@@ -131,7 +134,8 @@ def load_split(data: LabeledData, split: str, workers: int = 0, progress: bool =
             bar.update(1)
     bar.close()
     if not ok.any():
-        raise DataError(f"{data.name}: none of the {len(examples)} {split} clips could be read (see the warnings)")
+        raise DataError(f"{data.name}: none of the {len(examples)} {split} clips could be read (see the "
+                        "warnings)")
     keep = ok.nonzero().flatten()
     return ClipSplit(clips[keep], torch.tensor([examples[i].label for i in keep.tolist()], dtype=torch.long),
                      [examples[i].id for i in keep.tolist()], skipped)
@@ -140,12 +144,14 @@ def load_split(data: LabeledData, split: str, workers: int = 0, progress: bool =
 # ----------------------------------------------------------------------------- features
 
 @torch.no_grad()
-def recalibrate_batchnorm(d: Discriminator, clips: torch.Tensor, batch_size: int = 64, device: torch.device | str = "cpu") -> None:
+def recalibrate_batchnorm(d: Discriminator, clips: torch.Tensor, batch_size: int = 64,
+                          device: torch.device | str = "cpu") -> None:
     """Replace D's BatchNorm running statistics by their average over `clips` (no labels used).
 
     A GAN's D ends training with running statistics of a mix of real and generated batches (it sees them in
     separate passes), and a random D has none (mean 0, variance 1); both would scale the features arbitrarily
-    in eval mode. Re-estimating them on the data to be classified is the fix the EMA generator also gets here."""
+    in eval mode. Re-estimating them on the data to be classified is the fix the EMA generator also gets
+    here."""
     with cumulative_batchnorm(d) as norms:
         if not norms:
             return
@@ -160,7 +166,8 @@ def extract(d: Discriminator, clips: torch.Tensor, batch_size: int = 64, device:
     """D's last hidden map for each clip, in eval mode: float32 [N, C, t, 4, 4] (on the CPU)."""
     d.eval()
     out = []
-    for start in tqdm(range(0, len(clips), batch_size), desc="features", unit="batch", disable=not progress, dynamic_ncols=True):
+    for start in tqdm(range(0, len(clips), batch_size), desc="features", unit="batch", disable=not progress,
+                      dynamic_ncols=True):
         out.append(d.features(to_model_range(clips[start : start + batch_size], device)).float().cpu())
     return torch.cat(out)
 
@@ -181,14 +188,14 @@ def save_features(path: str | os.PathLike, features: torch.Tensor, labels: torch
 
 
 def features(init: str, data_spec: str, out: str | os.PathLike, batchnorm: BatchNormStats = "data",
-             split: int = 1, root: str | None = None, test_list: str | None = None, device: str | torch.device = "cpu",
-             workers: int = 0, batch_size: int = 64, progress: bool = True, actions: ActionsConfig | None = None) -> dict:
+             split: int = 1, root: str | None = None, test_list: str | None = None,
+             device: str | torch.device = "cpu", workers: int = 0, batch_size: int = 64,
+             progress: bool = True, actions: ActionsConfig | None = None) -> dict:
     """`videogan features`: D's features for every clip of both splits of `data_spec` -> `out` (.npz)."""
-    from ..data.labeled import open_labeled
-
     loaded = load_discriminator(init)
     m = loaded.model
-    data = open_labeled(data_spec, m.frames, m.size, split=split, root=root, test_list=test_list, actions=actions)
+    data = open_labeled(data_spec, m.frames, m.size, split=split, root=root, test_list=test_list,
+                        actions=actions)
     d = loaded.discriminator.to(device)
     splits = {name: load_split(data, name, workers, progress) for name in ("train", "test")}
     if batchnorm == "data":
@@ -201,5 +208,6 @@ def features(init: str, data_spec: str, out: str | os.PathLike, batchnorm: Batch
                   splits["train"].ids + splits["test"].ids, names, data.classes)
     return {"out": str(out), "checkpoint": loaded.source, "step": loaded.step, "data": data.name,
             "clips": len(feats), "train": len(splits["train"].ids), "test": len(splits["test"].ids),
-            "map_shape": list(feats.shape[1:]), "flat_dim": int(feats[0].numel()), "pooled_dim": int(feats.shape[1]),
-            "batchnorm": batchnorm, "skipped": splits["train"].skipped + splits["test"].skipped}
+            "map_shape": list(feats.shape[1:]), "flat_dim": int(feats[0].numel()),
+            "pooled_dim": int(feats.shape[1]), "batchnorm": batchnorm,
+            "skipped": splits["train"].skipped + splits["test"].skipped}

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..data.decode import DataError
+from ..media import write_json
 
 STUDY_VERSION = 1
 MANIFEST = "study.json"
@@ -74,8 +75,6 @@ class Study:
 
 
 def save_study(study: Study, path: Path) -> None:
-    from ..media import write_json
-
     write_json(path / MANIFEST, study.to_dict())
 
 
@@ -84,14 +83,17 @@ def load_study(path: str | Path) -> Study:
     root = Path(path)
     manifest = root / MANIFEST
     if not manifest.is_file():
-        raise DataError(f"{root}: not a study directory (no {MANIFEST}; make one with `videogan study create`)")
+        raise DataError(f"{root}: not a study directory (no {MANIFEST}; make one with `videogan study "
+                        "create`)")
     try:
         d = json.loads(manifest.read_text())
         if d.get("version") != STUDY_VERSION:
-            raise DataError(f"{manifest}: study version {d.get('version')!r}, this videogan reads {STUDY_VERSION}")
+            raise DataError(f"{manifest}: study version {d.get('version')!r}, this videogan reads "
+                            f"{STUDY_VERSION}")
         sides = {k: Side(**d[k]) for k in ("a", "b", "real")}
         pairs = [Pair(**p) for p in d["pairs"]]
-        rest = {k: d[k] for k in ("frames", "size", "upscale", "fps", "seed", "question", "version", "formats")}
+        rest = {k: d[k] for k in ("frames", "size", "upscale", "fps", "seed", "question", "version",
+                                  "formats")}
     except (json.JSONDecodeError, RecursionError, KeyError, TypeError) as e:
         raise DataError(f"{manifest}: unreadable study file ({type(e).__name__}: {e})") from None
     for p in pairs:

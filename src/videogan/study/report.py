@@ -46,7 +46,7 @@ class Share:
     ci95: list[float]  # [low, high]
 
     @classmethod
-    def of(cls, k: int, n: int) -> "Share":
+    def of(cls, k: int, n: int) -> Share:
         return cls(k, n, k / n if n else None, list(wilson_interval(k, n)))
 
 
@@ -71,8 +71,9 @@ def rater_counts(study: Study, answers: list[Answer], exclude_failed_catch: bool
         kinds = [study.pair(a.pair).kind for a in mine]
         failed = sum(k == "catch" and a.chosen == "broken" for a, k in zip(mine, kinds, strict=True))
         out.append(RaterCounts(rater=rater, answers=len(mine), ab_trials=kinds.count("ab"),
-                               chose_a=sum(a.chosen == "a" for a in mine), catch_trials=kinds.count("catch"), catch_failed=failed,
-                               median_ms=float(statistics.median(a.ms for a in mine)), excluded=exclude_failed_catch and failed > 0))
+                               chose_a=sum(a.chosen == "a" for a in mine), catch_trials=kinds.count("catch"),
+                               catch_failed=failed, median_ms=float(statistics.median(a.ms for a in mine)),
+                               excluded=exclude_failed_catch and failed > 0))
     return out
 
 
@@ -80,18 +81,21 @@ def summarize(study: Study, answers: list[Answer], exclude_failed_catch: bool = 
     """The numbers of the report, from the study and its answers."""
     for a in answers:
         if study.pair(a.pair) is None:
-            raise DataError(f"{study.root / DATABASE}: answer to pair {a.pair!r}, which this study does not have")
+            raise DataError(f"{study.root / DATABASE}: answer to pair {a.pair!r}, which this study does not "
+                            "have")
     raters = rater_counts(study, answers, exclude_failed_catch)
     excluded = {r.rater for r in raters if r.excluded}
     kept_ab = [a for a in answers if study.pair(a.pair).kind == "ab" and a.rater not in excluded]
     catch = [(a, study.pair(a.pair).broken) for a in answers if study.pair(a.pair).kind == "catch"]
-    by_kind = {kind: Share.of(sum(a.chosen == "broken" for a, k in catch if k == kind), sum(k == kind for _, k in catch))
+    by_kind = {kind: Share.of(sum(a.chosen == "broken" for a, k in catch if k == kind),
+                              sum(k == kind for _, k in catch))
                for kind in sorted({k for _, k in catch})}
     return {
         "question": study.question,
         "a": asdict(study.a), "b": asdict(study.b),
         "a_over_b": asdict(Share.of(sum(a.chosen == "a" for a in kept_ab), len(kept_ab))),
-        "catch_failure": asdict(Share.of(sum(a.chosen == "broken" for a, _ in catch), len(catch))),  # all raters
+        "catch_failure": asdict(Share.of(sum(a.chosen == "broken" for a, _ in catch),
+                                         len(catch))),  # all raters
         "catch_failure_by_kind": {k: asdict(v) for k, v in by_kind.items()},
         "raters": len(raters), "raters_failed_catch": sum(r.catch_failed > 0 for r in raters),
         "exclude_failed_catch": exclude_failed_catch, "excluded_raters": sorted(excluded),
@@ -113,8 +117,8 @@ def answer_rows(study: Study, answers: list[Answer], excluded: set[str]) -> list
     rows = []
     for a in answers:
         p = study.pair(a.pair)
-        rows.append([a.rater, a.pair, p.kind, p.broken, p.left_is, p.right_is, a.choice, a.chosen, a.ms, a.answered_at,
-                     int(a.rater in excluded)])
+        rows.append([a.rater, a.pair, p.kind, p.broken, p.left_is, p.right_is, a.choice, a.chosen, a.ms,
+                     a.answered_at, int(a.rater in excluded)])
     return rows
 
 
@@ -132,7 +136,8 @@ def percent(x: float | None) -> str:
 def draw_chart(summary: dict, path: Path) -> None:
     """A bar per row in the style of the paper's table ("percentage of trials ... preferred"): the share,
     its 95% interval as a whisker, chance (50%) as a dashed line; catch-trial failures in grey below."""
-    rows = [(f"{summary['a']['label']} preferred over {summary['b']['label']}", summary["a_over_b"], (70, 120, 180)),
+    rows = [(f"{summary['a']['label']} preferred over {summary['b']['label']}", summary["a_over_b"],
+             (70, 120, 180)),
             ("catch trials failed (broken clip preferred)", summary["catch_failure"], (150, 150, 150))]
     width, left, right, top, row_h = 760, 30, 30, 70, 90
     height = top + row_h * len(rows) + 40
@@ -140,14 +145,16 @@ def draw_chart(summary: dict, path: Path) -> None:
     draw = ImageDraw.Draw(image)
     title, text, small = _font(20), _font(16), _font(13)
     draw.text((left, 18), summary["question"], fill="black", font=title)
-    excluded = f", {len(summary['excluded_raters'])} excluded for failing a catch trial" if summary["exclude_failed_catch"] else ""
-    draw.text((left, 44), f"{summary['raters']} raters, {summary['answers']} answers{excluded}", fill=(90, 90, 90), font=small)
+    excluded = (f", {len(summary['excluded_raters'])} excluded for failing a catch trial"
+                if summary["exclude_failed_catch"] else "")
+    draw.text((left, 44), f"{summary['raters']} raters, {summary['answers']} answers{excluded}",
+              fill=(90, 90, 90), font=small)
     x0, x1 = left, width - right
     scale = lambda v: x0 + (x1 - x0) * v  # noqa: E731 (share -> x)
     for i, (label, s, colour) in enumerate(rows):
         y = top + i * row_h
-        draw.text((x0, y), f"{label}: {percent(s['share'])} [{percent(s['ci95'][0])}, {percent(s['ci95'][1])}], "
-                            f"{s['k']} of {s['n']}", fill="black", font=text)
+        draw.text((x0, y), f"{label}: {percent(s['share'])} [{percent(s['ci95'][0])}, "
+                           f"{percent(s['ci95'][1])}], {s['k']} of {s['n']}", fill="black", font=text)
         bar_top, bar_bottom = y + 28, y + 58
         draw.rectangle([x0, bar_top, x1, bar_bottom], outline=(200, 200, 200), fill=(245, 245, 245))
         if s["share"] is not None:
@@ -167,19 +174,23 @@ def draw_chart(summary: dict, path: Path) -> None:
 
 
 def report(study_dir: str | Path, out: str | Path | None = None, exclude_failed_catch: bool = False) -> dict:
-    """Write summary.json, answers.csv, raters.csv and chart.png to `out` (default STUDY/report/); return the summary."""
+    """Write summary.json, answers.csv, raters.csv and chart.png to `out` (default STUDY/report/); return the
+    summary."""
     study = load_study(study_dir)
     answers = read_answers(study.root / DATABASE)
     if not answers:
-        raise DataError(f"{study.root}: no answers yet (serve the study with `videogan study serve {study_dir}`)")
+        raise DataError(f"{study.root}: no answers yet (serve the study with `videogan study serve "
+                        f"{study_dir}`)")
     summary = summarize(study, answers, exclude_failed_catch)
     out = Path(out) if out is not None else study.root / "report"
     excluded = set(summary["excluded_raters"])
-    write_csv(out / "answers.csv", ["rater", "pair", "kind", "broken", "left_is", "right_is", "choice", "chosen", "ms",
-                                    "answered_at", "excluded"], answer_rows(study, answers, excluded))
+    write_csv(out / "answers.csv", ["rater", "pair", "kind", "broken", "left_is", "right_is", "choice",
+                                    "chosen", "ms", "answered_at", "excluded"],
+              answer_rows(study, answers, excluded))
     write_csv(out / "raters.csv", list(RaterCounts.__dataclass_fields__),
               [list(r.values()) for r in summary["per_rater"]])
     draw_chart(summary, out / "chart.png")
-    summary["files"] = {name: str(out / name) for name in ("summary.json", "answers.csv", "raters.csv", "chart.png")}
+    summary["files"] = {name: str(out / name) for name in ("summary.json", "answers.csv", "raters.csv",
+                                                           "chart.png")}
     write_json(out / "summary.json", summary)
     return summary

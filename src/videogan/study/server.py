@@ -1,8 +1,10 @@
 """`videogan study serve`: the study page and its small JSON API, on the standard library's HTTP server.
 
     GET  /                     the page (page.html: inline CSS and JS, nothing external)
-    GET  /api/next?rater=ID    {"question", "total", "answered", "pair": {"id", "left", "right"} or null when done}
-    POST /api/answer           {"rater", "pair", "choice": "left"|"right", "ms"} -> committed, then {"answered", "total"}
+    GET  /api/next?rater=ID    {"question", "total", "answered", "pair": {"id", "left", "right"}
+                               or null when done}
+    POST /api/answer           {"rater", "pair", "choice": "left"|"right", "ms"} -> committed,
+                               then {"answered", "total"}
     GET  /clips/NAME.webm|mp4  a clip of this study
 
 Only those paths exist: clip URLs are looked up in a table built from study.json, never joined onto a
@@ -38,8 +40,9 @@ ALLOWED_METHODS = "GET, HEAD, POST"
 CONTENT_TYPES = {"webm": "video/webm", "mp4": "video/mp4"}
 # The page may load nothing from elsewhere (the machine may be offline; raters' answers stay here).
 SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; media-src 'self'; "
-                               "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'",
+    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                               "media-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri "
+                               "'none'; form-action 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
@@ -141,12 +144,13 @@ class StudyServer(ThreadingHTTPServer):
         answered = self.store.answered(rater)
         pair = next_pair(self.study, rater, answered)
         shown = None if pair is None else {"id": pair.id, "left": pair.left, "right": pair.right}
-        return {"question": self.study.question, "formats": self.study.formats, "total": len(self.study.pairs),
-                "answered": len(answered), "pair": shown}
+        return {"question": self.study.question, "formats": self.study.formats,
+                "total": len(self.study.pairs), "answered": len(answered), "pair": shown}
 
     def answer(self, body: bytes) -> dict:
         rater, pair, choice, ms = parse_answer(body, self.study)
-        answered = self.store.answered(rater)  # a racing request for the same pair loses at the UNIQUE constraint
+        # a racing request for the same pair loses at the UNIQUE constraint
+        answered = self.store.answered(rater)
         if pair.id in answered:
             raise BadRequest(HTTPStatus.CONFLICT, f"pair {pair.id} is already answered by {rater}")
         expected = next_pair(self.study, rater, answered)
@@ -217,24 +221,29 @@ class StudyHandler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def send_file(self, path: Path) -> None:
-        """The whole file, or the one byte range asked for (media elements ask for ranges to seek and loop)."""
+        """The whole file, or the one byte range asked for (media elements ask for ranges to seek and
+        loop)."""
         data = path.read_bytes()
         content_type = CONTENT_TYPES[path.suffix[1:]]
         byte_range = self.headers.get("Range", "")
         if byte_range.startswith("bytes=") and "," not in byte_range:
             first, _, last = byte_range[6:].partition("-")
             try:
-                start, end = (int(first), int(last) if last else len(data) - 1) if first else (len(data) - int(last), len(data) - 1)
+                start, end = ((int(first), int(last) if last else len(data) - 1) if first
+                              else (len(data) - int(last), len(data) - 1))
             except ValueError:
                 start, end = -1, -1
             if not 0 <= start <= end or start >= len(data):
-                self.send(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, b"", content_type, {"Content-Range": f"bytes */{len(data)}"})
+                self.send(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, b"", content_type,
+                          {"Content-Range": f"bytes */{len(data)}"})
                 return
             end = min(end, len(data) - 1)
             self.send(HTTPStatus.PARTIAL_CONTENT, data[start : end + 1], content_type,
-                      {"Content-Range": f"bytes {start}-{end}/{len(data)}", "Accept-Ranges": "bytes", "Cache-Control": "max-age=3600"})
+                      {"Content-Range": f"bytes {start}-{end}/{len(data)}", "Accept-Ranges": "bytes",
+                       "Cache-Control": "max-age=3600"})
             return
-        self.send(HTTPStatus.OK, data, content_type, {"Accept-Ranges": "bytes", "Cache-Control": "max-age=3600"})
+        self.send(HTTPStatus.OK, data, content_type,
+                  {"Accept-Ranges": "bytes", "Cache-Control": "max-age=3600"})
 
     def do_POST(self) -> None:
         try:
@@ -250,8 +259,8 @@ class StudyHandler(BaseHTTPRequestHandler):
 
     def read_body(self) -> bytes:
         """The request body, refusing before reading it anything too large, unsized, or not JSON. Requiring
-        application/json also keeps other web sites out: a cross-origin JSON POST needs a CORS preflight, which
-        this server never grants."""
+        application/json also keeps other web sites out: a cross-origin JSON POST needs a CORS preflight,
+        which this server never grants."""
         try:
             if self.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
                 raise BadRequest(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "expected Content-Type: application/json")
@@ -274,7 +283,8 @@ def serve(study_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, quie
     """Serve until interrupted (Ctrl-C)."""
     server = StudyServer(study_dir, host, port, quiet=quiet)
     study = server.study
-    print(f"study: {len(study.pairs)} pairs, {study.a.label} against {study.b.label}; answers go to {study.root / DATABASE}")
+    print(f"study: {len(study.pairs)} pairs, {study.a.label} against {study.b.label}; answers go to "
+          f"{study.root / DATABASE}")
     print(f"open {server.url} (Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()

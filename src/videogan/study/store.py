@@ -16,7 +16,8 @@ from pathlib import Path
 from ..data.decode import DataError
 
 RATER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")  # what a rater id may be: no spaces, no markup
-BAD_RATER_ID = "bad rater id (1-64 letters, digits, _ . @ -)"  # the error for one that RATER_ID does not match
+# the error for one that RATER_ID does not match
+BAD_RATER_ID = "bad rater id (1-64 letters, digits, _ . @ -)"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -55,7 +56,8 @@ class AnswerStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.lock = threading.Lock()
-        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)  # explicit transactions
+        # explicit transactions
+        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA synchronous = FULL")
         self.db.executescript(SCHEMA)
 
@@ -64,7 +66,8 @@ class AnswerStore:
             return {row[0] for row in self.db.execute("SELECT pair FROM answers WHERE rater = ?", (rater,))}
 
     def add(self, answer: Answer) -> None:
-        """Insert and commit; DuplicateAnswer (and nothing written) if the rater answered this pair already."""
+        """Insert and commit; DuplicateAnswer (and nothing written) if the rater answered this pair
+        already."""
         answer = answer if answer.answered_at else replace(answer, answered_at=now_utc())
         with self.lock:
             try:
@@ -74,7 +77,8 @@ class AnswerStore:
             except sqlite3.IntegrityError as e:
                 self.db.execute("ROLLBACK")
                 if "UNIQUE" not in str(e):
-                    raise  # a CHECK: the server validates answers first, so this is a bug, not a rater's doing
+                    # a CHECK: the server validates answers first, so this is a bug, not a rater's doing
+                    raise
                 raise DuplicateAnswer(f"{answer.rater} already answered {answer.pair}") from None
             except BaseException:
                 if self.db.in_transaction:

@@ -32,6 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..config import Config, ConfigError, from_dict
+from ..errors import VideoGANError
 from ..media import durable_replace, fsync_path, umask_mode, write_json
 
 FORMAT_VERSION = 1
@@ -43,7 +44,7 @@ CHECKPOINT_FILES = frozenset({"checkpoint.json", "generator.safetensors", "gener
                               "discriminator.safetensors", "training_state.safetensors"})
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(VideoGANError, RuntimeError):
     """A missing, incomplete or corrupt checkpoint; the message names the path and the reason."""
 
 
@@ -86,9 +87,10 @@ class Checkpoint:
     meta: dict[str, Any]
 
 
-# ----------------------------------------------------------------------------- optimiser state <-> flat tensors
+# --------------------------------------------------------------------------- optimiser state <-> flat tensors
 
-def flatten_optimizer(prefix: str, state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def flatten_optimizer(prefix: str,
+                      state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split an optimiser state_dict into flat tensors (for safetensors) and JSON-able param groups."""
     tensors: dict[str, torch.Tensor] = {}
     for param_id, state in state_dict["state"].items():
@@ -98,7 +100,8 @@ def flatten_optimizer(prefix: str, state_dict: dict[str, Any]) -> tuple[dict[str
     return tensors, {"param_groups": state_dict["param_groups"]}
 
 
-def unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+def unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor],
+                        meta: dict[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, torch.Tensor]] = {}
     head = prefix + ".state."
     for key, value in tensors.items():
@@ -143,7 +146,8 @@ def save_checkpoint(
             if tensors is not None:
                 with writing(final / file_name):
                     save_file(_cpu(tensors), tmp / file_name)
-        meta = {"format_version": FORMAT_VERSION, "step": step, "config": config.to_dict(), "optimizers": opt_meta, **(extra or {})}
+        meta = {"format_version": FORMAT_VERSION, "step": step, "config": config.to_dict(),
+                "optimizers": opt_meta, **(extra or {})}
         with writing(final / "checkpoint.json"):
             # last: its presence marks a complete checkpoint
             write_json(tmp / "checkpoint.json", meta, sort_keys=True)
@@ -242,7 +246,8 @@ def resolve(path: str | os.PathLike) -> Path:
     return found[-1]
 
 
-def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; CheckpointError naming it when it is missing or corrupt."""
     if not path.is_file():
         raise CheckpointError(f"{path}: missing")
     try:
@@ -251,7 +256,7 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: corrupt safetensors file ({str(e).splitlines()[0]})") from None
 
 
-def _read_meta(ckpt_dir: Path) -> tuple[dict, int, Config]:
+def read_meta(ckpt_dir: Path) -> tuple[dict, int, Config]:
     """(checkpoint.json, step, config) of a checkpoint folder, checked."""
     meta_path = ckpt_dir / "checkpoint.json"
     try:
@@ -354,20 +359,21 @@ def _is_amount(value: Any) -> bool:
 
 def checkpoint_config(path: str | os.PathLike) -> Config:
     """The config of a run's latest checkpoint (or of a checkpoint folder), without loading any weights."""
-    return _read_meta(resolve(path))[2]
+    return read_meta(resolve(path))[2]
 
 
 def load_checkpoint(path: str | os.PathLike, generator_only: bool = False) -> Checkpoint:
     ckpt_dir = resolve(path)
-    meta, step, config = _read_meta(ckpt_dir)
+    meta, step, config = read_meta(ckpt_dir)
     return Checkpoint(
         path=ckpt_dir,
         step=step,
         config=config,
-        generator=_load_tensors(ckpt_dir / "generator.safetensors"),
-        generator_ema=_load_tensors(ema) if (ema := ckpt_dir / "generator_ema.safetensors").exists() else None,
-        discriminator=None if generator_only or not (d := ckpt_dir / "discriminator.safetensors").exists() else _load_tensors(d),
-        training_state=None if generator_only else _load_tensors(ckpt_dir / "training_state.safetensors"),
+        generator=load_tensors(ckpt_dir / "generator.safetensors"),
+        generator_ema=load_tensors(ema) if (ema := ckpt_dir / "generator_ema.safetensors").exists() else None,
+        discriminator=(None if generator_only or not (d := ckpt_dir / "discriminator.safetensors").exists()
+                       else load_tensors(d)),
+        training_state=None if generator_only else load_tensors(ckpt_dir / "training_state.safetensors"),
         meta=meta,
     )
 
@@ -378,7 +384,8 @@ def load_state_dict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], s
         module.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
         first = " ".join(str(e).split())[:300]
-        raise CheckpointError(f"{source}: weights do not fit the model in its checkpoint.json ({first})") from None
+        raise CheckpointError(f"{source}: weights do not fit the model in its checkpoint.json "
+                              f"({first})") from None
 
 
 # ----------------------------------------------------------------------------- the whole training state
@@ -429,9 +436,10 @@ def write_best(run_dir: str | os.PathLike, record: dict) -> None:
 
 
 def _keep_kernel_choice(opt: torch.optim.Optimizer, saved: dict[str, Any]) -> dict[str, Any]:
-    """`saved` with this optimiser's kernel flags (fused, foreach): load_state_dict would otherwise bring back those
-    of the run that wrote it (runs from before the fused Adam would resume on the slower per-op kernel)."""
-    for group, current in zip(saved["param_groups"], opt.param_groups):
+    """`saved` with this optimiser's kernel flags (fused, foreach): load_state_dict would otherwise bring back
+    those of the run that wrote it (runs from before the fused Adam would resume on the slower per-op
+    kernel)."""
+    for group, current in zip(saved["param_groups"], opt.param_groups, strict=False):
         group.update({key: current[key] for key in ("fused", "foreach") if key in current})
     return saved
 
@@ -442,18 +450,20 @@ def restore_training_state(run_dir: str | os.PathLike, config: Config, state: Tr
     if ckpt.config.model != config.model:
         raise CheckpointError(f"{ckpt.path}: resume cannot change the model section of the config")
     if ckpt.discriminator is None or not ckpt.meta.get("optimizers"):
-        raise CheckpointError(f"{ckpt.path}: holds no discriminator or no optimiser state (an imported model?); "
-                              "training cannot resume from it")
+        raise CheckpointError(f"{ckpt.path}: holds no discriminator or no optimiser state "
+                              "(an imported model?); training cannot resume from it")
     load_state_dict(state.generator, ckpt.generator, ckpt.path / "generator.safetensors")
     load_state_dict(state.discriminator, ckpt.discriminator, ckpt.path / "discriminator.safetensors")
     if state.generator_ema is not None:
         if ckpt.generator_ema is None:
-            raise CheckpointError(f"{ckpt.path}: generator_ema.safetensors missing (was train.ema_decay 0 then?)")
+            raise CheckpointError(f"{ckpt.path}: generator_ema.safetensors missing "
+                                  "(was train.ema_decay 0 then?)")
         load_state_dict(state.generator_ema, ckpt.generator_ema, ckpt.path / "generator_ema.safetensors")
     tensors, meta = ckpt.training_state, ckpt.meta
     try:
         for opt, name in ((state.opt_g, "generator"), (state.opt_d, "discriminator")):
-            opt.load_state_dict(_keep_kernel_choice(opt, unflatten_optimizer(f"optimizer.{name}", tensors, meta["optimizers"][name])))
+            opt.load_state_dict(_keep_kernel_choice(opt, unflatten_optimizer(f"optimizer.{name}", tensors,
+                                                                             meta["optimizers"][name])))
         torch.set_rng_state(tensors["rng.torch"])
     except (KeyError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{ckpt.path}: training state does not fit this run ({e})") from None

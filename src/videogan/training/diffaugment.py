@@ -11,8 +11,8 @@ move.
     augment = ClipAugment.parse("color,translation,cutout")
     d_input = augment(clips, generator)   # [B, C, T, H, W] in [-1, 1] -> same shape; differentiable in clips
 
-The random draws come from the given torch.Generator, which the training loop seeds from (seed, rank, step), so a
-resumed run augments exactly as an uninterrupted one.
+The random draws come from the given torch.Generator, which the training loop seeds from (seed, rank, step),
+so a resumed run augments exactly as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -21,9 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError
+from ..config import augment_transforms
 
-TRANSFORMS = ("color", "translation", "cutout")
 TRANSLATION_RATIO = 0.125  # the largest shift, as a fraction of the frame side (DiffAugment's default)
 CUTOUT_RATIO = 0.5  # the cut-out square's side, as a fraction of the frame side (DiffAugment's default)
 
@@ -35,8 +34,8 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator, like: 
 
 
 def color(clips: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Per clip: brightness + U(-0.5, 0.5), saturation x U(0, 2), contrast x U(0.5, 1.5) (DiffAugment's ranges for
-    [-1, 1] images). [B, C, T, H, W] -> same."""
+    """Per clip: brightness + U(-0.5, 0.5), saturation x U(0, 2), contrast x U(0.5, 1.5) (DiffAugment's ranges
+    for [-1, 1] images). [B, C, T, H, W] -> same."""
     b = clips.shape[0]
     clips = clips + _uniform(b, -0.5, 0.5, generator, clips)
     grey = clips.mean(dim=1, keepdim=True)
@@ -45,9 +44,10 @@ def color(clips: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return (clips - mean) * _uniform(b, 0.5, 1.5, generator, clips) + mean
 
 
-def translation(clips: torch.Tensor, generator: torch.Generator, ratio: float = TRANSLATION_RATIO) -> torch.Tensor:
-    """Per clip: shift every frame by the same whole number of pixels, up to `ratio` of the side in each direction,
-    filling with zeros (mid-grey). [B, C, T, H, W] -> same."""
+def translation(clips: torch.Tensor, generator: torch.Generator,
+                ratio: float = TRANSLATION_RATIO) -> torch.Tensor:
+    """Per clip: shift every frame by the same whole number of pixels, up to `ratio` of the side in each
+    direction, filling with zeros (mid-grey). [B, C, T, H, W] -> same."""
     b, _, _, h, w = clips.shape
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
     dy = torch.randint(-sh, sh + 1, (b, 1), generator=generator).to(clips.device)
@@ -79,18 +79,16 @@ _FUNCTIONS = {"color": color, "translation": translation, "cutout": cutout}
 
 @dataclass(frozen=True)
 class ClipAugment:
-    """The transformations named in train.augment, applied in DiffAugment's order (color, translation, cutout)."""
+    """The transformations named in train.augment, applied in DiffAugment's order (color, translation,
+    cutout)."""
 
     transforms: tuple[str, ...]
 
     @classmethod
     def parse(cls, policy: str) -> ClipAugment | None:
         """"color,translation,cutout" (any subset, any order) -> ClipAugment; "" -> None (no augmentation)."""
-        names = [n.strip() for n in policy.split(",") if n.strip()]
-        unknown = sorted(set(names) - set(TRANSFORMS))
-        if unknown:
-            raise ConfigError(f"train.augment: unknown {', '.join(unknown)}; choose from {', '.join(TRANSFORMS)}")
-        return cls(tuple(t for t in TRANSFORMS if t in names)) if names else None
+        transforms = augment_transforms(policy)  # ConfigError naming an unknown one
+        return cls(transforms) if transforms else None
 
     def __call__(self, clips: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         assert clips.ndim == 5, f"expected clips [B, C, T, H, W], got {list(clips.shape)}"
@@ -100,6 +98,7 @@ class ClipAugment:
 
 
 def augment_generator(seed: int, rank: int, step: int) -> torch.Generator:
-    """The CPU generator of one rank's augmentations at one step, a pure function of (seed, rank, step) (like the
-    training noise, but a different stream)."""
-    return torch.Generator().manual_seed((seed * 998_244_353 + rank * 65_537 + step * 1_000_033 + 7) % (2**63))
+    """The CPU generator of one rank's augmentations at one step, a pure function of (seed, rank, step) (like
+    the training noise, but a different stream)."""
+    return torch.Generator().manual_seed((seed * 998_244_353 + rank * 65_537 + step * 1_000_033 + 7)
+                                         % (2**63))

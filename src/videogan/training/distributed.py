@@ -43,13 +43,13 @@ class DistributedContext:
         return module.no_sync() if isinstance(module, nn.parallel.DistributedDataParallel) else nullcontext()
 
     def sync_if(self, module: nn.Module, sync: bool):
-        """All-reduce `module`'s gradients in the backward passes run inside this context only if `sync` (gradient
-        accumulation: the micro-batches before the last add up locally)."""
+        """All-reduce `module`'s gradients in the backward passes run inside this context only if `sync`
+        (gradient accumulation: the micro-batches before the last add up locally)."""
         return nullcontext() if sync else self.no_sync(module)
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
-        """Average a tensor over ranks (for logging), returned on the tensor's own device. The all-reduce runs on
-        this rank's device: NCCL takes no CPU tensors."""
+        """Average a tensor over ranks (for logging), returned on the tensor's own device. The all-reduce runs
+        on this rank's device: NCCL takes no CPU tensors."""
         if self.enabled:
             reduced = value.to(self.device, copy=True)
             dist.all_reduce(reduced)
@@ -62,6 +62,9 @@ class DistributedContext:
 
     def close(self) -> None:
         if self.enabled and dist.is_initialized():
+            # All ranks tear down together: a rank that closes its sockets while a peer's gloo thread still
+            # reads from them makes that peer abort (SIGABRT, "Connection closed by peer").
+            dist.barrier()
             dist.destroy_process_group()
 
 

@@ -31,7 +31,8 @@ def ema_decay_at(step: int, decay: float) -> float:
 def cumulative_batchnorm(module: nn.Module) -> Iterator[list[_BatchNorm]]:
     """Inside the block, `module` is in training mode and each of its BatchNorms starts from fresh running
     statistics (mean 0, variance 1) accumulated as the exact average over the batches run (momentum None).
-    Yields those BatchNorms (empty: nothing to re-estimate); on exit their momenta and the module's mode are restored."""
+    Yields those BatchNorms (empty: nothing to re-estimate); on exit their momenta and the module's mode are
+    restored."""
     norms = [m for m in module.modules() if isinstance(m, _BatchNorm)]
     was_training = module.training
     momenta = [m.momentum for m in norms]
@@ -48,7 +49,8 @@ def cumulative_batchnorm(module: nn.Module) -> Iterator[list[_BatchNorm]]:
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(generator: nn.Module, batches: int = 16, batch_size: int = 16, seed: int = 0) -> None:
+def recalibrate_batchnorm(generator: nn.Module, batches: int = 16, batch_size: int = 16,
+                          seed: int = 0) -> None:
     """Set every BatchNorm's running statistics to the exact average over `batches` batches of G(z),
     z ~ N(0, 1) from a fixed seed (deterministic: a resumed run recalibrates identically)."""
     with cumulative_batchnorm(generator) as norms:

@@ -9,9 +9,9 @@ import json
 import math
 import os
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -22,15 +22,18 @@ def check_options(tc: TrainConfig, ctx: DistributedContext) -> None:
     What holds on any run (ranges, rules between fields) is config.validate's, which `tc` has passed."""
     local = tc.batch_size // max(ctx.world_size, 1)
     if local % tc.grad_accumulation:
-        raise ConfigError(f"train.batch_size {tc.batch_size} over {ctx.world_size} process(es) gives {local} clips per "
-                          f"rank, not divisible into train.grad_accumulation {tc.grad_accumulation} micro-batches")
+        raise ConfigError(f"train.batch_size {tc.batch_size} over {ctx.world_size} process(es) gives {local} "
+                          "clips per rank, not divisible into train.grad_accumulation "
+                          f"{tc.grad_accumulation} micro-batches")
     if tc.sync_batchnorm and ctx.enabled and ctx.device.type != "cuda":
         # torch.nn.SyncBatchNorm only synchronises GPU tensors (it raises on CPU inputs).
-        raise ConfigError("train.sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm does not run on CPU)")
+        raise ConfigError("train.sync_batchnorm needs CUDA devices "
+                          "(PyTorch's SyncBatchNorm does not run on CPU)")
 
 
 def configure_backends(tc: TrainConfig, device: torch.device) -> None:
-    """TF32 for fp32 matmuls and cuDNN convolutions on Ampere+ GPUs (~10 mantissa bits, as in most GAN codebases)."""
+    """TF32 for fp32 matmuls and cuDNN convolutions on Ampere+ GPUs (~10 mantissa bits, as in most GAN
+    codebases)."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = tc.tf32
         torch.backends.cudnn.allow_tf32 = tc.tf32
@@ -39,21 +42,22 @@ def configure_backends(tc: TrainConfig, device: torch.device) -> None:
 
 def adam(params, lr: float, tc: TrainConfig) -> torch.optim.Adam:
     """The paper's optimiser (Adam, beta1 0.5) with PyTorch's fused kernel: one pass over each parameter's
-    tensors instead of a dozen elementwise ops (the paper step's Adam updates: 144 ms -> 30 ms on 2 CPU cores).
+    tensors instead of a dozen elementwise ops (benchmarks/RESULTS.md, "the fused Adam kernel").
     Same maths; the values agree with the per-op version to float rounding (tests/test_runtime.py)."""
     return torch.optim.Adam(params, lr=lr, betas=(tc.beta1, tc.beta2), fused=True)
 
 
 def autocast(tc: TrainConfig, device: torch.device):
-    """The forward passes' precision: bf16 autocast (weights, gradients and optimiser stay fp32) or plain fp32."""
+    """The forward passes' precision: bf16 autocast (weights, gradients and optimiser stay fp32) or plain
+    fp32."""
     if tc.precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
 
 
 def to_channels_last(module: nn.Module) -> nn.Module:
-    """5-D weights to channels_last_3d, 4-D ones to channels_last, in place. Convolutions then produce activations
-    in the same layout, which lets oneDNN / cuDNN skip layout conversions between layers."""
+    """5-D weights to channels_last_3d, 4-D ones to channels_last, in place. Convolutions then produce
+    activations in the same layout, which lets oneDNN / cuDNN skip layout conversions between layers."""
     for p in module.parameters():
         if p.dim() == 5:
             p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
@@ -69,9 +73,10 @@ def clip_layout(tc: TrainConfig) -> torch.memory_format:
 
 def prepare_networks(generator: nn.Module, discriminator: nn.Module, tc: TrainConfig,
                      ctx: DistributedContext) -> tuple[nn.Module, nn.Module]:
-    """(G, D) as the training step calls them. May be called after the optimisers are built and a checkpoint is
-    restored: channels_last replaces the parameters' storage, but the nn.Parameter objects (the optimisers'
-    references) stay the same, and SyncBatchNorm takes over the BatchNorm layers' own parameters and buffers."""
+    """(G, D) as the training step calls them. May be called after the optimisers are built and a checkpoint
+    is restored: channels_last replaces the parameters' storage, but the nn.Parameter objects (the optimisers'
+    references) stay the same, and SyncBatchNorm takes over the BatchNorm layers' own parameters and
+    buffers."""
     nets = []
     for module in (generator, discriminator):
         if tc.channels_last:

@@ -1,9 +1,10 @@
-"""Pretrained models shipped inside the package: `videogan generate --pretrained NAME` works right after install.
+"""Pretrained models shipped inside the package: `videogan generate --pretrained NAME` works right after
+install.
 
-    from videogan import pretrained
-    pretrained.names()                       # ['pedestrians', 'synthetic', 'synthetic-animate']
-    loaded = pretrained.load("synthetic")    # the LoadedGenerator that sample.load_generator returns
-    pretrained.card("synthetic")             # model.json: data, preset, steps, training time, FVD/KVD, command
+    from videogan.generation import loading, pretrained
+    pretrained.names()                      # ['pedestrians', 'synthetic', 'synthetic-animate']
+    loading.load_pretrained("synthetic")    # its LoadedGenerator (videogan.generation.loading)
+    pretrained.card("synthetic")            # model.json: data, preset, steps, training time, FVD/KVD, command
 
 Each model is a folder next to this file:
 - generator.safetensors: G's EMA weights (float tensors stored as float16, BatchNorm's counters as int64),
@@ -13,7 +14,7 @@ Each model is a folder next to this file:
 - reference.safetensors: uint8 clips the float32 weights gave before export (tests compare the float16 ones);
 - examples/*.png (image-to-video models): input images for `videogan animate --pretrained NAME`.
 All of them are written by `python tools/export_pretrained.py NAME`. Everywhere a run directory is accepted by
-the sampling commands, "pretrained:NAME" names a shipped model (sample.load_generator, evaluate --fake).
+the sampling commands, "pretrained:NAME" names a shipped model (loading.load_generator, evaluate --fake).
 """
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ WEIGHTS_FILE = "generator.safetensors"
 CARD_FILE = "model.json"
 REFERENCE_FILE = "reference.safetensors"
 EXAMPLES_DIR = "examples"
-REQUIRED = ("name", "kind", "description", "can", "cannot", "data", "preset", "config", "steps", "training_seconds",
-            "machine", "date", "fvd", "fvd_check", "command", "bytes", "weights", "storage")
+REQUIRED = ("name", "kind", "description", "can", "cannot", "data", "preset", "config", "steps",
+            "training_seconds", "machine", "date", "fvd", "fvd_check", "command", "bytes", "weights",
+            "storage")
 
 
 def names() -> list[str]:
@@ -73,10 +75,10 @@ def card(name: str) -> dict[str, Any]:
 
 def config(name: str) -> Config:
     """The resolved training config of model `name` (as a run's config.json)."""
-    return _config(name, card(name))
+    return card_config(name, card(name))
 
 
-def _config(name: str, info: dict[str, Any]) -> Config:
+def card_config(name: str, info: dict[str, Any]) -> Config:
     """config() from the card `info` of model `name`, already read (and its folder checked) by card()."""
     try:
         return from_dict(info["config"])
@@ -94,36 +96,20 @@ def examples(name: str) -> list[Path]:
     return sorted((folder(name) / EXAMPLES_DIR).glob("*.png"))
 
 
-def load(name: str, device: str | torch.device = "cpu", weights: str | None = None):
-    """Model `name` -> sample.LoadedGenerator (generator in eval mode, float32, on `device`).
-
-    Only one set of weights ships (model.json "weights", the EMA where the run kept one); asking for the other
-    is an error rather than a silent substitute."""
-    from ...training.checkpoint import _load_tensors, load_state_dict
-    from ...models import build_generator
-    from ..sample import LoadedGenerator
-
-    info = card(name)  # checks the name: ROOT / name is its folder
-    if weights is not None and weights != info["weights"]:
-        raise ConfigError(f"pretrained model {name!r} ships only its {info['weights']} weights, not {weights}")
-    cfg = _config(name, info)
-    path = ROOT / name / WEIGHTS_FILE
-    generator = build_generator(cfg.model)
-    load_state_dict(generator, upcast(_load_tensors(path)), path)  # fp16 -> fp32
-    return LoadedGenerator(generator.to(device).eval(), cfg, int(info["steps"]), ROOT / name, info["weights"])
-
-
 def summary(name: str) -> dict[str, Any]:
     """One row of `videogan pretrained`: what a user needs to choose a model."""
     info = card(name)
-    fvd = info["fvd"] or {"fvd": None, "kvd": None, "metric": None, "real": None}  # None: the export stopped before FVD
+    # None: the export stopped before FVD
+    fvd = info["fvd"] or {"fvd": None, "kvd": None, "metric": None, "real": None}
     return {
-        "name": name, "kind": info["kind"], "description": info["description"], "data": info["data"]["description"],
-        "preset": info["preset"], "clip_shape": _config(name, info).clip_shape, "steps": info["steps"],
+        "name": name, "kind": info["kind"], "description": info["description"],
+        "data": info["data"]["description"], "preset": info["preset"],
+        "clip_shape": card_config(name, info).clip_shape, "steps": info["steps"],
         "training_seconds": info["training_seconds"], "machine": info["machine"], "date": info["date"],
         "fvd": fvd["fvd"], "kvd": fvd["kvd"], "metric": fvd["metric"], "fvd_real": fvd["real"],
         "bytes": info["bytes"], "command": info["command"], "can": info["can"], "cannot": info["cannot"],
-        "prepare": info["data"].get("prepare", ""),  # the command that made the training data, where not built in
+        # the command that made the training data, where not built in
+        "prepare": info["data"].get("prepare", ""),
     }
 
 
@@ -133,12 +119,14 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         c, t, h, w = r["clip_shape"]
         blocks.append("\n".join([
-            f"{r['name']}  ({r['kind']}, preset {r['preset']}, {t} frames of {h}x{w}, {r['bytes'] / 1e6:.2f} MB)",
+            f"{r['name']}  ({r['kind']}, preset {r['preset']}, {t} frames of {h}x{w}, "
+            f"{r['bytes'] / 1e6:.2f} MB)",
             f"  {r['description']}",
             f"  data:     {r['data']}",
-            f"  training: {r['steps']} steps, {r['training_seconds'] / 60:.0f} min on {r['machine']}, {r['date']}",
-            f"  quality:  {r['metric']} {r['fvd']:.0f}, KVD {r['kvd']:.0f} against {r['fvd_real']}" if r["fvd"] is not None
-            else "  quality:  not measured (the export stopped before FVD)",
+            f"  training: {r['steps']} steps, {r['training_seconds'] / 60:.0f} min on {r['machine']}, "
+            f"{r['date']}",
+            f"  quality:  {r['metric']} {r['fvd']:.0f}, KVD {r['kvd']:.0f} against {r['fvd_real']}"
+            if r["fvd"] is not None else "  quality:  not measured (the export stopped before FVD)",
             f"  can:      {r['can']}",
             f"  cannot:   {r['cannot']}",
             *([f"  prepare:  {r['prepare']}"] if r["prepare"] else []),
