@@ -53,8 +53,11 @@ from sample_data import sample_videos_dir  # noqa: E402
 
 DOCS = REPO / "docs"  # where the README's images live
 # OpenCV's sample video (samples/data/vtest.avi), found as the tests find it: $VIDEOGAN_SAMPLE_VIDEOS or
-# ../shared/data/videos.
+# ../shared/data/videos. The card shows a placeholder in its place, never one machine's absolute path.
 VTEST = str(sample_videos_dir() / "vtest.avi")
+VTEST_SHOWN = "path/to/vtest.avi"
+VTEST_SOURCE = ("OpenCV's sample video samples/data/vtest.avi (in Debian's opencv-doc 4.6.0 and OpenCV's "
+                "source tree; Apache-2.0 / BSD-3-Clause)")
 LADDER_NUM = 96  # the quality ladder's N (benchmarks/RESULTS.md)
 CHECK_NUM = 8  # the small N tests/test_pretrained.py recomputes
 REFERENCE_CLIPS = 2  # float32 reference clips kept for the float16 test
@@ -71,15 +74,24 @@ class Recipe:
     can: str
     cannot: str
     real: str = ""  # FVD's real data (default: data)
-    prepare: tuple[str, ...] = ()  # the command that makes `data`, where it is not built in
+    # the command that makes `data`, where it is not built in, as the card shows it
+    prepare: tuple[str, ...] = ()
+    # (placeholder in the prepare command, this machine's file, where a user gets it)
+    inputs: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def fvd_real(self) -> str:
         return self.real or self.data
 
+    @property
+    def prepare_argv(self) -> tuple[str, ...]:
+        """The prepare command as it runs here: each placeholder replaced by this machine's file."""
+        files = {shown: here for shown, here, _ in self.inputs}
+        return tuple(files.get(arg, arg) for arg in self.prepare)
 
-PREPARE_VTEST = ("videogan", "prepare", VTEST, "--out", "runs/data-vtest-32", "--size", "32", "--frames",
-                 "16", "--stride", "4", "--quality", "95", "--clips-per-shard", "98")
+
+PREPARE_VTEST = ("videogan", "prepare", VTEST_SHOWN, "--out", "runs/data-vtest-32", "--size", "32",
+                 "--frames", "16", "--stride", "4", "--quality", "95", "--clips-per-shard", "98")
 
 RECIPES = {
     "synthetic": Recipe(
@@ -95,7 +107,7 @@ RECIPES = {
     "pedestrians": Recipe(
         run="runs/pretrained-pedestrians", data="runs/data-vtest-32",
         real="runs/data-vtest-32/clips-000000.tar",
-        prepare=PREPARE_VTEST,
+        prepare=PREPARE_VTEST, inputs=((VTEST_SHOWN, VTEST, VTEST_SOURCE),),
         data_description="195 stabilised 16-frame 32x32 clips of OpenCV's vtest.avi (static camera above a "
                          "walkway beside a lawn, people walking)",
         description="two-stream video GAN: noise -> 16 frames of 32x32 of the vtest.avi walkway "
@@ -150,8 +162,8 @@ def train_command(cfg: Config, out: str, steps: int, preset_name: str) -> list[s
 
 def run_train(recipe: Recipe, cfg_command: list[str]) -> None:
     if recipe.prepare and not Path(recipe.data).exists():
-        print("+", shlex.join(recipe.prepare), flush=True)
-        subprocess.run([sys.executable, "-m", "videogan", *recipe.prepare[1:]], check=True, cwd=REPO)
+        print("+", shlex.join(recipe.prepare_argv), flush=True)
+        subprocess.run([sys.executable, "-m", "videogan", *recipe.prepare_argv[1:]], check=True, cwd=REPO)
     args = cfg_command[2:]
     if (REPO / recipe.run / "checkpoints").is_dir():  # continue (and extend) the run with its own config
         args = ["--out", recipe.run, "--resume", "--steps", args[args.index("--steps") + 1]]
@@ -299,7 +311,7 @@ def main() -> None:
     os.chdir(REPO)  # the recipes' paths are relative to the repository
 
     if recipe.prepare:
-        print("data:", shlex.join(recipe.prepare), flush=True)
+        print("data:", shlex.join(recipe.prepare_argv), flush=True)
     if args.remeasure:
         remeasure(args.name, recipe, args.num)
         return
@@ -320,7 +332,9 @@ def main() -> None:
         "machine": f"{os.cpu_count()} cores {cpu_name()}, torch {torch.__version__}",
         "date": fields["date"], "weights": fields["weights"], "exported_from": fields["checkpoint"],
         "data": {"source": recipe.data, "description": recipe.data_description,
-                 "prepare": shlex.join(recipe.prepare) or None},
+                 "prepare": shlex.join(recipe.prepare) or None,
+                 # where a user gets each file the prepare command names
+                 **({"inputs": {shown: src for shown, _, src in recipe.inputs}} if recipe.inputs else {})},
         "command": command, "export_command": f"python tools/export_pretrained.py {args.name}",
         "fvd": None, "fvd_check": None,
         "bytes": (folder / pretrained.WEIGHTS_FILE).stat().st_size, "storage": fields["storage"],
@@ -343,7 +357,8 @@ def remeasure(name: str, recipe: Recipe, num: int) -> None:
     now (for data re-prepared with newer code, or an I3D/evaluate change); the previous values are kept under
     "fvd_history"."""
     if recipe.prepare and not Path(recipe.fvd_real).exists():
-        raise SystemExit(f"{recipe.fvd_real}: not found; make it first with: {shlex.join(recipe.prepare)}")
+        raise SystemExit(f"{recipe.fvd_real}: not found; make it first with: "
+                         f"{shlex.join(recipe.prepare_argv)}")
     card = pretrained.card(name)
     fvd, check = measure_recorded(name, recipe.fvd_real, card["clip_shape"][-1], num)
     card["fvd_history"] = [*card.get("fvd_history", []),
