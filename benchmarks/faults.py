@@ -457,7 +457,7 @@ def compare_prepared(out: Path, ref: Path) -> list[tuple[str, bool, str]]:
         found.append(("manifest.json differs", True, ""))
     if report_entries(out) != report_entries(ref):
         found.append(("report.json differs", False, ""))
-    expected = {"manifest.json", "report.json", *ref_tars}
+    expected = {p.name for p in ref.iterdir()}  # the shards, manifest, report and each partition's files
     if left := leftovers(out, lambda n: n in expected):
         found.append(("temporary files left behind", False, ", ".join(left)))
     return found
@@ -830,12 +830,12 @@ class Corruption:
 
 
 CORRUPTIONS = [
-    Corruption("truncated tar", {"clips-000003.tar": "truncate"}, True, 0),
-    Corruption("flipped JPEG bytes", {"clips-000003.tar": "flip"}, True, 0),
-    Corruption("early end-of-image", {"clips-000003.tar": "eoi"}, True, 0),
-    Corruption("zero-byte tar beside good ones", {"clips-000099.tar": "empty"}, True, 0),
-    Corruption("a zero-byte tar alone", {"clips-000000.tar": "empty"}, False, 2),
-    Corruption("garbage named .tar alone", {"clips-000000.tar": "garbage"}, False, 2),
+    Corruption("truncated tar", {"clips-p00000-000003.tar": "truncate"}, True, 0),
+    Corruption("flipped JPEG bytes", {"clips-p00000-000003.tar": "flip"}, True, 0),
+    Corruption("early end-of-image", {"clips-p00000-000003.tar": "eoi"}, True, 0),
+    Corruption("zero-byte tar beside good ones", {"clips-p00000-000099.tar": "empty"}, True, 0),
+    Corruption("a zero-byte tar alone", {"clips-p00000-000000.tar": "empty"}, False, 2),
+    Corruption("garbage named .tar alone", {"clips-p00000-000000.tar": "garbage"}, False, 2),
     Corruption("every JPEG flipped", {"*": "flip"}, False, 2),
 ]
 

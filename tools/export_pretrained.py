@@ -91,7 +91,8 @@ class Recipe:
 
 
 PREPARE_VTEST = ("videogan", "prepare", VTEST_SHOWN, "--out", "runs/data-vtest-32", "--size", "32",
-                 "--frames", "16", "--stride", "4", "--quality", "95", "--clips-per-shard", "98")
+                 "--frames", "16", "--stride", "4", "--quality", "95", "--clips-per-shard", "98",
+                 "--features", "sift")  # the stabiliser of its clips (the default until 2026-12-06)
 
 RECIPES = {
     "synthetic": Recipe(
@@ -106,7 +107,7 @@ RECIPES = {
                "stretch or split in two along their path; checkerboard texture inside some objects"),
     "pedestrians": Recipe(
         run="runs/pretrained-pedestrians", data="runs/data-vtest-32",
-        real="runs/data-vtest-32/clips-000000.tar",
+        real="runs/data-vtest-32/clips-p00000-000000.tar",
         prepare=PREPARE_VTEST, inputs=((VTEST_SHOWN, VTEST, VTEST_SOURCE),),
         data_description="195 stabilised 16-frame 32x32 clips of OpenCV's vtest.avi (static camera above a "
                          "walkway beside a lawn, people walking)",

@@ -190,18 +190,29 @@ def cmd_pretrained(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from .data.prepare import PrepareConfig, prepare
+    from .data.decode import DataError
+    from .data.prepare import PrepareConfig, finalize, parse_partition, prepare
     from .data.stabilize import StabilizeSettings
 
-    cfg = PrepareConfig(size=args.size, frames=args.frames, stride=args.stride or 0, fps=args.fps or 0.0,
-                        stabilize=args.stabilize, min_motion=args.min_motion, lossless=args.lossless,
-                        quality=args.quality, clips_per_shard=args.clips_per_shard,
-                        stabilization=StabilizeSettings(method=args.features))
-    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
-    s = prepare(args.inputs, args.out, cfg, workers=workers, progress=not args.quiet)
+    if args.finalize is not None:
+        if args.inputs or args.out or args.partition:
+            raise DataError("prepare --finalize OUT takes no INPUT, --out or --partition")
+        args.out = args.finalize
+        s = finalize(args.finalize)
+    elif not args.inputs or not args.out:
+        raise DataError("prepare: give INPUT... and --out (or --finalize OUT)")
+    else:
+        cfg = PrepareConfig(size=args.size, frames=args.frames, stride=args.stride or 0, fps=args.fps or 0.0,
+                            stabilize=args.stabilize, min_motion=args.min_motion, lossless=args.lossless,
+                            quality=args.quality, clips_per_shard=args.clips_per_shard,
+                            stabilization=StabilizeSettings(method=args.features))
+        workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+        partition = parse_partition(args.partition) if args.partition else None
+        s = prepare(args.inputs, args.out, cfg, workers=workers, progress=not args.quiet, partition=partition)
     if not args.quiet:
         done = "already complete: " if s.already_complete else ""
-        print(f"{done}{s.videos_ok} videos ok, {s.videos_skipped} skipped; "
+        part = f"partition {s.partition}: " if s.partition else ""
+        print(f"{part}{done}{s.videos_ok} videos ok, {s.videos_skipped} skipped; "
               f"{s.clips_written} clips in {s.shards} shards; "
               f"dropped {s.clips_dropped_unstable} by stabilisation, {s.clips_dropped_static} as static; "
               f"{s.frames_per_second:.0f} frames/s (details: {Path(args.out) / 'report.json'})",
@@ -500,9 +511,15 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare",
                        help="videos -> stabilised clips in WebDataset shards (resumes when re-run)")
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="video files, folders (searched recursively) or .txt lists of paths")
-    p.add_argument("--out", required=True, help="output folder: clips-NNNNNN.tar, manifest.json, report.json")
+    p.add_argument("--out", help="output folder: clips-pIIIII-NNNNNN.tar, manifest.json, report.json")
+    p.add_argument("--partition", metavar="I/N",
+                   help="prepare only partition I of N (0 <= I < N) of the sorted inputs, e.g. one Slurm "
+                        "array task each; then `prepare --finalize OUT` once all are done")
+    p.add_argument("--finalize", metavar="OUT",
+                   help="check that every partition in OUT is complete, then write its manifest.json and "
+                        "the merged report.json (names any missing partition)")
     p.add_argument("--size", type=_positive_int, default=64, help="output frame size (square), default 64")
     p.add_argument("--frames", type=_positive_int, default=32, help="frames per clip, default 32")
     p.add_argument("--stride", type=_positive_int,
@@ -511,9 +528,10 @@ def make_parser() -> argparse.ArgumentParser:
                    help="resample every video to this frame rate first (default: keep)")
     p.add_argument("--stabilize", action=argparse.BooleanOptionalAction, default=True,
                    help="remove camera motion with a RANSAC homography per frame (default: on)")
-    p.add_argument("--features", choices=["sift", "orb"], default="sift",
-                   help="features matched for stabilisation: "
-                        "sift (default; the paper's, most accurate) or orb (~5x faster)")
+    p.add_argument("--features", choices=["lk", "sift", "orb"], default="lk",
+                   help="how stabilisation follows the background: lk (default; corners tracked by "
+                        "pyramidal Lucas-Kanade, ~6x faster than sift, as accurate), sift (the paper's "
+                        "matched features) or orb (matched, less accurate)")
     p.add_argument("--min-motion", type=_non_negative_float, default=0.0,
                    help="drop clips whose mean |frame difference| (0-255) is below this "
                         "(default 0: keep all)")

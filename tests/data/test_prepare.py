@@ -178,7 +178,7 @@ def test_a_resumed_run_removes_what_a_killed_one_was_writing(make_video, tmp_pat
     real_write = prepare_module.write_shard
 
     def interrupted_at_the_third_shard(path, samples):
-        if path.name == "clips-000002.tar":
+        if path.name == "clips-p00000-000002.tar":
             raise KeyboardInterrupt
         return real_write(path, samples)
 
@@ -186,10 +186,10 @@ def test_a_resumed_run_removes_what_a_killed_one_was_writing(make_video, tmp_pat
     with pytest.raises(KeyboardInterrupt):
         prepare(videos, out, cfg, progress=False)
     # Killed outright (SIGKILL, power cut) mid-shard, it would also leave the temporary files it was writing.
-    leftovers = [out / ".clips-000002.x8k2m1q9.tar", out / "..prepare-state.a1b2c3d4.json"]
-    leftovers[0].write_bytes((out / "clips-000001.tar").read_bytes()[:3000])
+    leftovers = [out / ".clips-p00000-000002.x8k2m1q9.tar", out / "..prepare-state-p00000.a1b2c3d4.json"]
+    leftovers[0].write_bytes((out / "clips-p00000-000001.tar").read_bytes()[:3000])
     leftovers[1].write_text('{"shards": 1')
-    assert resolve_shards(str(out)) == [str(out / "clips-000000.tar"), str(out / "clips-000001.tar")]
+    assert resolve_shards(str(out)) == [str(out / f"clips-p00000-00000{i}.tar") for i in range(2)]
     monkeypatch.setattr(prepare_module, "write_shard", real_write)
     assert prepare(videos, out, cfg, progress=False).resumed
     assert not any(path.exists() for path in leftovers)
@@ -229,10 +229,10 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_same_command_resumes(ma
     capsys.readouterr()
     assert main(command(out)) == 2
     assert capsys.readouterr().err == (
-        f"videogan: error: {out / 'clips-000002.tar'}: cannot write (No space left on device); the 2 shards "
-        "written before are kept: run the same command again to resume once that is fixed\n")
+        f"videogan: error: {out / 'clips-p00000-000002.tar'}: cannot write (No space left on device); "
+        "the 2 shards written before are kept: run the same command again to resume once that is fixed\n")
     # Nothing of the third shard is left, not even its temporary file.
-    assert sorted(os.listdir(out)) == [STATE_FILE, "clips-000000.tar", "clips-000001.tar"]
+    assert sorted(os.listdir(out)) == [STATE_FILE, "clips-p00000-000000.tar", "clips-p00000-000001.tar"]
 
     monkeypatch.setattr(prepare_module, "write_shard", real_write)
     real_write_json = prepare_module.write_json
@@ -264,7 +264,9 @@ def test_every_output_is_renamed_into_place_durably(make_video, tmp_path, monkey
     monkeypatch.setattr(media, "durable_replace", recorded)
     monkeypatch.setattr(prepare_module, "fsync_path", synced.append)
     prepare([make_video("a.mp4", count=32)], tmp_path / "new" / "out", PrepareConfig(**FAST), progress=False)
-    assert replaced == {"clips-000000.tar", "clips-000001.tar", STATE_FILE, "report.json", "manifest.json"}
+    # each partition's shards, state, report and completion marker, then the data set's report and manifest
+    assert replaced == {"clips-p00000-000000.tar", "clips-p00000-000001.tar", STATE_FILE,
+                        "report-p00000.json", "done-p00000.json", "report.json", "manifest.json"}
     assert synced == [tmp_path / "new"]  # the new output folder's own entry
 
 

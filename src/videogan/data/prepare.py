@@ -11,11 +11,19 @@ window is dropped and counted, and every input gets a line in report.json. Shard
 atomically and durably in input order, and a state file records how far the output got, so re-running
 the same command after a crash, Ctrl-C or a full disk resumes and produces exactly what an uninterrupted
 run does.
+
+The sorted inputs split into N partitions (round robin, a function of the list and N alone); each writes
+its own shards (clips-pIIIII-NNNNNN.tar), state, report and, last, a completion marker, so partitions run
+at once on different machines (`--partition I/N`) without a coordinator, and `finalize` then writes the
+data set's manifest and merged report. Sample keys are the video's place in the whole sorted list and the
+clip's number in the video, so the clips are the same, byte for byte, however the work was split. A plain
+run is partition 0 of 1 and its finalisation.
 """
 from __future__ import annotations
 
 import ctypes
 import dataclasses
+import hashlib
 import itertools
 import json
 import multiprocessing
@@ -37,12 +45,12 @@ from tqdm import tqdm
 from ..media import fsync_path, write_json
 from ..version import __version__
 from .decode import DataError, VideoDecodeError, iter_timed_frames, resample, videos_in
-from .shards import encode_clip, write_shard
+from .shards import MANIFEST, encode_clip, write_shard
 from .shots import CutDetector
 from .stabilize import MotionEstimator, StabilizeSettings, stabilize_clip
 
-FORMAT_VERSION = 1
-STATE_FILE = ".prepare-state.json"
+FORMAT_VERSION = 2  # 2: shards named by partition; inputs sorted, recorded as a count and digest
+IDENTITY = ("format_version", "config", "inputs", "inputs_sha256", "partitions")  # see _identity
 
 
 @dataclass(frozen=True)
@@ -321,6 +329,7 @@ class PrepareSummary:
     seconds: float
     resumed: bool = False
     already_complete: bool = False
+    partition: str | None = None  # "I/N" for one partition's run, None for a whole preparation
 
     @property
     def frames_per_second(self) -> float:
@@ -333,19 +342,88 @@ class PrepareSummary:
         return d
 
 
-def shard_name(number: int) -> str:
-    return f"clips-{number:06d}.tar"
+# Recorded counts: what a finished partition's marker and the manifest keep of a summary.
+_COUNTS = tuple(f.name for f in dataclasses.fields(PrepareSummary)
+                if f.name not in ("out", "resumed", "already_complete", "partition"))
+MAX_PARTITIONS = 99999  # five digits in the names
 
 
-# How media.atomic_path names the temporary file of each output while writing it: `.STEM.XXXXXXXX.SUFFIX`.
-TEMPORARY_PATTERNS = tuple(f".{Path(name).stem}.*{Path(name).suffix}"
-                           for name in ("clips-*.tar", STATE_FILE, "manifest.json", "report.json"))
+def shard_name(partition: int, number: int) -> str:
+    """Shards are named by partition, so that partitions running at once on different machines never write
+    the same name, and a finished partition's shards never change when others are added."""
+    return f"clips-p{partition:05d}-{number:06d}.tar"
 
 
-def remove_temporary_files(out: Path) -> list[Path]:
-    """Delete the temporary files a killed run left in `out` (it had no chance to): hidden, so readers already
-    pass them by, but each may hold most of a shard. Returns what was removed."""
-    stale = sorted({path for pattern in TEMPORARY_PATTERNS for path in out.glob(pattern) if path.is_file()})
+def state_name(partition: int) -> str:
+    return f".prepare-state-p{partition:05d}.json"
+
+
+def report_name(partition: int) -> str:
+    return f"report-p{partition:05d}.json"
+
+
+def marker_name(partition: int) -> str:
+    """The completion marker, written last by a partition: its shards, counts and identity."""
+    return f"done-p{partition:05d}.json"
+
+
+STATE_FILE = state_name(0)  # the state file of a plain run (partition 0 of 1)
+
+
+def parse_partition(text: str) -> tuple[int, int]:
+    """"I/N" -> (I, N), 0 <= I < N; DataError in one line otherwise."""
+    index, slash, count = text.partition("/")
+    try:
+        if not slash:
+            raise ValueError
+        i, n = int(index), int(count)
+    except ValueError:
+        raise DataError(f"prepare: --partition must be I/N (e.g. 3/8), got {text!r}") from None
+    if not 1 <= n <= MAX_PARTITIONS or not 0 <= i < n:
+        raise DataError(f"prepare: --partition {text}: need 0 <= I < N <= {MAX_PARTITIONS}")
+    return i, n
+
+
+def partition_members(videos: int, partition: int, count: int) -> range:
+    """The positions in the sorted input list that partition `partition` of `count` prepares: every
+    count-th, from its own index. A function of the list and N alone, so every machine computes the same
+    split; round robin rather than blocks, so that a folder of long videos sorted together is shared."""
+    return range(partition, videos, count)
+
+
+def sorted_inputs(inputs: list[str | os.PathLike]) -> tuple[list[Path], list[dict]]:
+    """`list_inputs`, sorted by path: the order of the arguments (a shell's glob on each node, a listing
+    of object storage) must not change the split or the sample keys."""
+    videos, missing = list_inputs(inputs)
+    return sorted(videos, key=str), missing
+
+
+def _identity(cfg: PrepareConfig, videos: list[Path], partitions: int) -> dict:
+    """What makes two runs the same preparation (JSON round-tripped, so it compares equal to a saved one).
+    The inputs as a count and a digest: every partition's marker carries it, and the list may be millions
+    long (the paths themselves are in the reports)."""
+    listing = "\n".join(map(str, videos)).encode()
+    return json.loads(json.dumps({"format_version": FORMAT_VERSION, "config": cfg.to_dict(),
+                                  "inputs": len(videos), "inputs_sha256": hashlib.sha256(listing).hexdigest(),
+                                  "partitions": partitions}))
+
+
+def _temporary_patterns(names: tuple[str, ...]) -> tuple[str, ...]:
+    # How media.atomic_path names the temporary file of each output while writing it: `.STEM.XXXXXXXX.SUFFIX`.
+    return tuple(f".{Path(name).stem}.*{Path(name).suffix}" for name in names)
+
+
+def remove_temporary_files(out: Path, partition: int | None = 0) -> list[Path]:
+    """Delete the temporary files a killed run of `partition` left in `out` (it had no chance to): hidden, so
+    readers already pass them by, but each may hold most of a shard. Only that partition's: others may be
+    running now on other machines. None: the files `--finalize` writes. Returns what was removed."""
+    if partition is None:
+        patterns = _temporary_patterns(("manifest.json", "report.json"))
+    else:
+        shards = shard_name(partition, 0).replace("000000.tar", "*.tar")
+        patterns = _temporary_patterns((shards, state_name(partition), report_name(partition),
+                                        marker_name(partition)))
+    stale = sorted({path for pattern in patterns for path in out.glob(pattern) if path.is_file()})
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
@@ -363,92 +441,133 @@ def _writing(path: Path, shards_kept: int):
 
 
 class _ShardBuffer:
-    """Collects samples in input order and writes full shards atomically, recording after each shard
-    where a resumed run must start: (video index, clips of that video already written)."""
+    """Collects one partition's samples in order and writes full shards atomically, recording after each
+    shard where a resumed run must start: (position in the partition's videos, clips of that video already
+    written)."""
 
-    def __init__(self, out: Path, cfg: PrepareConfig, identity: dict, state: dict):
-        self.out, self.cfg, self.identity, self.state = out, cfg, identity, state
-        self.pending: list[tuple[int, int, dict]] = []  # (video index, clip number within the video, sample)
+    def __init__(self, out: Path, cfg: PrepareConfig, partition: int, identity: dict, state: dict):
+        self.out, self.cfg, self.partition, self.identity, self.state = out, cfg, partition, identity, state
+        self.pending: list[tuple[int, int, dict]] = []  # (position, clip number within the video, sample)
         self.entries: dict[int, dict] = {}  # report entries of videos not yet wholly written
         self.clip_offset: dict[int, int] = {state["resume_video"]: state["resume_clip"]}
         # time spent by interrupted runs
         self.started, self.earlier_seconds = time.perf_counter(), state["seconds"]
 
-    def add(self, result: VideoResult) -> None:
-        self.entries[result.index] = result.entry
-        first = self.clip_offset.get(result.index, 0)
-        self.pending += [(result.index, first + i, s) for i, s in enumerate(result.samples)]
-        self.clip_offset.pop(result.index, None)
+    def add(self, position: int, result: VideoResult) -> None:
+        self.entries[position] = result.entry
+        first = self.clip_offset.get(position, 0)
+        self.pending += [(position, first + i, s) for i, s in enumerate(result.samples)]
+        self.clip_offset.pop(position, None)
         while len(self.pending) >= self.cfg.clips_per_shard:
-            self.flush(self.cfg.clips_per_shard, next_video=result.index + 1)
+            self.flush(self.cfg.clips_per_shard, next_video=position + 1)
 
     def flush(self, count: int, next_video: int) -> None:
         """Write the first `count` pending samples as the next shard (count 0: just record progress)."""
         if count:
             batch, self.pending = self.pending[:count], self.pending[count:]
-            path = self.out / shard_name(self.state["shards"])
+            path = self.out / shard_name(self.partition, self.state["shards"])
             with _writing(path, self.state["shards"]):
                 write_shard(path, (s for _, _, s in batch))
             self.state["shards"] += 1
             self.state["clips"] += count
         # Resume point: the first sample not yet in a shard, else the first video not yet seen.
         video, clip = (self.pending[0][0], self.pending[0][1]) if self.pending else (next_video, 0)
-        for index in sorted(i for i in self.entries if i < video):
-            self.state["videos"].append(self.entries.pop(index))
+        for position in sorted(i for i in self.entries if i < video):
+            self.state["videos"].append(self.entries.pop(position))
         self.state.update(resume_video=video, resume_clip=clip,
                           seconds=self.earlier_seconds + time.perf_counter() - self.started)
-        with _writing(self.out / STATE_FILE, self.state["shards"]):
-            write_json(self.out / STATE_FILE, {**self.identity, **self.state})
+        path = self.out / state_name(self.partition)
+        with _writing(path, self.state["shards"]):
+            write_json(path, {**self.identity, "partition": self.partition, **self.state})
+
+
+def _check_folder(out: Path, identity: dict, partition: int | None = None) -> None:
+    """Refuse a folder holding (part of) another preparation: other inputs, settings or number of partitions.
+    Checked against the manifest, this partition's own files and one other finished partition: reading every
+    marker in every partition would cost N^2 reads on a shared file system; `finalize` checks them all."""
+    others = sorted(out.glob("done-p*.json"))[:1] if out.is_dir() else []
+    own = [] if partition is None else [out / marker_name(partition), out / state_name(partition)]
+    for path in [out / MANIFEST, *own, *others]:
+        previous = _read_json(path)
+        if previous is not None and {k: previous.get(k) for k in identity} != identity:
+            raise DataError(f"{out}: holds clips prepared from other inputs or settings (see {path.name}); "
+                            "choose another --out")
 
 
 def prepare(inputs: list[str | os.PathLike], out: str | os.PathLike, cfg: PrepareConfig = PrepareConfig(),
-            workers: int = 1, progress: bool = True) -> PrepareSummary:
+            workers: int = 1, progress: bool = True, partition: tuple[int, int] | None = None,
+            partitions: int = 1) -> PrepareSummary:
     """Prepare `inputs` into shards under `out`; resumes an interrupted run of the same command.
+
+    partition (I, N): only partition I of N (its shards, report and completion marker; `finalize` makes the
+    data set once all are done). Otherwise the local engine: each of `partitions` partitions in turn on this
+    machine (each over a pool of `workers` processes), then `finalize`; a plain run is partition 0 of 1.
 
     Raises DataError only when nothing usable came out, `out` holds a different preparation, or a file cannot
     be written there (then what was written is kept, and the same command resumes from it).
     """
     cfg.validate()
     out = Path(out)
-    videos, missing = list_inputs(inputs)
-    # What makes two runs the same preparation (JSON round-tripped, so it compares equal to a saved one).
-    identity = json.loads(json.dumps({"format_version": FORMAT_VERSION, "config": cfg.to_dict(),
-                                      "inputs": [str(p) for p in videos]}))
+    videos, missing = sorted_inputs(inputs)
+    if partition is not None:
+        return prepare_partition(videos, missing, out, cfg, *partition, workers=workers, progress=progress)
+    if not 1 <= partitions <= MAX_PARTITIONS:
+        raise DataError(f"prepare: partitions must be in 1..{MAX_PARTITIONS}, got {partitions}")
+    _check_folder(out, _identity(cfg, videos, partitions), 0)
+    manifest = _read_json(out / MANIFEST)
+    if manifest is not None:
+        return _summary_from(out, manifest, already_complete=True)
+    runs = [prepare_partition(videos, missing, out, cfg, i, partitions, workers=workers, progress=progress)
+            for i in range(partitions)]
+    summary = finalize(out)
+    summary.resumed = any(run.resumed or run.already_complete for run in runs)  # went on from earlier work
+    return summary
 
-    manifest_path, state_path = out / "manifest.json", out / STATE_FILE
-    manifest = _read_json(manifest_path)
-    previous = _read_json(state_path) or manifest
-    if previous is not None:
-        if {k: previous.get(k) for k in identity} != identity:
-            raise DataError(f"{out}: holds clips prepared from other inputs or settings; "
-                            "choose another --out")
-        if manifest is not None:
-            return _summary_from_manifest(out, manifest)
+
+def prepare_partition(videos: list[Path], missing: list[dict], out: Path, cfg: PrepareConfig, partition: int,
+                      partitions: int, workers: int = 1, progress: bool = True) -> PrepareSummary:
+    """Partition `partition` of `partitions` of the sorted `videos` (`missing`: inputs not found, reported
+    by partition 0) into its own shards, report and completion marker under `out`. Does nothing once that
+    marker is there; resumes where an interrupted run of it stopped."""
+    cfg.validate()
+    if not 0 <= partition < partitions <= MAX_PARTITIONS:
+        raise DataError(f"prepare: partition {partition}/{partitions}: need 0 <= I < N <= {MAX_PARTITIONS}")
+    identity = _identity(cfg, videos, partitions)
+    _check_folder(out, identity, partition)
+    name = f"{partition}/{partitions}"
+    marker = _read_json(out / marker_name(partition))
+    if marker is not None:
+        return _summary_from(out, marker, already_complete=True, partition=name)
+    members = partition_members(len(videos), partition, partitions)
+    missing = missing if partition == 0 else []
     state = {"shards": 0, "clips": 0, "resume_video": 0, "resume_clip": 0, "videos": [], "seconds": 0.0}
+    previous = _read_json(out / state_name(partition))
     resumed = previous is not None
     if resumed:
         state.update({k: previous[k] for k in state})
-        print(f"resuming {out}: {state['shards']} shards ({state['clips']} clips) already written; "
-              f"continuing at video {state['resume_video'] + 1} of {len(videos)}", file=sys.stderr)
+        print(f"resuming {out} partition {name}: {state['shards']} shards ({state['clips']} clips) already "
+              f"written; continuing at video {state['resume_video'] + 1} of {len(members)}", file=sys.stderr)
     with _writing(out, state["shards"]):
         _make_folder(out)
-        removed = remove_temporary_files(out)
+        removed = remove_temporary_files(out, partition)
     if removed:
         print(f"removed {len(removed)} temporary files an interrupted run left in {out}", file=sys.stderr)
-    buffer = _ShardBuffer(out, cfg, identity, state)
+    buffer = _ShardBuffer(out, cfg, partition, identity, state)
     start = state["resume_video"]
-    tasks = [(i, videos[i], cfg, state["resume_clip"] if i == start else 0)
-             for i in range(start, len(videos))]
+    # Sample keys carry the video's place in the whole sorted list, not in the partition: the clips are the
+    # same however the work is split.
+    tasks = [(members[k], videos[members[k]], cfg, state["resume_clip"] if k == start else 0)
+             for k in range(start, len(members))]
 
-    file_bar = tqdm(total=len(videos), initial=start, unit="video", desc="videos", disable=not progress,
+    file_bar = tqdm(total=len(members), initial=start, unit="video", desc="videos", disable=not progress,
                     dynamic_ncols=True)
     frame_bar = tqdm(unit="frame", desc="frames", disable=not progress, dynamic_ncols=True, position=1)
     try:
-        for result in _results(tasks, workers, frame_bar):
-            buffer.add(result)
+        for position, result in enumerate(_results(tasks, workers, frame_bar), start=start):
+            buffer.add(position, result)
             file_bar.update(1)
             file_bar.set_postfix(clips=state["clips"] + len(buffer.pending), refresh=False)
-        buffer.flush(len(buffer.pending), next_video=len(videos))
+        buffer.flush(len(buffer.pending), next_video=len(members))
     except KeyboardInterrupt:
         print(f"\ninterrupted: {state['shards']} shards kept in {out}; run the same command again to resume",
               file=sys.stderr)
@@ -458,7 +577,6 @@ def prepare(inputs: list[str | os.PathLike], out: str | os.PathLike, cfg: Prepar
         file_bar.close()
 
     entries = missing + state["videos"]
-    seconds = state["seconds"]
     summary = PrepareSummary(
         out=out,
         videos_ok=sum(e["status"] != "skipped" for e in entries),
@@ -468,27 +586,90 @@ def prepare(inputs: list[str | os.PathLike], out: str | os.PathLike, cfg: Prepar
         clips_dropped_static=sum(e["dropped_static"] for e in entries),
         frames=sum(e["frames"] for e in entries),
         shards=state["shards"],
-        seconds=seconds,
+        seconds=state["seconds"],
         resumed=resumed,
+        partition=name,
     )
+    path = out / report_name(partition)
+    with _writing(path, summary.shards):
+        write_json(path, {"partition": partition, "partitions": partitions, "missing": missing,
+                          "videos": state["videos"]})
+    # The marker comes last: a partition without one is still being prepared.
+    path = out / marker_name(partition)
+    with _writing(path, summary.shards):
+        write_json(path, {**identity, "partition": partition, "videogan_version": __version__,
+                          "shards": [shard_name(partition, i) for i in range(summary.shards)],
+                          "summary": {k: getattr(summary, k) for k in _COUNTS}})
+        (out / state_name(partition)).unlink(missing_ok=True)
+    return summary
+
+
+def _ranges(numbers: list[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> "0-2, 5, 7-8": the partitions a message names, however many."""
+    runs = [list(g) for _, g in itertools.groupby(enumerate(numbers), key=lambda pair: pair[1] - pair[0])]
+    groups = [[n for _, n in run] for run in runs]
+    return ", ".join(str(g[0]) if len(g) == 1 else f"{g[0]}-{g[-1]}" for g in groups)
+
+
+def finalize(out: str | os.PathLike) -> PrepareSummary:
+    """Once every partition of the preparation in `out` is complete: its manifest.json (all shards, counts,
+    config, version) and the merged report.json. DataError in one line naming the missing partitions
+    otherwise (and when nothing at all came out, after writing the report)."""
+    out = Path(out)
+    markers = {}
+    for path in sorted(out.glob("done-p*.json")):
+        marker = _read_json(path)
+        if not isinstance(marker, dict) or not isinstance(marker.get("partition"), int):
+            raise DataError(f"{path}: not a completion marker written by videogan prepare")
+        markers[marker["partition"]] = marker
+    started = [_read_json(path) or {} for path in sorted(out.glob(".prepare-state-p*.json"))]
+    counts = {m.get("partitions") for m in [*markers.values(), *started]}
+    if not counts:
+        if (out / MANIFEST).is_file():
+            return _summary_from(out, _read_json(out / MANIFEST), already_complete=True)
+        raise DataError(f"{out}: no partition of a preparation here to finalize")
+    identities = {json.dumps({k: m.get(k) for k in IDENTITY}, sort_keys=True)
+                  for m in [*markers.values(), *started]}
+    if len(counts) > 1 or len(identities) > 1:
+        raise DataError(f"{out}: holds partitions of different preparations (partitions of "
+                        f"{', '.join(map(str, sorted(counts, key=str)))}); prepare each into its own --out")
+    partitions = counts.pop()
+    absent = [i for i in range(partitions) if i not in markers]
+    if absent:
+        raise DataError(f"{out}: {len(absent)} of {partitions} partitions not complete: {_ranges(absent)} "
+                        f"(run `videogan prepare INPUT... --out {out} --partition I/{partitions}` for each, "
+                        "then --finalize again)")
+    with _writing(out, 0):
+        remove_temporary_files(out, None)
+    missing, entries = [], []
+    for i in range(partitions):
+        report = _read_json(out / report_name(i))
+        if report is None:
+            raise DataError(f"{out / report_name(i)}: missing, though partition {i} is marked complete; "
+                            f"delete {marker_name(i)} and run partition {i}/{partitions} again")
+        missing += report["missing"]
+        entries += report["videos"]
+    entries = missing + sorted(entries, key=lambda e: e["path"])  # the order of the sorted inputs
+    recorded = [markers[i]["summary"] for i in range(partitions)]
+    summary = PrepareSummary(out=out, **{k: sum(r[k] for r in recorded) for k in _COUNTS})
     with _writing(out / "report.json", summary.shards):
         write_json(out / "report.json", {"videos": entries})
     if summary.clips_written == 0:
-        raise DataError(f"{out}: no clips came out of {len(videos) + len(missing)} inputs (reasons in "
-                        f"{out / 'report.json'})")
+        raise DataError(f"{out}: no clips came out of {markers[0]['inputs'] + len(missing)} inputs "
+                        f"(reasons in {out / 'report.json'})")
+    identity = {k: markers[0][k] for k in IDENTITY}
+    cfg = identity["config"]
     # The manifest comes last: its shard list is what readers of the folder take, so it must name only
     # complete shards, and a folder without one is still being prepared.
-    with _writing(manifest_path, summary.shards):
-        write_json(manifest_path, {
+    with _writing(out / MANIFEST, summary.shards):
+        write_json(out / MANIFEST, {
             **identity, "videogan_version": __version__, "format": "webdataset",
-            "image": "png" if cfg.lossless else "jpg",
+            "image": "png" if cfg["lossless"] else "jpg",
             "layout": "frames stacked vertically: height frames*size, width size",
-            "frames": cfg.frames, "size": cfg.size,
-            "shards": [shard_name(i) for i in range(summary.shards)],
-            "summary": {k: v for k, v in summary.to_dict().items()
-                        if k not in ("out", "resumed", "already_complete")},
+            "frames": cfg["frames"], "size": cfg["size"],
+            "shards": [name for i in range(partitions) for name in markers[i]["shards"]],
+            "summary": {k: getattr(summary, k) for k in _COUNTS},
         })
-        state_path.unlink(missing_ok=True)
     return summary
 
 
@@ -527,12 +708,14 @@ def _read_json(path: Path) -> dict | None:
         return None
     try:
         return json.loads(path.read_text())
+    except FileNotFoundError:  # gone since: another partition's state file, removed as that one finished
+        return None
     except (json.JSONDecodeError, RecursionError, OSError) as e:
         raise DataError(f"{path}: unreadable ({e}); delete it to start this preparation over") from None
 
 
-def _summary_from_manifest(out: Path, manifest: dict) -> PrepareSummary:
-    """The summary a finished preparation recorded (its counts; `out` as now given)."""
-    recorded = {f.name: manifest["summary"][f.name] for f in dataclasses.fields(PrepareSummary)
-                if f.name not in ("out", "resumed", "already_complete")}
-    return PrepareSummary(out=out, already_complete=True, **recorded)
+def _summary_from(out: Path, recorded: dict, already_complete: bool = False,
+                  partition: str | None = None) -> PrepareSummary:
+    """The summary a finished preparation (manifest) or partition (marker) recorded; `out` as now given."""
+    return PrepareSummary(out=out, already_complete=already_complete, partition=partition,
+                          **{k: recorded["summary"][k] for k in _COUNTS})
