@@ -67,3 +67,10 @@ def test_to_model_range_maps_uint8_to_minus_one_one():
     y = media.to_model_range(x, torch.device("cpu"))
     assert y.dtype == torch.float32
     assert y.flatten().tolist() == pytest.approx([-1.0, 1.0, 128 / 127.5 - 1], abs=1e-6)
+
+
+def test_a_new_folder_is_flushed_into_its_parent_once(tmp_path, synced):
+    media.make_folder_durably(tmp_path / "a" / "b")
+    assert (tmp_path / "a" / "b").is_dir() and synced == [str(tmp_path / "a")]
+    media.make_folder_durably(tmp_path / "a" / "b")  # already there: nothing to flush
+    assert synced == [str(tmp_path / "a")]

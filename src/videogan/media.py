@@ -95,6 +95,14 @@ def durable_replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     fsync_path(Path(dst).parent)
 
 
+def make_folder_durably(folder: str | os.PathLike) -> None:
+    """mkdir -p, and flush the new name into its parent folder (a power cut could otherwise lose it)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        fsync_path(folder.parent)
+
+
 def umask_mode(mode: int = 0o666) -> int:
     """`mode` less the process's umask: the permissions an ordinary open() or mkdir() would give."""
     umask = os.umask(0)

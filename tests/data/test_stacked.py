@@ -7,9 +7,8 @@ import torch
 from PIL import Image
 
 from videogan.config import DataConfig
-from videogan.data.decode import DataError
+from videogan.data.decode import DataError, DataWarning
 from videogan.data.stacked import StackedList, load_stacked_clip, read_list
-from videogan.data.streaming import DataWarning
 
 W = 128  # the released data: 128 px wide, 128 px per frame
 

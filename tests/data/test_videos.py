@@ -8,13 +8,13 @@ from videogan.config import DataConfig
 from videogan.data import VideoClips
 from videogan.data.decode import (
     DataError,
+    DataWarning,
     TimedFrame,
     VideoDecodeError,
     iter_timed_frames,
     read_frames,
     resample,
 )
-from videogan.data.streaming import DataWarning
 
 
 def test_folder_of_videos_streams_batches_and_skips_broken_files(make_video, tmp_path):

@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..media import fsync_path, write_json
+from ..media import make_folder_durably, write_json
 from ..version import __version__
 from .decode import DataError, VideoDecodeError, iter_timed_frames, resample, videos_in
 from .shards import MANIFEST, encode_clip, write_shard
@@ -548,7 +548,7 @@ def prepare_partition(videos: list[Path], missing: list[dict], out: Path, cfg: P
         print(f"resuming {out} partition {name}: {state['shards']} shards ({state['clips']} clips) already "
               f"written; continuing at video {state['resume_video'] + 1} of {len(members)}", file=sys.stderr)
     with _writing(out, state["shards"]):
-        _make_folder(out)
+        make_folder_durably(out)
         removed = remove_temporary_files(out, partition)
     if removed:
         print(f"removed {len(removed)} temporary files an interrupted run left in {out}", file=sys.stderr)
@@ -671,13 +671,6 @@ def finalize(out: str | os.PathLike) -> PrepareSummary:
             "summary": {k: getattr(summary, k) for k in _COUNTS},
         })
     return summary
-
-
-def _make_folder(out: Path) -> None:
-    """Create `out` if needed, durably: its own entry in the parent folder is synced too."""
-    if not out.is_dir():
-        out.mkdir(parents=True, exist_ok=True)
-        fsync_path(out.parent)
 
 
 def _results(tasks: list, workers: int, frame_bar: tqdm) -> Iterator[VideoResult]:

@@ -34,7 +34,7 @@ from webdataset import TarWriter
 from webdataset.tariterators import url_opener
 
 from ..media import atomic_path
-from .decode import DataError, DataWarning, warn
+from .decode import DataError, warn
 
 IMAGE_KEYS = ("jpg", "png", "jpeg")
 URL_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")  # http:, https:, pipe:, file:, s3:, gs:, ...
@@ -401,6 +401,6 @@ def read_shard(url: str) -> Iterator[dict]:
                 handler(e)
 
 
-__all__: list[str] = ["DataWarning", "EmptyTarError", "TarError", "tar_members", "decode_clip",
+__all__: list[str] = ["EmptyTarError", "TarError", "tar_members", "decode_clip",
                       "decode_image", "encode_clip", "image_and_meta", "image_bytes", "is_shard_source",
                       "read_shard", "resolve_shards", "sample_name", "sample_shape", "write_shard"]

@@ -27,9 +27,9 @@ from torch.utils.data import Dataset, Sampler
 
 from ..config import DataConfig
 from .augment import maybe_hflip, resize_clip, window_start
-from .decode import DataError
+from .decode import DataError, warn
 from .shards import decode_image
-from .streaming import loader_batches, seed_of, warn
+from .streaming import loader_batches, seed_of
 
 
 def read_list(list_file: str | os.PathLike, root: str | os.PathLike = "") -> list[str]:

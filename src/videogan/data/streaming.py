@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 
 from ..config import DataConfig
 from .augment import coin, resize_clip, window_start
-from .decode import DataError, DataWarning, warn
+from .decode import DataError, warn
 from .shards import decode_image, image_bytes, read_shard, resolve_shards, sample_name, sample_shape
 
 T = TypeVar("T")
@@ -393,6 +393,6 @@ class ShardClips:
         yield from loader_batches(stream, self.cfg.workers, device, slots)
 
 
-__all__ = ["PASS_END", "BatchBuffers", "DataWarning", "Lent", "ReturnSlots", "ShardClips", "copy_of",
+__all__ = ["PASS_END", "BatchBuffers", "Lent", "ReturnSlots", "ShardClips", "copy_of",
            "loader_batches", "loader_slots", "reader_of", "reader_samples", "seed_of", "shuffled",
            "units_for_reader", "warn"]

@@ -25,9 +25,8 @@ from tqdm import tqdm
 
 from ..config import ModelConfig
 from ..data.actions import ActionsConfig
-from ..data.decode import DataError
+from ..data.decode import DataError, warn
 from ..data.labeled import Example, LabeledData, open_labeled
-from ..data.streaming import warn
 from ..media import atomic_path, to_model_range
 from ..models import Discriminator
 from ..models.geometry import geometry

@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from ..config import Config, ConfigError, from_dict
 from ..errors import VideoGANError
-from ..media import durable_replace, fsync_path, umask_mode, write_json
+from ..media import durable_replace, fsync_path, make_folder_durably, umask_mode, write_json
 
 FORMAT_VERSION = 1
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
@@ -132,7 +132,7 @@ def save_checkpoint(
     root = Path(run_dir) / "checkpoints"
     final = root / f"step_{step:08d}"
     with writing(root):
-        _make_folder(root)
+        make_folder_durably(root)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
         state: dict[str, torch.Tensor] = {f"rng.{k}": v.cpu().contiguous() for k, v in rng.items()}
@@ -168,13 +168,6 @@ def save_checkpoint(
             if keep_also is None or old.name != Path(keep_also).name:
                 _discard(old)
     return final
-
-
-def _make_folder(folder: Path) -> None:
-    """mkdir -p, and flush the new name into its parent folder (a power cut could otherwise lose it)."""
-    if not folder.is_dir():
-        folder.mkdir(parents=True, exist_ok=True)
-        fsync_path(folder.parent)
 
 
 def _discard(folder: Path) -> None:
