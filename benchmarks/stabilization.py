@@ -3,6 +3,7 @@ SIFT and ORB, on this machine.
 
     python benchmarks/stabilization.py                   # everything (~3 minutes on 2 cores)
     python benchmarks/stabilization.py --max-frames 100  # quicker: the first 100 frames of each video
+    python benchmarks/stabilization.py --lk-fresh        # also LK finding fresh corners in every frame
 
 1. Synthetic clips with known camera shake (32 frames, 256x341, the working resolution): background motion
    (mean |difference| of consecutive frames over static background pixels, 0-255) before and after
@@ -50,6 +51,32 @@ VIDEOS = ["vtest.avi", "tree.avi", "Megamind.avi", "box.mp4", "bigbuckbunny.mp4"
 METHODS = [(f"{m}_500", StabilizeSettings(method=m, max_features=500)) for m in ("lk", "sift", "orb")]
 
 
+def with_lk_variants(keep: list[float], ages: list[int], fresh: bool) -> None:
+    """Add LK with corner re-use at each fraction in `keep` (lk_keep_corners) and age in `ages`
+    (lk_max_corner_age), and LK finding fresh corners in every frame if `fresh`, after the default LK."""
+    extra = [(f"lk_500_keep{k:g}_age{a}", StabilizeSettings(method="lk", lk_keep_corners=k,
+                                                            lk_max_corner_age=a))
+             for k in keep for a in ages]
+    if fresh:
+        extra.insert(0, ("lk_500_fresh", StabilizeSettings(method="lk", lk_keep_corners=None)))
+    METHODS[1:1] = extra
+
+
+def shot_motions(est: MotionEstimator, grays: list[np.ndarray], cuts: list[int]) -> list[PairMotion]:
+    """Pair motions the way `prepare.video_clips` computes them: frame by frame (`follow`), afresh at each cut
+    (the pair across a cut is still measured, from fresh features, to check that it is rejected)."""
+    motions, feats = [], est.describe(grays[0])
+    for i, g in enumerate(grays[1:], start=1):
+        if i in cuts:
+            fresh = est.describe(g)
+            motions.append(est.pair(feats, fresh))
+            feats = fresh
+        else:
+            motion, feats = est.follow(feats, g)
+            motions.append(motion)
+    return motions
+
+
 def videos_dir() -> Path:
     root = sample_videos_dir()
     if (root / "vtest.avi").is_file():
@@ -82,8 +109,7 @@ def synthetic(seeds: int, frames: int, size: tuple[int, int]) -> dict:
         est = MotionEstimator(settings)
         after, pair_err, last_err, reliable = [], [], [], []
         for c in clips:
-            feats = [est.describe(gray(f)) for f in c.frames]
-            motions = [est.pair(a, b) for a, b in pairwise(feats)]
+            motions = shot_motions(est, [gray(f) for f in c.frames], [])
             reliable += [m.reason is None for m in motions]
             pair_err += [corner_error(m.homography, h, size)
                          for m, h in zip(motions, c.homographies, strict=True)]
@@ -129,9 +155,7 @@ def real_video(path: Path, max_frames: int | None, short: int, clip_frames: int)
     for method, settings in METHODS:
         est = MotionEstimator(settings)
         t0 = time.perf_counter()
-        feats = [est.describe(g) for g in grays]
-        t1 = time.perf_counter()
-        motions = [est.pair(a, b) for a, b in pairwise(feats)]
+        motions = shot_motions(est, grays, cuts)
         t2 = time.perf_counter()
         within = [m for i, m in enumerate(motions) if i + 1 not in cuts]
         clips = accepted = 0
@@ -147,9 +171,8 @@ def real_video(path: Path, max_frames: int | None, short: int, clip_frames: int)
                             else "unreliable pair"] += 1
         out[method] = {
             "pairs_per_s": round(len(motions) / (t2 - t0), 1),
-            "describe_ms": round((t1 - t0) / len(frames) * 1e3, 2),
-            "pair_ms": round((t2 - t1) / max(1, len(motions)) * 1e3, 2),
-            "keypoints_median": int(np.median([len(f.points) for f in feats])),
+            "ms_per_frame": round((t2 - t0) / len(frames) * 1e3, 2),
+            "matches_median": int(np.median([m.matches for m in within])) if within else 0,
             "inliers_median": int(np.median([m.inliers for m in within])) if within else 0,
             "residual_px_median": (round(float(np.nanmedian([m.residual for m in within])), 3)
                                    if within else None),
@@ -172,7 +195,7 @@ def pipeline(root: Path, max_frames: int | None) -> dict:
         (m, PrepareConfig(stabilization=s)) for m, s in METHODS]
     for label, cfg in configs:
         frames = dropped = clips = 0
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for name in VIDEOS:
             stats = VideoStats()
             for _ in video_clips(root / name, cfg, stats):
@@ -181,11 +204,14 @@ def pipeline(root: Path, max_frames: int | None) -> dict:
                     break
             frames += stats.frames
             dropped += stats.dropped_unstable
-        rate = frames / (time.perf_counter() - t0)
-        out[label] = {"frames": frames, "frames_per_s": round(rate, 1), "clips": clips,
-                      "clips_dropped_unstable": dropped}
+        rate, cpu = frames / (time.perf_counter() - t0), frames / (time.process_time() - cpu0)
+        out[label] = {"frames": frames, "frames_per_s": round(rate, 1), "frames_per_cpu_s": round(cpu, 1),
+                      "clips": clips, "clips_dropped_unstable": dropped}
+    off = out["off"]
     for label, _ in METHODS:
-        out[label]["rate_vs_off"] = round(out[label]["frames_per_s"] / out["off"]["frames_per_s"], 3)
+        out[label]["rate_vs_off"] = round(out[label]["frames_per_s"] / off["frames_per_s"], 3)
+        # per second of this process's CPU time: less disturbed by other work on a busy machine
+        out[label]["cpu_rate_vs_off"] = round(out[label]["frames_per_cpu_s"] / off["frames_per_cpu_s"], 3)
     return out
 
 
@@ -195,7 +221,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="OpenCV threads (1 = one multiprocessing worker)")
     p.add_argument("--short-side", type=int, default=256, help="working resolution")
     p.add_argument("--seeds", type=int, default=3, help="synthetic clips")
+    p.add_argument("--lk-keep", type=float, nargs="*", default=[],
+                   help="also measure LK re-using tracked corners at these lk_keep_corners fractions")
+    p.add_argument("--lk-age", type=int, nargs="*", default=[StabilizeSettings().lk_max_corner_age],
+                   help="with --lk-keep: at these lk_max_corner_age values")
+    p.add_argument("--lk-fresh", action="store_true",
+                   help="also measure LK finding fresh corners in every frame")
     args = p.parse_args()
+    with_lk_variants(args.lk_keep, args.lk_age, args.lk_fresh)
     cv2.setNumThreads(args.threads)  # measure the cost of one worker, the way the pipeline runs it
     result = {"machine": f"{cpu_name()}, {os.cpu_count()} cores", "load_average_at_start": os.getloadavg()[0],
               "opencv": cv2.__version__,

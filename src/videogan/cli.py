@@ -193,10 +193,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from .data.decode import DataError
     from .data.prepare import PrepareConfig, finalize, parse_partition, prepare
     from .data.stabilize import StabilizeSettings
+    from .data.storage import Folder
 
     if args.finalize is not None:
-        if args.inputs or args.out or args.partition:
-            raise DataError("prepare --finalize OUT takes no INPUT, --out or --partition")
+        if (args.inputs or args.out or args.partition or args.partitions or args.engine != "local"
+                or args.address):
+            raise DataError("prepare --finalize OUT takes no INPUT, --out, --partition, --partitions, "
+                            "--engine or --address")
         args.out = args.finalize
         s = finalize(args.finalize)
     elif not args.inputs or not args.out:
@@ -206,16 +209,20 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                             stabilize=args.stabilize, min_motion=args.min_motion, lossless=args.lossless,
                             quality=args.quality, clips_per_shard=args.clips_per_shard,
                             stabilization=StabilizeSettings(method=args.features))
+        if args.engine == "ray" and args.workers is not None:
+            raise DataError("prepare: --workers is the local engine's; --engine ray runs each partition as "
+                            "one task on one CPU (set the number with --partitions)")
         workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
         partition = parse_partition(args.partition) if args.partition else None
-        s = prepare(args.inputs, args.out, cfg, workers=workers, progress=not args.quiet, partition=partition)
+        s = prepare(args.inputs, args.out, cfg, workers=workers, progress=not args.quiet, partition=partition,
+                    partitions=args.partitions, engine=args.engine, address=args.address)
     if not args.quiet:
         done = "already complete: " if s.already_complete else ""
         part = f"partition {s.partition}: " if s.partition else ""
         print(f"{part}{done}{s.videos_ok} videos ok, {s.videos_skipped} skipped; "
               f"{s.clips_written} clips in {s.shards} shards; "
               f"dropped {s.clips_dropped_unstable} by stabilisation, {s.clips_dropped_static} as static; "
-              f"{s.frames_per_second:.0f} frames/s (details: {Path(args.out) / 'report.json'})",
+              f"{s.frames_per_second:.0f} frames/s (details: {Folder(args.out) / 'report.json'})",
               file=sys.stderr)
     print(json.dumps(s.to_dict()))
     return 0
@@ -230,7 +237,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     size = args.size or (fake_config.model.size if fake_config is not None else 64)
     protocol = Protocol(num=args.num, frames=args.frames, size=size, seed=args.seed)
     result = evaluate(args.real, args.fake, protocol, batch_size=args.batch_size,
-                      device=resolve_device(args.device), progress=not args.quiet, cache=not args.no_cache)
+                      device=resolve_device(args.device), progress=not args.quiet, cache=not args.no_cache,
+                      repeats=args.repeats)
     if args.out:
         write_json(args.out, result)
     print(json.dumps(result))
@@ -512,7 +520,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare",
                        help="videos -> stabilised clips in WebDataset shards (resumes when re-run)")
     p.add_argument("inputs", nargs="*", metavar="INPUT",
-                   help="video files, folders (searched recursively) or .txt lists of paths")
+                   help="video files, folders (searched recursively), .txt lists of paths, manifests "
+                        "(.csv/.jsonl/.parquet with a path or url column, optional start/end seconds) or "
+                        "fsspec URLs (http(s)://, s3://, ...)")
     p.add_argument("--out", help="output folder: clips-pIIIII-NNNNNN.tar, manifest.json, report.json")
     p.add_argument("--partition", metavar="I/N",
                    help="prepare only partition I of N (0 <= I < N) of the sorted inputs, e.g. one Slurm "
@@ -520,6 +530,16 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--finalize", metavar="OUT",
                    help="check that every partition in OUT is complete, then write its manifest.json and "
                         "the merged report.json (names any missing partition)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="how every partition is run: local (default), in turn on this machine's --workers "
+                        "processes; ray, each as a task of one CPU on a Ray cluster (pip install "
+                        "'videogan[ray]'; OUT and the inputs on a file system every node shares)")
+    p.add_argument("--address", metavar="auto|HOST:PORT",
+                   help="with --engine ray: the cluster started with `ray start` (auto: the one this "
+                        "machine belongs to; HOST:PORT: its head node); default: a Ray instance of its own")
+    p.add_argument("--partitions", type=_positive_int, metavar="N",
+                   help="how many partitions the engine splits the sorted inputs into (default: local 1, ray "
+                        "one per video, at most 10000); part of the preparation: resuming needs the same N")
     p.add_argument("--size", type=_positive_int, default=64, help="output frame size (square), default 64")
     p.add_argument("--frames", type=_positive_int, default=32, help="frames per clip, default 32")
     p.add_argument("--stride", type=_positive_int,
@@ -559,6 +579,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_positive_int,
                    help="read real data at this size (default: the run's, else 64)")
     _add_seed(p)
+    p.add_argument("--repeats", type=_positive_int, default=1,
+                   help="independent draws of both sides, repeat k with seed + 2k: FVD and KVD become "
+                        "their mean, with std, a 95%% interval and each draw (default 1)")
     _add_batch_size(p, help="clips per I3D batch (default: what fits the GPU's free memory; CPU 8)")
     _add_device(p)
     p.add_argument("--no-cache", action="store_true", help="recompute the real features even when cached")

@@ -388,7 +388,8 @@ def test_inputs_folders_and_lists(make_video, tmp_path):
     c = make_video("sub/c.mkv")
     (tmp_path / "list.txt").write_text("# my videos\na.mp4\n\nsub/c.mkv\nnot-there.mp4\n")
     videos, missing = list_inputs([tmp_path / "list.txt", tmp_path])
-    assert videos == [a, c, b]  # list order first, then the folder's sorted walk; no duplicates
+    # list order first, then the folder's sorted walk; no duplicates
+    assert [Path(v.location) for v in videos] == [a, c, b]
     assert ([Path(m["path"]).name for m in missing] == ["not-there.mp4"]
             and "listed in" in missing[0]["reason"])
 

@@ -100,6 +100,64 @@ def test_lk_forward_backward_check_is_an_option(shaken):
     assert max(errors) < 1.0
 
 
+def followed(frames: np.ndarray, est: MotionEstimator) -> tuple[list[PairMotion], list[Features]]:
+    """Motions and features frame by frame through one shot, the way `prepare.video_clips` computes them."""
+    feats = [est.describe(gray(frames[0]))]
+    motions = []
+    for f in frames[1:]:
+        motion, nxt = est.follow(feats[-1], gray(f))
+        motions.append(motion)
+        feats.append(nxt)
+    return motions, feats
+
+
+def test_follow_without_corner_reuse_is_describe_then_pair(shaken):
+    for settings in (StabilizeSettings(lk_keep_corners=None), StabilizeSettings(method="sift")):
+        est = MotionEstimator(settings)
+        motions, feats = followed(shaken.frames, est)
+        for m, p in zip(motions, motions_of(shaken.frames, est), strict=True):
+            np.testing.assert_array_equal(m.homography, p.homography)
+        assert all(f.age == 0 for f in feats)
+
+
+def test_lk_reused_corners_match_fresh_ones_on_the_known_shake(shaken):
+    settings = StabilizeSettings(lk_keep_corners=0.5, lk_max_corner_age=4)  # ~390 corners: > 250 kept
+    est = MotionEstimator(settings)
+    motions, feats = followed(shaken.frames, est)
+    assert [m.reason for m in motions] == [None] * 9
+    # Corners are carried (the RANSAC inliers tracked to inside the frame) and replaced every 4 frames.
+    assert [f.age for f in feats] == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    assert 0.8 * motions[0].inliers < len(feats[1].points) <= motions[0].inliers
+    assert motions[1].matches <= len(feats[1].points)
+    h, w = SIZE
+    assert all(((f.points >= 0) & (f.points <= (w - 1, h - 1))).all() for f in feats)
+    fresh = motions_of(shaken.frames, MotionEstimator(StabilizeSettings(lk_keep_corners=None)))
+    errors = [corner_error(m.homography, t, SIZE) for m, t in zip(motions, shaken.homographies, strict=True)]
+    assert max(errors) < 1.0 and np.mean(errors) < 0.3, errors
+    assert max(corner_error(m.homography, f.homography, SIZE)
+               for m, f in zip(motions, fresh, strict=True)) < 0.5
+    clip = stabilize_clip(shaken.frames, motions, settings)
+    plain = stabilize_clip(shaken.frames, fresh, settings)
+    assert clip.reason is None
+    assert background_motion(clip.frames, shaken.background) < background_motion(plain.frames,
+                                                                                 shaken.background) + 0.1
+    # Deterministic: a function of the shot's frames only.
+    again, _ = followed(shaken.frames, MotionEstimator(settings))
+    for m, a in zip(motions, again, strict=True):
+        np.testing.assert_array_equal(m.homography, a.homography)
+
+
+def test_lk_finds_fresh_corners_when_too_few_survive_or_a_pair_fails(shaken):
+    frames = shaken.frames.copy()
+    frames[4] = 128  # featureless: pairs 3->4 and 4->5 fail
+    motions, feats = followed(frames, MotionEstimator(StabilizeSettings(lk_keep_corners=0.5)))
+    assert [m.reason is None for m in motions] == [True] * 3 + [False, False] + [True] * 4
+    assert [f.age for f in feats[:6]] == [0, 1, 2, 3, 0, 0] and feats[7].age == 2
+    # Fewer than the required 0.8 x 500 survive (this small frame has ~390 corners): a fresh search each time.
+    _, feats = followed(shaken.frames, MotionEstimator(StabilizeSettings(lk_keep_corners=0.8)))
+    assert all(f.age == 0 for f in feats)
+
+
 def test_static_camera_gives_identity_and_an_unchanged_clip():
     clip = shaken_clip(frames=8, size=SIZE, shake=0, rotation=0, zoom=0, objects=3, seed=1)
     motions = motions_of(clip.frames, MotionEstimator())

@@ -18,3 +18,14 @@ def test_training_logs_fvd_and_keeps_the_best_checkpoint(stand_in, small_config,
     assert best["value"] == min(scores.values()) and scores[best["step"]] == best["value"]
     kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert f"step_{best['step']:08d}" in kept and "step_00000006" in kept  # the best survives rotation
+
+
+def test_a_32_frame_model_is_scored_on_its_first_16_frames_during_training(stand_in, small_config, tmp_path):
+    """The protocol during training is the comparable 16 frames, whatever the model's length."""
+    small_config.model.frames = 32
+    small_config.train.steps, small_config.train.eval_every, small_config.train.eval_num = 2, 2, 6
+    train(small_config, tmp_path / "run", progress=False)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    scored = [e for e in logged if "fvd6_16f" in e]
+    assert [e["step"] for e in scored] == [2] and np.isfinite(scored[0]["fvd6_16f"])
+    assert np.isfinite(scored[0]["kvd6_16f"])

@@ -119,3 +119,83 @@ def test_the_real_side_draws_a_small_data_set_without_replacement(tmp_path):
         for i in range(20)])
     clips = next(iter(ev.data_clips(str(tmp_path), Protocol(num=20, frames=16, size=8), batch_size=20)))
     assert len({c.numpy().tobytes() for c in clips}) == 20
+
+
+SINGLE_DRAW_FIELDS = {"fvd", "kvd", "metric", "real", "fake", "real_from_cache", "protocol", "seconds"}
+
+
+def test_repeats_draw_both_sides_anew_and_report_mean_std_and_interval(stand_in, monkeypatch, tmp_path):
+    protocol = Protocol(num=12, frames=4, size=16, seed=3)
+    single = evaluate("synthetic", "synthetic", protocol, batch_size=4, progress=False, i3d=stand_in)
+    assert set(single) == SINGLE_DRAW_FIELDS  # one draw: the fields it always had
+    seeds = []
+    real_clip_source = ev.clip_source
+
+    def recorded(spec, drawn, batch_size, device, synthetic=None):
+        seeds.append(drawn.seed)
+        return real_clip_source(spec, drawn, batch_size, device, synthetic)
+
+    monkeypatch.setattr(ev, "clip_source", recorded)
+    quick = {"batch_size": 4, "progress": False, "i3d": stand_in}
+    three = evaluate("synthetic", "synthetic", protocol, repeats=3, **quick)
+    # repeat k: real clips with seed + 2k, fake clips with seed + 2k + 1; the first is cached from `single`
+    assert seeds == [4, 5, 6, 7, 8] and [r["seed"] for r in three["repeats"]] == [3, 5, 7]
+    assert [r["real_from_cache"] for r in three["repeats"]] == [True, False, False]
+    assert three["repeats"][0]["fvd"] == pytest.approx(single["fvd"])  # repeat 0 is the single draw
+    assert three["metric"] == "fvd12_4f" and three["protocol"] == single["protocol"]
+    assert set(three) == SINGLE_DRAW_FIELDS | {"repeats", "fvd_std", "fvd_ci95", "kvd_std", "kvd_ci95"}
+    for name in ("fvd", "kvd"):
+        values = np.array([r[name] for r in three["repeats"]])
+        assert len(set(values)) == 3
+        assert three[name] == pytest.approx(values.mean())
+        assert three[f"{name}_std"] == pytest.approx(values.std(ddof=1))
+        half = 4.302652730 * values.std(ddof=1) / np.sqrt(3)  # t_{0.975, 2}
+        assert three[f"{name}_ci95"] == pytest.approx([values.mean() - half, values.mean() + half])
+    assert len(list((tmp_path / "cache" / "stats").glob("real-*.npz"))) == 3  # one entry per real draw
+    again = evaluate("synthetic", "synthetic", protocol, repeats=3, **quick)
+    assert again["real_from_cache"]
+    assert [r["fvd"] for r in again["repeats"]] == pytest.approx([r["fvd"] for r in three["repeats"]])
+    with pytest.raises(ValueError, match="at least 1"):
+        evaluate("synthetic", "synthetic", protocol, progress=False, i3d=stand_in, repeats=0)
+
+
+def test_a_32_frame_run_is_evaluated_at_its_own_frames_with_repeats(stand_in, small_config, tmp_path, capsys,
+                                                                   monkeypatch):
+    small_config.model.frames, small_config.train.steps = 32, 2
+    train(small_config, tmp_path / "run", progress=False)
+    first_batches = []
+    real_generator_clips = ev.generator_clips
+
+    def recorded(*args, **kwargs):
+        for i, clips in enumerate(real_generator_clips(*args, **kwargs)):
+            if i == 0:
+                first_batches.append(clips.numpy().tobytes())
+            yield clips
+
+    monkeypatch.setattr(ev, "generator_clips", recorded)
+    common = ["evaluate", "--real", "synthetic", "--fake", str(tmp_path / "run"), "--num", "6",
+              "--batch-size", "3", "--device", "cpu", "--quiet"]
+    assert main([*common, "--frames", "32", "--repeats", "3"]) == 0
+    own = json.loads(capsys.readouterr().out)
+    assert own["metric"] == "fvd6_32f" and own["protocol"]["frames"] == 32
+    assert len({r["fvd"] for r in own["repeats"]}) == 3
+    assert len(first_batches) == 3 and len(set(first_batches)) == 3  # new noise each repeat
+    assert main([*common, "--frames", "16"]) == 0  # the comparable protocol: the first 16 frames
+    comparable = json.loads(capsys.readouterr().out)
+    assert comparable["metric"] == "fvd6_16f" and set(comparable) == SINGLE_DRAW_FIELDS
+
+
+def test_real_i3d_takes_32_frames(monkeypatch, tmp_path):
+    from videogan.metrics.i3d import I3DWeightsError, checkpoint_path, load_i3d
+
+    monkeypatch.setenv("VIDEOGAN_CACHE", str(tmp_path))  # never the user's cache
+
+    try:
+        checkpoint_path()
+    except I3DWeightsError as e:
+        pytest.skip(str(e))
+    clips = torch.randint(0, 256, (1, 3, 32, 16, 16), generator=torch.Generator().manual_seed(0),
+                          dtype=torch.uint8)
+    with torch.no_grad():
+        logits = load_i3d()(to_i3d_input(clips, 32))
+    assert logits.shape == (1, 400) and torch.isfinite(logits).all()

@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import cv2
@@ -81,25 +82,33 @@ def _rgb(frame: av.VideoFrame) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")
 
 
-def iter_timed_frames(path: str | os.PathLike, short_side: int | None = None) -> Iterator[TimedFrame]:
+def iter_timed_frames(path: str | os.PathLike | BinaryIO, short_side: int | None = None,
+                      name: str | None = None, seek: float = 0.0) -> Iterator[TimedFrame]:
     """Frames of the first video stream, one at a time (memory stays flat), upright, with times (and the
     stream's average frame rate, so callers need not open the file again for it).
 
-    `short_side`: shrink each frame so its short side is at most this (see `shrink`).
+    `short_side`: shrink each frame so its short side is at most this (see `shrink`). `path` may be an open
+    binary file (a remote object through fsspec), then `name` is how messages name it. `seek`: start at the
+    last keyframe before this many seconds (the frames before it are still yielded from there; the caller
+    drops them), instead of decoding everything before a span.
 
     Grayscale and paletted sources (e.g. animated GIFs) come out as RGB. A file that cannot be opened,
     has no video stream, no frames, or fails mid-way raises VideoDecodeError naming it and the reason.
     """
-    path = Path(path)
+    file = not isinstance(path, (str, os.PathLike))
+    where = name or (getattr(path, "name", "video") if file else str(path))
     count, last_time = 0, -1.0
     try:
-        with av.open(str(path)) as container:
+        with av.open(path if file else str(path)) as container:
             if not container.streams.video:
-                raise VideoDecodeError(f"{path}: no video stream")
+                raise VideoDecodeError(f"{where}: no video stream")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             fps = float(stream.average_rate) if stream.average_rate else None
             rate = fps or 25.0
+            if seek > 1.0 and stream.time_base:
+                # Backward to a keyframe, with a margin: some muxers' indexes point just past the time asked.
+                container.seek(max(0, int((seek - 1.0) / stream.time_base)), stream=stream, backward=True)
             for frame in container.decode(stream):
                 # Frames without a timestamp (some AVI/GIF muxers) follow the previous one at
                 # the average rate.
@@ -111,10 +120,10 @@ def iter_timed_frames(path: str | os.PathLike, short_side: int | None = None) ->
         raise
     except (av.FFmpegError, OSError, ValueError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        where = f"after {count} frames" if count else "at the start"
-        raise VideoDecodeError(f"{path}: cannot decode {where} ({reason})") from None
+        when = f"after {count} frames" if count else "at the start"
+        raise VideoDecodeError(f"{where}: cannot decode {when} ({reason})") from None
     if count == 0:
-        raise VideoDecodeError(f"{path}: no decodable frames")
+        raise VideoDecodeError(f"{where}: no decodable frames")
 
 
 def resample(frames: Iterator[TimedFrame], fps: float) -> Iterator[TimedFrame]:

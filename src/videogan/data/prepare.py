@@ -42,12 +42,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..media import make_folder_durably, write_json
+from ..media import write_json
 from ..version import __version__
-from .decode import DataError, VideoDecodeError, iter_timed_frames, resample, videos_in
+from .decode import DataError, VideoDecodeError, resample
+from .inputs import VideoSource, list_inputs, source, timed_frames
 from .shards import MANIFEST, encode_clip, write_shard
 from .shots import CutDetector
 from .stabilize import MotionEstimator, StabilizeSettings, stabilize_clip
+from .storage import Folder, output_location
 
 FORMAT_VERSION = 2  # 2: shards named by partition; inputs sorted, recorded as a count and digest
 IDENTITY = ("format_version", "config", "inputs", "inputs_sha256", "partitions")  # see _identity
@@ -94,41 +96,6 @@ class PrepareConfig:
 
 # ----------------------------------------------------------------------------- inputs
 
-def list_inputs(inputs: list[str | os.PathLike]) -> tuple[list[Path], list[dict]]:
-    """Expand INPUT arguments into video paths, in a stable order.
-
-    Files given explicitly are taken whatever their suffix (a non-video then fails in decoding and is
-    reported); folders are searched recursively for video suffixes; a .txt file lists one path per
-    line (relative to the list's folder; blank lines and # comments ignored). Missing paths come back
-    as report entries, not exceptions: one typo must not stop a long job.
-    """
-    videos: list[Path] = []
-    missing: list[dict] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            videos += videos_in(item)
-        elif item.is_file() and item.suffix.lower() == ".txt":
-            for line in item.read_text(errors="replace").splitlines():
-                line = line.strip()
-                if line and not line.startswith("#"):
-                    path = Path(line) if Path(line).is_absolute() else item.parent / line
-                    if path.is_file():
-                        videos.append(path)
-                    else:
-                        missing.append(_skipped(path, f"listed in {item} but not found"))
-        elif item.is_file():
-            videos.append(item)
-        else:
-            missing.append(_skipped(item, "no such file or directory"))
-    unique = list(dict.fromkeys(videos))  # the same file twice would duplicate its clips
-    return unique, missing
-
-
-def _skipped(path: Path, reason: str) -> dict:
-    return {"path": str(path), "status": "skipped", "reason": reason, "frames": 0, "shots": 0, "clips": 0,
-            "dropped_unstable": 0, "dropped_static": 0}
-
-
 # ----------------------------------------------------------------------------- one video
 
 @dataclass
@@ -164,22 +131,24 @@ def clip_motion(clip: np.ndarray) -> float:
     return float(np.abs(np.diff(clip.astype(np.int16), axis=0)).mean())
 
 
-def video_clips(path: Path, cfg: PrepareConfig, stats: VideoStats,
+def video_clips(path: VideoSource | Path, cfg: PrepareConfig, stats: VideoStats,
                 on_frame: Callable[[], None] | None = None, offset: int = 0) -> Iterator[Clip]:
-    """The clips of one video, in order. Streams: memory holds one clip's frames, not the video.
+    """The clips of one video (a path, or a source: a URL, a span of seconds), in order. Streams: memory holds
+    one clip's frames, not the video.
     `offset`: leave out the first frames (decoded, not used; the training loader varies it per pass).
 
     Raises VideoDecodeError when decoding fails; clips yielded before that are valid.
     """
     T, stride = cfg.frames, cfg.clip_stride
-    frames = iter_timed_frames(path, short_side=max(cfg.work_size, cfg.size))
+    path = source(path)
+    frames = timed_frames(path, short_side=max(cfg.work_size, cfg.size))
     if cfg.fps:
         frames = resample(frames, cfg.fps)
     estimator = MotionEstimator(cfg.stabilization) if cfg.stabilize else None
     cuts = CutDetector()
     window: deque = deque(maxlen=T)  # (working frame, time, index) of the current shot's last T frames
     motions: deque = deque(maxlen=T - 1)  # pair motions between consecutive frames in `window`
-    previous_features = None
+    features = None  # the previous frame's, for the motion from it to the next
     in_shot = 0
     for index, frame in enumerate(itertools.islice(frames, offset, None), start=offset):
         stats.frames += 1
@@ -193,11 +162,13 @@ def video_clips(path: Path, cfg: PrepareConfig, stats: VideoStats,
             in_shot = 0
         if in_shot == 0:
             stats.shots += 1
-        if estimator is not None:
-            features = estimator.describe(cv2.cvtColor(work, cv2.COLOR_RGB2GRAY))
-            if in_shot > 0:
-                motions.append(estimator.pair(previous_features, features))
-            previous_features = features
+        if estimator is not None:  # a shot starts afresh, so its motions depend on its own frames only
+            gray = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY)
+            if in_shot == 0:
+                features = estimator.describe(gray)
+            else:
+                motion, features = estimator.follow(features, gray)
+                motions.append(motion)
         window.append((work, frame.time, index))
         in_shot += 1
         if in_shot < T or (in_shot - T) % stride:
@@ -235,7 +206,7 @@ class VideoResult:
     samples: list[dict]  # encoded WebDataset samples, in clip order
 
 
-def prepare_video(index: int, path: Path, cfg: PrepareConfig, skip: int = 0,
+def prepare_video(index: int, path: VideoSource | Path, cfg: PrepareConfig, skip: int = 0,
                   on_frame: Callable[[], None] | None = None) -> VideoResult:
     """Process one video completely; never raises for bad input (the reason goes into the entry).
     `skip`: clips already written by an interrupted run (they are cut again but not encoded)."""
@@ -267,7 +238,7 @@ def prepare_video(index: int, path: Path, cfg: PrepareConfig, skip: int = 0,
     return VideoResult(index, entry, samples)
 
 
-def _why_no_clips(path: Path, stats: VideoStats, cfg: PrepareConfig) -> str:
+def _why_no_clips(path: VideoSource, stats: VideoStats, cfg: PrepareConfig) -> str:
     if stats.dropped_unstable or stats.dropped_static:
         return (f"{path}: no usable clip ({stats.dropped_unstable} dropped by stabilisation, "
                 f"{stats.dropped_static} below --min-motion {cfg.min_motion})")
@@ -310,7 +281,7 @@ def _count_frame() -> None:
         _frame_counter.value += 1
 
 
-def _run_task(task: tuple[int, Path, PrepareConfig, int]) -> VideoResult:
+def _run_task(task: tuple[int, VideoSource, PrepareConfig, int]) -> VideoResult:
     return prepare_video(*task, on_frame=_count_frame)
 
 
@@ -318,7 +289,7 @@ def _run_task(task: tuple[int, Path, PrepareConfig, int]) -> VideoResult:
 
 @dataclass
 class PrepareSummary:
-    out: Path
+    out: Path | str  # a local folder, or the URL of one
     videos_ok: int
     videos_skipped: int
     clips_written: int
@@ -391,14 +362,14 @@ def partition_members(videos: int, partition: int, count: int) -> range:
     return range(partition, videos, count)
 
 
-def sorted_inputs(inputs: list[str | os.PathLike]) -> tuple[list[Path], list[dict]]:
-    """`list_inputs`, sorted by path: the order of the arguments (a shell's glob on each node, a listing
-    of object storage) must not change the split or the sample keys."""
+def sorted_inputs(inputs: list[str | os.PathLike]) -> tuple[list[VideoSource], list[dict]]:
+    """`list_inputs`, sorted by location and span: the order of the arguments (a shell's glob on each node, a
+    listing of object storage, a manifest's rows) must not change the split or the sample keys."""
     videos, missing = list_inputs(inputs)
-    return sorted(videos, key=str), missing
+    return sorted(videos, key=VideoSource.sort_key), missing
 
 
-def _identity(cfg: PrepareConfig, videos: list[Path], partitions: int) -> dict:
+def _identity(cfg: PrepareConfig, videos: list[VideoSource], partitions: int) -> dict:
     """What makes two runs the same preparation (JSON round-tripped, so it compares equal to a saved one).
     The inputs as a count and a digest: every partition's marker carries it, and the list may be millions
     long (the paths themselves are in the reports)."""
@@ -413,20 +384,22 @@ def _temporary_patterns(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(f".{Path(name).stem}.*{Path(name).suffix}" for name in names)
 
 
-def remove_temporary_files(out: Path, partition: int | None = 0) -> list[Path]:
+def remove_temporary_files(out: Path | str | Folder, partition: int | None = 0) -> list[Path | str]:
     """Delete the temporary files a killed run of `partition` left in `out` (it had no chance to): hidden, so
     readers already pass them by, but each may hold most of a shard. Only that partition's: others may be
-    running now on other machines. None: the files `--finalize` writes. Returns what was removed."""
+    running now on other machines. None: the files `--finalize` writes. Returns what was removed.
+    (An object store never holds any: its files are uploaded whole, see storage.py.)"""
+    folder = out if isinstance(out, Folder) else Folder(out)
     if partition is None:
         patterns = _temporary_patterns(("manifest.json", "report.json"))
     else:
         shards = shard_name(partition, 0).replace("000000.tar", "*.tar")
         patterns = _temporary_patterns((shards, state_name(partition), report_name(partition),
                                         marker_name(partition)))
-    stale = sorted({path for pattern in patterns for path in out.glob(pattern) if path.is_file()})
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
+    stale = sorted({name for pattern in patterns for name in folder.glob(pattern)})
+    for name in stale:
+        folder.remove(name)
+    return [folder / name for name in stale]
 
 
 @contextmanager
@@ -445,7 +418,7 @@ class _ShardBuffer:
     shard where a resumed run must start: (position in the partition's videos, clips of that video already
     written)."""
 
-    def __init__(self, out: Path, cfg: PrepareConfig, partition: int, identity: dict, state: dict):
+    def __init__(self, out: Folder, cfg: PrepareConfig, partition: int, identity: dict, state: dict):
         self.out, self.cfg, self.partition, self.identity, self.state = out, cfg, partition, identity, state
         self.pending: list[tuple[int, int, dict]] = []  # (position, clip number within the video, sample)
         self.entries: dict[int, dict] = {}  # report entries of videos not yet wholly written
@@ -465,9 +438,9 @@ class _ShardBuffer:
         """Write the first `count` pending samples as the next shard (count 0: just record progress)."""
         if count:
             batch, self.pending = self.pending[:count], self.pending[count:]
-            path = self.out / shard_name(self.partition, self.state["shards"])
-            with _writing(path, self.state["shards"]):
-                write_shard(path, (s for _, _, s in batch))
+            name = shard_name(self.partition, self.state["shards"])
+            with _writing(self.out / name, self.state["shards"]):
+                self.out.write(name, lambda path: write_shard(path, (s for _, _, s in batch)))
             self.state["shards"] += 1
             self.state["clips"] += count
         # Resume point: the first sample not yet in a shard, else the first video not yet seen.
@@ -476,47 +449,70 @@ class _ShardBuffer:
             self.state["videos"].append(self.entries.pop(position))
         self.state.update(resume_video=video, resume_clip=clip,
                           seconds=self.earlier_seconds + time.perf_counter() - self.started)
-        path = self.out / state_name(self.partition)
-        with _writing(path, self.state["shards"]):
-            write_json(path, {**self.identity, "partition": self.partition, **self.state})
+        name, state = state_name(self.partition), {**self.identity, "partition": self.partition, **self.state}
+        with _writing(self.out / name, self.state["shards"]):
+            self.out.write(name, lambda path: write_json(path, state))
 
 
-def _check_folder(out: Path, identity: dict, partition: int | None = None) -> None:
+def _check_folder(out: Folder, identity: dict, partition: int | None = None) -> None:
     """Refuse a folder holding (part of) another preparation: other inputs, settings or number of partitions.
     Checked against the manifest, this partition's own files and one other finished partition: reading every
     marker in every partition would cost N^2 reads on a shared file system; `finalize` checks them all."""
-    others = sorted(out.glob("done-p*.json"))[:1] if out.is_dir() else []
-    own = [] if partition is None else [out / marker_name(partition), out / state_name(partition)]
-    for path in [out / MANIFEST, *own, *others]:
-        previous = _read_json(path)
+    others = out.glob("done-p*.json")[:1]
+    own = [] if partition is None else [marker_name(partition), state_name(partition)]
+    for name in [MANIFEST, *own, *others]:
+        previous = _read_json(out, name)
         if previous is not None and {k: previous.get(k) for k in identity} != identity:
-            raise DataError(f"{out}: holds clips prepared from other inputs or settings (see {path.name}); "
+            raise DataError(f"{out}: holds clips prepared from other inputs or settings (see {name}); "
                             "choose another --out")
+
+
+ENGINES = ("local", "ray")  # how `prepare` runs the partitions: this machine's processes, or Ray tasks
 
 
 def prepare(inputs: list[str | os.PathLike], out: str | os.PathLike, cfg: PrepareConfig = PrepareConfig(),
             workers: int = 1, progress: bool = True, partition: tuple[int, int] | None = None,
-            partitions: int = 1) -> PrepareSummary:
+            partitions: int | None = None, engine: str = "local",
+            address: str | None = None) -> PrepareSummary:
     """Prepare `inputs` into shards under `out`; resumes an interrupted run of the same command.
 
     partition (I, N): only partition I of N (its shards, report and completion marker; `finalize` makes the
-    data set once all are done). Otherwise the local engine: each of `partitions` partitions in turn on this
-    machine (each over a pool of `workers` processes), then `finalize`; a plain run is partition 0 of 1.
+    data set once all are done). Otherwise `engine` runs all `partitions` partitions, then `finalize`:
+    "local", each in turn on this machine over a pool of `workers` processes (by default one partition: a
+    plain run is partition 0 of 1); "ray", each as a task on the Ray cluster at `address` (None: a local Ray
+    instance; by default one partition per video, see `ray_engine.default_partitions`). The number of
+    partitions is part of the preparation's identity: resuming needs the same.
 
     Raises DataError only when nothing usable came out, `out` holds a different preparation, or a file cannot
     be written there (then what was written is kept, and the same command resumes from it).
     """
     cfg.validate()
-    out = Path(out)
+    if engine not in ENGINES:
+        raise DataError(f"prepare: engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if address is not None and engine != "ray":
+        raise DataError("prepare: --address is the Ray cluster's: give it with --engine ray")
+    if partition is not None and (engine != "local" or partitions is not None):
+        raise DataError("prepare: --partition I/N runs one partition by itself: give it without --engine ray "
+                        "or --partitions")
+    if engine == "ray":
+        from . import ray_engine  # Ray itself, an optional extra, is imported only when the engine runs
+        ray_engine.import_ray()  # without it, one line now rather than after listing the inputs
+    out = output_location(out)
+    folder = Folder(out)  # without the driver for its URL, one line now rather than after listing the inputs
     videos, missing = sorted_inputs(inputs)
     if partition is not None:
         return prepare_partition(videos, missing, out, cfg, *partition, workers=workers, progress=progress)
+    if partitions is None:
+        partitions = 1 if engine == "local" else ray_engine.default_partitions(len(videos))
     if not 1 <= partitions <= MAX_PARTITIONS:
         raise DataError(f"prepare: partitions must be in 1..{MAX_PARTITIONS}, got {partitions}")
-    _check_folder(out, _identity(cfg, videos, partitions), 0)
-    manifest = _read_json(out / MANIFEST)
+    _check_folder(folder, _identity(cfg, videos, partitions), 0)
+    manifest = _read_json(folder, MANIFEST)
     if manifest is not None:
         return _summary_from(out, manifest, already_complete=True)
+    if engine == "ray":
+        return ray_engine.prepare_with_ray(videos, missing, out, cfg, partitions, address=address,
+                                           progress=progress)
     runs = [prepare_partition(videos, missing, out, cfg, i, partitions, workers=workers, progress=progress)
             for i in range(partitions)]
     summary = finalize(out)
@@ -524,35 +520,39 @@ def prepare(inputs: list[str | os.PathLike], out: str | os.PathLike, cfg: Prepar
     return summary
 
 
-def prepare_partition(videos: list[Path], missing: list[dict], out: Path, cfg: PrepareConfig, partition: int,
-                      partitions: int, workers: int = 1, progress: bool = True) -> PrepareSummary:
+def prepare_partition(videos: list[VideoSource], missing: list[dict], out: Path | str, cfg: PrepareConfig,
+                      partition: int, partitions: int, workers: int = 1, progress: bool = True,
+                      on_frames: Callable[[int], None] | None = None) -> PrepareSummary:
     """Partition `partition` of `partitions` of the sorted `videos` (`missing`: inputs not found, reported
     by partition 0) into its own shards, report and completion marker under `out`. Does nothing once that
-    marker is there; resumes where an interrupted run of it stopped."""
+    marker is there; resumes where an interrupted run of it stopped. `out`: a local folder or an fsspec
+    URL."""
     cfg.validate()
     if not 0 <= partition < partitions <= MAX_PARTITIONS:
         raise DataError(f"prepare: partition {partition}/{partitions}: need 0 <= I < N <= {MAX_PARTITIONS}")
+    out = output_location(out)
+    folder = Folder(out)
     identity = _identity(cfg, videos, partitions)
-    _check_folder(out, identity, partition)
+    _check_folder(folder, identity, partition)
     name = f"{partition}/{partitions}"
-    marker = _read_json(out / marker_name(partition))
+    marker = _read_json(folder, marker_name(partition))
     if marker is not None:
         return _summary_from(out, marker, already_complete=True, partition=name)
     members = partition_members(len(videos), partition, partitions)
     missing = missing if partition == 0 else []
     state = {"shards": 0, "clips": 0, "resume_video": 0, "resume_clip": 0, "videos": [], "seconds": 0.0}
-    previous = _read_json(out / state_name(partition))
+    previous = _read_json(folder, state_name(partition))
     resumed = previous is not None
     if resumed:
         state.update({k: previous[k] for k in state})
         print(f"resuming {out} partition {name}: {state['shards']} shards ({state['clips']} clips) already "
               f"written; continuing at video {state['resume_video'] + 1} of {len(members)}", file=sys.stderr)
     with _writing(out, state["shards"]):
-        make_folder_durably(out)
-        removed = remove_temporary_files(out, partition)
+        folder.make()
+        removed = remove_temporary_files(folder, partition)
     if removed:
         print(f"removed {len(removed)} temporary files an interrupted run left in {out}", file=sys.stderr)
-    buffer = _ShardBuffer(out, cfg, partition, identity, state)
+    buffer = _ShardBuffer(folder, cfg, partition, identity, state)
     start = state["resume_video"]
     # Sample keys carry the video's place in the whole sorted list, not in the partition: the clips are the
     # same however the work is split.
@@ -563,7 +563,7 @@ def prepare_partition(videos: list[Path], missing: list[dict], out: Path, cfg: P
                     dynamic_ncols=True)
     frame_bar = tqdm(unit="frame", desc="frames", disable=not progress, dynamic_ncols=True, position=1)
     try:
-        for position, result in enumerate(_results(tasks, workers, frame_bar), start=start):
+        for position, result in enumerate(_results(tasks, workers, frame_bar, on_frames), start=start):
             buffer.add(position, result)
             file_bar.update(1)
             file_bar.set_postfix(clips=state["clips"] + len(buffer.pending), refresh=False)
@@ -590,21 +590,19 @@ def prepare_partition(videos: list[Path], missing: list[dict], out: Path, cfg: P
         resumed=resumed,
         partition=name,
     )
-    path = out / report_name(partition)
-    with _writing(path, summary.shards):
-        write_json(path, {"partition": partition, "partitions": partitions, "missing": missing,
-                          "videos": state["videos"]})
+    _put_json(folder, report_name(partition), {"partition": partition, "partitions": partitions,
+                                               "missing": missing, "videos": state["videos"]}, summary.shards)
     # The marker comes last: a partition without one is still being prepared.
-    path = out / marker_name(partition)
-    with _writing(path, summary.shards):
-        write_json(path, {**identity, "partition": partition, "videogan_version": __version__,
-                          "shards": [shard_name(partition, i) for i in range(summary.shards)],
-                          "summary": {k: getattr(summary, k) for k in _COUNTS}})
-        (out / state_name(partition)).unlink(missing_ok=True)
+    _put_json(folder, marker_name(partition), {
+        **identity, "partition": partition, "videogan_version": __version__,
+        "shards": [shard_name(partition, i) for i in range(summary.shards)],
+        "summary": {k: getattr(summary, k) for k in _COUNTS}}, summary.shards)
+    with _writing(folder / state_name(partition), summary.shards):
+        folder.remove(state_name(partition))
     return summary
 
 
-def _ranges(numbers: list[int]) -> str:
+def number_ranges(numbers: list[int]) -> str:
     """[0, 1, 2, 5, 7, 8] -> "0-2, 5, 7-8": the partitions a message names, however many."""
     runs = [list(g) for _, g in itertools.groupby(enumerate(numbers), key=lambda pair: pair[1] - pair[0])]
     groups = [[n for _, n in run] for run in runs]
@@ -614,19 +612,22 @@ def _ranges(numbers: list[int]) -> str:
 def finalize(out: str | os.PathLike) -> PrepareSummary:
     """Once every partition of the preparation in `out` is complete: its manifest.json (all shards, counts,
     config, version) and the merged report.json. DataError in one line naming the missing partitions
-    otherwise (and when nothing at all came out, after writing the report)."""
-    out = Path(out)
+    otherwise (and when nothing at all came out, after writing the report). `out`: a local folder or an fsspec
+    URL."""
+    out = output_location(out)
+    folder = Folder(out)
     markers = {}
-    for path in sorted(out.glob("done-p*.json")):
-        marker = _read_json(path)
+    for name in folder.glob("done-p*.json"):
+        marker = _read_json(folder, name)
         if not isinstance(marker, dict) or not isinstance(marker.get("partition"), int):
-            raise DataError(f"{path}: not a completion marker written by videogan prepare")
+            raise DataError(f"{folder / name}: not a completion marker written by videogan prepare")
         markers[marker["partition"]] = marker
-    started = [_read_json(path) or {} for path in sorted(out.glob(".prepare-state-p*.json"))]
+    started = [_read_json(folder, name) or {} for name in folder.glob(".prepare-state-p*.json")]
     counts = {m.get("partitions") for m in [*markers.values(), *started]}
     if not counts:
-        if (out / MANIFEST).is_file():
-            return _summary_from(out, _read_json(out / MANIFEST), already_complete=True)
+        manifest = _read_json(folder, MANIFEST)
+        if manifest is not None:
+            return _summary_from(out, manifest, already_complete=True)
         raise DataError(f"{out}: no partition of a preparation here to finalize")
     identities = {json.dumps({k: m.get(k) for k in IDENTITY}, sort_keys=True)
                   for m in [*markers.values(), *started]}
@@ -636,49 +637,59 @@ def finalize(out: str | os.PathLike) -> PrepareSummary:
     partitions = counts.pop()
     absent = [i for i in range(partitions) if i not in markers]
     if absent:
-        raise DataError(f"{out}: {len(absent)} of {partitions} partitions not complete: {_ranges(absent)} "
+        raise DataError(f"{out}: {len(absent)} of {partitions} partitions not complete: "
+                        f"{number_ranges(absent)} "
                         f"(run `videogan prepare INPUT... --out {out} --partition I/{partitions}` for each, "
                         "then --finalize again)")
     with _writing(out, 0):
-        remove_temporary_files(out, None)
+        remove_temporary_files(folder, None)
     missing, entries = [], []
     for i in range(partitions):
-        report = _read_json(out / report_name(i))
+        report = _read_json(folder, report_name(i))
         if report is None:
-            raise DataError(f"{out / report_name(i)}: missing, though partition {i} is marked complete; "
+            raise DataError(f"{folder / report_name(i)}: missing, though partition {i} is marked complete; "
                             f"delete {marker_name(i)} and run partition {i}/{partitions} again")
         missing += report["missing"]
         entries += report["videos"]
     entries = missing + sorted(entries, key=lambda e: e["path"])  # the order of the sorted inputs
     recorded = [markers[i]["summary"] for i in range(partitions)]
     summary = PrepareSummary(out=out, **{k: sum(r[k] for r in recorded) for k in _COUNTS})
-    with _writing(out / "report.json", summary.shards):
-        write_json(out / "report.json", {"videos": entries})
+    _put_json(folder, "report.json", {"videos": entries}, summary.shards)
     if summary.clips_written == 0:
         raise DataError(f"{out}: no clips came out of {markers[0]['inputs'] + len(missing)} inputs "
-                        f"(reasons in {out / 'report.json'})")
+                        f"(reasons in {folder / 'report.json'})")
     identity = {k: markers[0][k] for k in IDENTITY}
     cfg = identity["config"]
     # The manifest comes last: its shard list is what readers of the folder take, so it must name only
     # complete shards, and a folder without one is still being prepared.
-    with _writing(out / MANIFEST, summary.shards):
-        write_json(out / MANIFEST, {
-            **identity, "videogan_version": __version__, "format": "webdataset",
-            "image": "png" if cfg["lossless"] else "jpg",
-            "layout": "frames stacked vertically: height frames*size, width size",
-            "frames": cfg["frames"], "size": cfg["size"],
-            "shards": [name for i in range(partitions) for name in markers[i]["shards"]],
-            "summary": {k: getattr(summary, k) for k in _COUNTS},
-        })
+    _put_json(folder, MANIFEST, {
+        **identity, "videogan_version": __version__, "format": "webdataset",
+        "image": "png" if cfg["lossless"] else "jpg",
+        "layout": "frames stacked vertically: height frames*size, width size",
+        "frames": cfg["frames"], "size": cfg["size"],
+        "shards": [name for i in range(partitions) for name in markers[i]["shards"]],
+        "summary": {k: getattr(summary, k) for k in _COUNTS},
+    }, summary.shards)
     return summary
 
 
-def _results(tasks: list, workers: int, frame_bar: tqdm) -> Iterator[VideoResult]:
+def _results(tasks: list, workers: int, frame_bar: tqdm,
+             on_frames: Callable[[int], None] | None = None) -> Iterator[VideoResult]:
     """Process videos in order: in this process, or on a pool of `workers` processes
-    (results still in order)."""
+    (results still in order). Frames decoded are counted on `frame_bar` and told to `on_frames` (the Ray
+    engine's progress across the cluster) as they come."""
+    counted = 0
+
+    def count(total: int) -> None:  # `total` frames decoded so far
+        nonlocal counted
+        frame_bar.update(total - counted)
+        if on_frames is not None and total > counted:
+            on_frames(total - counted)
+        counted = total
+
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
-            yield prepare_video(*task, on_frame=lambda: frame_bar.update(1))
+            yield prepare_video(*task, on_frame=lambda: count(counted + 1))
         return
     context = multiprocessing.get_context("spawn")  # no fork: safe beside torch's and OpenCV's threads
     counter = context.Value("q", 0)
@@ -691,23 +702,29 @@ def _results(tasks: list, workers: int, frame_bar: tqdm) -> Iterator[VideoResult
                     result = results.next(timeout=0.5)
                     break
                 except multiprocessing.TimeoutError:
-                    frame_bar.update(counter.value - frame_bar.n)
-            frame_bar.update(counter.value - frame_bar.n)
+                    count(counter.value)
+            count(counter.value)
             yield result
 
 
-def _read_json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
+def _put_json(folder: Folder, name: str, data: dict, shards_kept: int) -> None:
+    """Write `name` in `folder` atomically (storage.Folder.write), a failure as one line (_writing)."""
+    with _writing(folder / name, shards_kept):
+        folder.write(name, lambda path: write_json(path, data))
+
+
+def _read_json(folder: Folder, name: str) -> dict | None:
+    """The JSON file `name` in `folder`; None when there is none (or it is gone since: another partition's
+    state file, removed as that one finished)."""
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:  # gone since: another partition's state file, removed as that one finished
-        return None
-    except (json.JSONDecodeError, RecursionError, OSError) as e:
-        raise DataError(f"{path}: unreadable ({e}); delete it to start this preparation over") from None
+        data = folder.read_bytes(name)
+        return None if data is None else json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError) as e:
+        raise DataError(f"{folder / name}: unreadable ({e}); delete it to start this preparation "
+                        "over") from None
 
 
-def _summary_from(out: Path, recorded: dict, already_complete: bool = False,
+def _summary_from(out: Path | str, recorded: dict, already_complete: bool = False,
                   partition: str | None = None) -> PrepareSummary:
     """The summary a finished preparation (manifest) or partition (marker) recorded; `out` as now given."""
     return PrepareSummary(out=out, already_complete=already_complete, partition=partition,

@@ -21,7 +21,7 @@ import json
 import os
 import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import braceexpand
@@ -35,6 +35,7 @@ from webdataset.tariterators import url_opener
 
 from ..media import atomic_path
 from .decode import DataError, warn
+from .storage import Folder, file_system, streamed_by_fsspec
 
 IMAGE_KEYS = ("jpg", "png", "jpeg")
 URL_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")  # http:, https:, pipe:, file:, s3:, gs:, ...
@@ -102,10 +103,16 @@ def _visible_tars(folder: Path) -> list[str]:
 def _manifest_shards(manifest: Path) -> list[str] | None:
     """The shard names a prepared folder's manifest lists; None when there is no usable manifest (a warning
     says why when one is there but unreadable)."""
-    if not manifest.is_file():
-        return None
+    return _listed_shards(manifest.read_bytes, manifest) if manifest.is_file() else None
+
+
+def _listed_shards(read: Callable[[], bytes | None], manifest: Path | str) -> list[str] | None:
+    """`_manifest_shards` of the manifest that `read` gives the bytes of (None: there is none)."""
     try:
-        listed = json.loads(manifest.read_text()).get("shards")
+        data = read()
+        if data is None:
+            return None
+        listed = json.loads(data).get("shards")
     except (OSError, ValueError, AttributeError, RecursionError) as e:
         warn(f"{manifest}: unreadable ({type(e).__name__}); reading the folder's visible .tar files instead")
         return None
@@ -126,13 +133,27 @@ def _folder_shards(folder: str) -> list[str]:
     return _existing(folder, [os.path.join(folder, name) for name in listed], f"{MANIFEST} lists")
 
 
-def _existing(source: str, paths: list[str], what: str) -> list[str]:
+def _remote_folder_shards(source: str) -> list[str]:
+    """`_folder_shards` of a folder URL (s3://bucket/clips/): one listing, and the manifest read if there is
+    one."""
+    folder = Folder(source)
+    visible = {name for name in folder.glob("*.tar") if not name.startswith(".")}
+    listed = _listed_shards(lambda: folder.read_bytes(MANIFEST), folder / MANIFEST)
+    if listed is None:
+        if not visible:
+            raise DataError(f"{source}: no .tar shards in this folder")
+        return [folder / name for name in sorted(visible)]
+    there = {folder / name for name in visible}
+    return _existing(source, [folder / name for name in listed], f"{MANIFEST} lists", there.__contains__)
+
+
+def _existing(source: str, paths: list[str], what: str, exists=os.path.isfile) -> list[str]:
     """The `paths` that exist; a warning names the first missing one, DataError when none exists."""
-    found = [p for p in paths if os.path.isfile(p)]
+    found = [p for p in paths if exists(p)]
     if not found:
         raise DataError(f"{source}: none of the {len(paths)} shards {what} exist")
     if len(found) < len(paths):
-        missing = next(p for p in paths if not os.path.isfile(p))
+        missing = next(p for p in paths if not exists(p))
         warn(f"{source}: {len(paths) - len(found)} of {len(paths)} shards do not exist "
              f"(first: {missing}); reading the other {len(found)}")
     return found
@@ -141,13 +162,19 @@ def _existing(source: str, paths: list[str], what: str) -> list[str]:
 def resolve_shards(source: str) -> list[str]:
     """The shard URLs of `source`: a folder (`_folder_shards`: the shards its manifest lists, else its visible
     *.tar files), one tar file, a brace pattern (`data/clips-{000000..000099}.tar`), http(s):// URLs or
-    `pipe:` commands (passed to WebDataset's opener unchecked). Several sources can be joined with `::`."""
+    `pipe:` commands (passed to WebDataset's opener unchecked), or fsspec URLs (s3://bucket/clips/: a folder
+    as a local one, read through fsspec; s3://bucket/clips-{000000..000009}.tar, or one .tar: unchecked).
+    Several sources can be joined with `::`."""
     urls: list[str] = []
     for part in source.split("::"):
         part = part.strip()
         if not part:
             continue
-        if URL_PATTERN.match(part) and not os.path.exists(part):
+        if streamed_by_fsspec(part):
+            file_system(part)  # its driver is installed, or one line saying how to install it
+            is_folder = "{" not in part and not part.endswith(".tar")
+            urls += _remote_folder_shards(part) if is_folder else list(braceexpand.braceexpand(part))
+        elif URL_PATTERN.match(part) and not os.path.exists(part):
             urls += list(braceexpand.braceexpand(part))
         elif os.path.isdir(part):
             urls += _folder_shards(part)
@@ -367,10 +394,24 @@ def _samples(members: Iterator[tuple[str, bytes]], url: str) -> Iterator[dict]:
         yield sample
 
 
+def _opened(url: str, handler: Callable[[BaseException], bool]) -> list[dict]:
+    """[{url, stream}] of a shard, opened with fsspec (s3://, ...: see storage.streamed_by_fsspec) or else
+    WebDataset's URL opener; [] when it cannot be opened (`handler` is told why)."""
+    if not streamed_by_fsspec(url):
+        return list(url_opener([dict(url=url)], handler=handler))
+    import fsspec
+
+    try:
+        return [dict(url=url, stream=fsspec.open(url, "rb").open())]
+    except Exception as e:  # noqa: BLE001 - a driver's failure to open one shard is a warning, not the end
+        handler(e)
+        return []
+
+
 def read_shard(url: str) -> Iterator[dict]:
     """The raw samples of one shard (dicts of bytes keyed by extension, plus __key__ and __url__), opened with
-    WebDataset's URL opener (files, http(s), pipe:). A shard that cannot be opened or read to the end gives
-    the samples before the damage and one warning."""
+    WebDataset's URL opener (files, http(s), pipe:) or fsspec (s3://, ...). A shard that cannot be opened or
+    read to the end gives the samples before the damage and one warning."""
     warned = []
 
     def handler(exn: BaseException) -> bool:
@@ -380,7 +421,7 @@ def read_shard(url: str) -> Iterator[dict]:
                  else f"{url}: skipped the rest of this shard ({_reason(exn)})")
         return True  # go on with the next shard
 
-    streams = list(url_opener([dict(url=url)], handler=handler))
+    streams = _opened(url, handler)
     try:
         for s in streams:
             samples = _samples(tar_members(s["stream"]), url)

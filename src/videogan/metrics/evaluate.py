@@ -6,7 +6,8 @@ every frame resized to 224x224 by bilinear interpolation (torch, align_corners=F
 the FVD reference code's TF1 `resize_bilinear`, whose pixel alignment differs by half a source pixel);
 mapped to [-1, 1]; the 400 Kinetics logits of I3D as features (as the FVD paper). Metric names encode their
 protocol, as StyleGAN's registry does: `fvd2048_16f` is FVD on 2048 clips of 16 frames. Real features are
-cached, keyed by the data and the whole protocol.
+cached, keyed by the data and the whole protocol. `repeats` K > 1 draws both sides K times with other seeds
+and reports the mean, standard deviation and 95% interval of each distance (intervals.py).
 """
 from __future__ import annotations
 
@@ -36,12 +37,17 @@ from ..version import __version__
 from . import i3d as i3d_module
 from .distances import fvd_from_features, kernel_distance
 from .i3d import cache_dir
+from .intervals import mean_std_ci95
 
 # 2 (2026-12-03): the real side draws each clip of a data set once before any clip twice
 # (data.shuffle_within_pass); version 1 drew a small data set's clips with replacement (a 98-clip shard gave
 # 62 distinct clips in 96)
 PROTOCOL_VERSION = 2
 I3D_SIZE = 224
+# repeat k of `evaluate --repeats` runs the protocol with seed + 2k: a data source as the fake side is drawn
+# with seed + 1 (and an image-to-video model's first frames too), so a step of 1 would reuse repeat k's fake
+# clips as repeat k + 1's real ones
+REPEAT_SEED_STEP = 2
 
 
 def auto_batch_size(device: torch.device, frames: int = 16) -> int:
@@ -228,9 +234,10 @@ def data_fingerprint(spec: str, synthetic: SyntheticConfig | None = None) -> dic
 
 def real_features(spec: str, i3d, protocol: Protocol, device, batch_size: int, weights: str,
                   progress: bool = True, cache: bool = True, synthetic: SyntheticConfig | None = None,
-                  fingerprint: dict | None = None) -> tuple[np.ndarray, bool]:
+                  fingerprint: dict | None = None, desc: str = "real") -> tuple[np.ndarray, bool]:
     """(features, from_cache) of a real data source, cached under VIDEOGAN_CACHE/stats keyed by
-    data + protocol. `fingerprint`: data_fingerprint(spec, synthetic) where the caller already has it."""
+    data + protocol (its seed included: each draw its own entry). `fingerprint`: data_fingerprint(spec,
+    synthetic) where the caller already has it."""
     fingerprint = fingerprint if fingerprint is not None else data_fingerprint(spec, synthetic)
     key_fields = {"data": fingerprint, "protocol": asdict(protocol), "weights": weights}
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:24]
@@ -239,21 +246,44 @@ def real_features(spec: str, i3d, protocol: Protocol, device, batch_size: int, w
         with np.load(path) as saved:
             return saved["features"], True
     feats = i3d_features(clip_source(spec, protocol, batch_size, device, synthetic), i3d, protocol, device,
-                         batch_size, "real", progress)
+                         batch_size, desc, progress)
     if cache:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, features=feats, key=json.dumps(key_fields, sort_keys=True))
     return feats, False
 
 
+def fake_clips(fake: str, fake_is_run: bool, real: str, protocol: Protocol, batch_size: int,
+               device: torch.device, synthetic: SyntheticConfig | None) -> Iterator[torch.Tensor]:
+    """The fake side of one draw: a run's samples (an image-to-video model animates first frames of `real`,
+    see animated_clips), or a data source drawn with seed + 1."""
+    if fake_is_run:
+        return run_clips(fake, protocol, batch_size, device, images=real, synthetic=synthetic)
+    return clip_source(fake, replace(protocol, seed=protocol.seed + 1), batch_size, device, synthetic)
+
+
+def repeat_summary(repeats: list[dict]) -> dict:
+    """Mean, sample standard deviation and 95% Student-t interval of the mean of each distance over the
+    repeats (K >= 2)."""
+    out: dict = {}
+    for name in ("fvd", "kvd"):
+        mean, std, (lo, hi) = mean_std_ci95([r[name] for r in repeats])
+        out |= {name: mean, f"{name}_std": std, f"{name}_ci95": [lo, hi]}
+    return out
+
+
 def evaluate(real: str, fake: str, protocol: Protocol = Protocol(), batch_size: int | None = None,
              device: str | torch.device = "cpu", progress: bool = True, cache: bool = True,
-             i3d: tuple[torch.nn.Module, str] | None = None) -> dict:
+             i3d: tuple[torch.nn.Module, str] | None = None, repeats: int = 1) -> dict:
     """FVD and KVD of `fake` (a run directory or a data source) against `real` (a data source).
 
     A data source as `fake` is drawn with seed + 1, so a source against itself gives the floor (two
     independent draws). The synthetic scenes are drawn with the fake run's own scene settings (else the
-    defaults). `i3d`: (network, weights checksum) to reuse a loaded network."""
+    defaults). `i3d`: (network, weights checksum) to reuse a loaded network. `repeats` K > 1: K draws,
+    repeat k with the protocol's seed + 2k on both sides (REPEAT_SEED_STEP); "fvd" and "kvd" are then the
+    means, with "_std" and "_ci95" fields and each draw under "repeats"."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
     device = torch.device(device)
     batch_size = batch_size or auto_batch_size(device, protocol.frames)
     started = time.perf_counter()
@@ -264,19 +294,25 @@ def evaluate(real: str, fake: str, protocol: Protocol = Protocol(), batch_size: 
     fake_is_run = is_run_dir(fake)
     synthetic = generator_config(fake).synthetic if fake_is_run else None
     fingerprint = data_fingerprint(real, synthetic)  # walks a folder of files: once
-    real_feats, cached = real_features(real, network, protocol, device, batch_size, weights, progress, cache,
-                                       synthetic, fingerprint)
-    if fake_is_run:  # an image-to-video model animates first frames of `real` (animated_clips)
-        fake_clips = run_clips(fake, protocol, batch_size, device, images=real, synthetic=synthetic)
-    else:  # a data source: drawn with seed + 1
-        fake_clips = clip_source(fake, replace(protocol, seed=protocol.seed + 1), batch_size, device,
-                                 synthetic)
-    fake_feats = i3d_features(fake_clips, network, protocol, device, batch_size, "fake", progress)
+    draws = []
+    for k in range(repeats):
+        drawn = replace(protocol, seed=protocol.seed + REPEAT_SEED_STEP * k)
+        tag = f" {k + 1}/{repeats}" if repeats > 1 else ""
+        real_feats, cached = real_features(real, network, drawn, device, batch_size, weights, progress, cache,
+                                           synthetic, fingerprint, desc="real" + tag)
+        fake_feats = i3d_features(fake_clips(fake, fake_is_run, real, drawn, batch_size, device, synthetic),
+                                  network, drawn, device, batch_size, "fake" + tag, progress)
+        draws.append({"seed": drawn.seed, "fvd": fvd_from_features(real_feats, fake_feats),
+                      "kvd": kernel_distance(real_feats, fake_feats), "real_from_cache": cached})
+    if repeats == 1:
+        distances = {"fvd": draws[0]["fvd"], "kvd": draws[0]["kvd"]}
+    else:
+        distances = repeat_summary(draws)
     return {
-        "fvd": fvd_from_features(real_feats, fake_feats),
-        "kvd": kernel_distance(real_feats, fake_feats),
+        **distances,
         "metric": metric_name("fvd", protocol.num, protocol.frames),
-        "real": fingerprint, "fake": fake, "real_from_cache": cached,
+        "real": fingerprint, "fake": fake, "real_from_cache": all(d["real_from_cache"] for d in draws),
+        **({"repeats": draws} if repeats > 1 else {}),
         "protocol": {**asdict(protocol), "i3d_weights_sha256": weights, "videogan_version": __version__},
         "seconds": round(time.perf_counter() - started, 2),
     }
