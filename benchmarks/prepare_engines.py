@@ -7,7 +7,7 @@ Prepares every video in VIDEOS_DIR (default: the project's shared sample videos,
 $VIDEOGAN_SAMPLE_VIDEOS), each linked K times under other names so that there are enough videos to share
 (default 4: 20 videos), with the default settings, into temporary folders: the local engine with 1 and 2
 workers; the Ray engine on a one-node cluster of 2 CPUs and on a two-node cluster of 1 CPU each, both started
-here with `ray start` on 127.0.0.1 and stopped afterwards; each `--repeats` times (default 2). Prints one JSON
+with `ray start` on this machine and stopped afterwards; each `--repeats` times (default 2). Prints one JSON
 line per run (wall time of the `prepare` call, connecting to Ray and finalising included, starting the
 cluster not; source frames/s; and per core), checks that every run wrote the same clips, and ends with a
 table of each engine's fastest run. Results go into benchmarks/RESULTS.md.
@@ -48,7 +48,7 @@ def free_port() -> int:
 
 
 def start_node(temp_dir: str, cpus: int, *options: str) -> subprocess.Popen:
-    """A Ray node on 127.0.0.1 with its own ports and temporary folder, in a process group of its own (so
+    """A Ray node on this machine with its own ports and temporary folder, in a process group of its own (so
     that stopping it stops its processes and nothing else) but in this session: where the kernel shares the
     CPUs between sessions (autogroup), a node in a session of its own would get a larger share of a busy
     machine than the local engine's processes, and seem faster."""

@@ -1,5 +1,7 @@
 """`videogan prepare --engine ray`: the partitions as Ray tasks on a real two-node Ray cluster that the test
-starts on 127.0.0.1 (`ray start`, as on real machines), giving the same clips as the local engine."""
+starts on this machine (`ray start`, as on real machines), giving the same clips as the local engine. The
+nodes are asked for 127.0.0.1; Ray deliberately registers a loopback node under the machine's own address
+(ray._private.services.resolve_ip_for_localhost), so nothing leaves the machine but the address differs."""
 import json
 import os
 import shutil
@@ -40,7 +42,7 @@ def free_port() -> int:
 
 
 def start_node(temp_dir: str, log: Path, *options: str) -> subprocess.Popen:
-    """One Ray node of one CPU on 127.0.0.1, with its own temporary folder and ports (two nodes share this
+    """One Ray node of one CPU on this machine, with its own temporary folder and ports (two nodes share this
     host), blocking in the foreground in a process group of its own: the group holds the node's processes
     (raylet, workers, the head's GCS), so that the teardown stops exactly these and nothing else of Ray's."""
     flags = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
