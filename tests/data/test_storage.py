@@ -285,3 +285,33 @@ def test_other_fsspec_file_systems_write_a_hidden_name_then_move(tmp_path, monke
     local.write("b.json", lambda path: write_json(path, {"x": 1}))
     assert (tmp_path / "out" / "b.json").read_text() == '{\n  "x": 1\n}\n'
     assert local / "b.json" == tmp_path / "out" / "b.json" and local.glob(".*") == []
+
+
+def test_inputs_from_s3_a_folder_and_a_manifest_with_spans(make_video, bucket, tmp_path):
+    """Videos read from the bucket, as a listed folder and through a manifest that lives there too, give the
+    same clips as the same files on disk."""
+    name, client = bucket
+    local = [make_video(f"v{i}.mp4", count=16 + 8 * i, seed=i) for i in range(2)]
+    for path in local:
+        client.put_object(Bucket=name, Key=f"raw/{path.name}", Body=path.read_bytes())
+    client.put_object(Bucket=name, Key="lists/spans.jsonl",
+                      Body=f'{{"url": "s3://{name}/raw/v1.mp4", "start": 0.8}}\n'.encode())
+
+    assert main(["prepare", f"s3://{name}/raw/", "--out", str(tmp_path / "remote"), *OPTIONS]) == 0
+    assert main(["prepare", *map(str, local), "--out", str(tmp_path / "here"), *OPTIONS]) == 0
+    remote = frames_of(tmp_path / "remote")
+    assert remote == frames_of(tmp_path / "here") and len(remote) == 5
+
+    assert main(["prepare", f"s3://{name}/lists/spans.jsonl", "--out", str(tmp_path / "span"), *OPTIONS]) == 0
+    report = json.loads((tmp_path / "span" / "report.json").read_text())["videos"]
+    assert [(e["path"], e["status"], e["clips"]) for e in report] == [
+        (f"s3://{name}/raw/v1.mp4#t=0.8,", "ok", 2)]  # 16 of its 24 frames
+
+
+def frames_of(folder: Path) -> dict[str, bytes]:
+    """The clips' images by sample key (their metadata names the source, which differs between the runs)."""
+    found = {}
+    for shard in resolve_shards(str(folder)):
+        for sample in read_shard(shard):
+            found[sample["__key__"]] = sample["jpg"]
+    return found
