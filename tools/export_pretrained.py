@@ -78,6 +78,7 @@ class Recipe:
     prepare: tuple[str, ...] = ()
     # (placeholder in the prepare command, this machine's file, where a user gets it)
     inputs: tuple[tuple[str, str, str], ...] = ()
+    repeats: int = 1  # draws of the recorded FVD (K > 1: its mean and 95% interval, `evaluate --repeats`)
 
     @property
     def fvd_real(self) -> str:
@@ -250,19 +251,27 @@ def export(name: str, recipe: Recipe) -> dict:
 
 # ----------------------------------------------------------------------------- (c) FVD / KVD, (d) README GIFs
 
-def measure(spec: str, real: str, size: int, num: int, i3d) -> dict:
-    protocol = Protocol(num=num, frames=16, size=size, seed=0)
-    r = evaluate(real, spec, protocol, batch_size=8, device="cpu", progress=True, i3d=i3d)
+def measure(spec: str, real: str, size: int, num: int, i3d, frames: int = 16, repeats: int = 1) -> dict:
+    """FVD/KVD at seed 0 (repeats K > 1: K draws, with their mean, standard deviation and 95% interval)."""
+    protocol = Protocol(num=num, frames=frames, size=size, seed=0)
+    r = evaluate(real, spec, protocol, batch_size=8, device="cpu", progress=True, i3d=i3d, repeats=repeats)
+    spread_keys = ("fvd_std", "fvd_ci95", "kvd_std", "kvd_ci95", "repeats") if repeats > 1 else ()
+    spread = {k: r[k] for k in spread_keys}
     return {"fvd": round(r["fvd"], 2), "kvd": round(r["kvd"], 2), "metric": r["metric"], "num": num,
-            "frames": 16, "seed": 0, "real": real, "protocol": r["protocol"], "seconds": r["seconds"]}
+            "frames": frames, "seed": 0, **spread, "real": real, "protocol": r["protocol"],
+            "seconds": r["seconds"]}
 
 
-def measure_recorded(name: str, real: str, size: int, num: int) -> tuple[dict, dict]:
-    """model.json's fvd (N = num) and fvd_check (N = CHECK_NUM) of the shipped "pretrained:NAME",
-    one I3D load."""
+def measure_recorded(name: str, real: str, size: int, num: int, frames: int = 16,
+                     repeats: int = 1) -> tuple[dict, dict, dict | None]:
+    """model.json's fvd (N = num, 16 frames: the protocol every model is compared by), fvd_check (N =
+    CHECK_NUM, what the tests recompute) and, for a model of more than 16 frames, fvd_own_frames (at its own
+    frame count) of the shipped "pretrained:NAME", one I3D load."""
     i3d = (load_i3d(torch.device("cpu")), weights_sha256())
     spec = pretrained.PREFIX + name
-    return measure(spec, real, size, num, i3d), measure(spec, real, size, CHECK_NUM, i3d)
+    own = measure(spec, real, size, num, i3d, frames, repeats) if frames > 16 else None
+    check = measure(spec, real, size, CHECK_NUM, i3d)
+    return measure(spec, real, size, num, i3d, repeats=repeats), check, own
 
 
 def readme_gifs(name: str, upscale: int = 3) -> list[str]:
@@ -343,8 +352,11 @@ def main() -> None:
     }
     media.write_json(folder / pretrained.CARD_FILE, card)  # now "pretrained:NAME" loads the exported weights
 
-    fvd, check = measure_recorded(args.name, recipe.fvd_real, cfg.model.size, args.num)
+    fvd, check, own = measure_recorded(args.name, recipe.fvd_real, cfg.model.size, args.num,
+                                       cfg.model.frames, recipe.repeats)
     card["fvd"], card["fvd_check"] = fvd, check
+    if own is not None:
+        card["fvd_own_frames"] = own
     card["readme_gifs"] = readme_gifs(args.name)
     media.write_json(folder / pretrained.CARD_FILE, card)
     print(json.dumps({k: card[k] for k in ("name", "steps", "bytes", "command")}
@@ -361,13 +373,16 @@ def remeasure(name: str, recipe: Recipe, num: int) -> None:
         raise SystemExit(f"{recipe.fvd_real}: not found; make it first with: "
                          f"{shlex.join(recipe.prepare_argv)}")
     card = pretrained.card(name)
-    fvd, check = measure_recorded(name, recipe.fvd_real, card["clip_shape"][-1], num)
+    fvd, check, own = measure_recorded(name, recipe.fvd_real, card["clip_shape"][-1], num,
+                                       card["clip_shape"][1], recipe.repeats)
     card["fvd_history"] = [*card.get("fvd_history", []),
                            {"fvd": card["fvd"]["fvd"], "kvd": card["fvd"]["kvd"],
                             "fvd_check": card["fvd_check"]["fvd"],
                             "protocol_version": card["fvd"]["protocol"]["version"],
                             "replaced": datetime.date.today().isoformat()}]
     card["fvd"], card["fvd_check"] = fvd, check
+    if own is not None:
+        card["fvd_own_frames"] = own
     media.write_json(pretrained.ROOT / name / pretrained.CARD_FILE, card)
     print(json.dumps({"name": name, "fvd": fvd["fvd"], "kvd": fvd["kvd"], "fvd_check": check["fvd"],
                       "kvd_check": check["kvd"], "previous": card["fvd_history"][-1]}))
