@@ -49,9 +49,9 @@ def free_port() -> int:
 
 def start_node(temp_dir: str, cpus: int, *options: str) -> subprocess.Popen:
     """A Ray node on this machine with its own ports and temporary folder, in a process group of its own (so
-    that stopping it stops its processes and nothing else) but in this session: where the kernel shares the
-    CPUs between sessions (autogroup), a node in a session of its own would get a larger share of a busy
-    machine than the local engine's processes, and seem faster."""
+    that stopping it stops its processes and nothing else) but in the script's own process session: where
+    the kernel shares the CPUs between sessions (autogroup), a node in a session of its own would get a
+    larger share of a busy machine than the local engine's processes, and seem faster."""
     flags = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
              "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port")
     ports = [part for flag in flags for part in (flag, str(free_port()))]
