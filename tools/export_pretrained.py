@@ -5,6 +5,8 @@
     python tools/export_pretrained.py pedestrians            # export runs/pretrained-pedestrians
                                                                (latest checkpoint)
     python tools/export_pretrained.py synthetic-animate      # export runs/pretrained-animate
+    python tools/export_pretrained.py people-64              # export runs/people-64
+    python tools/export_pretrained.py people-animate         # export runs/people-animate
     python tools/export_pretrained.py NAME --train           # first run the training command (resumes a run)
 
 For NAME it (a) prints the exact training command, `videogan train --preset NAME ...` (config.PRESETS[NAME] is
@@ -14,7 +16,9 @@ into src/videogan/generation/pretrained/NAME/ (atomically; each conv bias follow
 its running mean first, an exact change that float16 needs), with uint8 reference clips of the float32 weights
 and the float16 weights' largest deviation from them; (c) measures FVD/KVD of the exported model with
 `videogan evaluate`'s code at the quality ladder's protocol (N = 96, 16 frames, seed 0) against the model's
-data, and once more at a small N for tests/test_pretrained.py; (d) writes the README's sample GIFs under
+data (its held-out clips where the recipe has them; with the recipe's repeats, K draws and their interval; for
+a model of more than 16 frames, also at its own frame count), and once more at a small N for
+tests/test_pretrained.py; (d) writes the README's sample GIFs under
 docs/. model.json is written before (c), without FVD, so that "pretrained:NAME" names the exported weights,
 and again with FVD/KVD at the end; an export that stops in (c) leaves a model without FVD, which `videogan
 pretrained` says.
@@ -23,13 +27,16 @@ from __future__ import annotations
 
 import argparse
 import copy
+import csv
 import datetime
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -79,6 +86,8 @@ class Recipe:
     # (placeholder in the prepare command, this machine's file, where a user gets it)
     inputs: tuple[tuple[str, str, str], ...] = ()
     repeats: int = 1  # draws of the recorded FVD (K > 1: its mean and 95% interval, `evaluate --repeats`)
+    prepare_real: tuple[str, ...] = ()  # the command that makes `real`, where `prepare` does not
+    assemble: Callable[[], None] | None = None  # puts the inputs where the prepare commands read them here
 
     @property
     def fvd_real(self) -> str:
@@ -87,13 +96,59 @@ class Recipe:
     @property
     def prepare_argv(self) -> tuple[str, ...]:
         """The prepare command as it runs here: each placeholder replaced by this machine's file."""
+        return self.here(self.prepare)
+
+    @property
+    def prepare_real_argv(self) -> tuple[str, ...]:
+        return self.here(self.prepare_real)
+
+    def here(self, command: tuple[str, ...]) -> tuple[str, ...]:
         files = {shown: here for shown, here, _ in self.inputs}
-        return tuple(files.get(arg, arg) for arg in self.prepare)
+        return tuple(files.get(arg, arg) for arg in command)
 
 
 PREPARE_VTEST = ("videogan", "prepare", VTEST_SHOWN, "--out", "runs/data-vtest-32", "--size", "32",
                  "--frames", "16", "--stride", "4", "--quality", "95", "--clips-per-shard", "98",
                  "--features", "sift")  # the stabiliser of its clips (the default until 2026-12-06)
+
+# recipes/people/README.md: the two manifests, in a folder beside the videos they name
+PEOPLE_RECIPE = REPO / "recipes" / "people"
+PEOPLE_HERE = REPO / "runs" / "people-src"  # that folder on this machine, made by assemble_people
+PEOPLE_SOURCE = ("recipes/people/README.md: OpenCV's vtest.avi, and the demo videos of PyPI sports2d 0.8.34 "
+                 "and pose2sim 0.10.49 (BSD-3-Clause), in one folder with the manifest")
+PEOPLE_INPUTS = tuple((f"path/to/people/{split}.csv", str(PEOPLE_HERE / f"{split}.csv"), PEOPLE_SOURCE)
+                      for split in ("train", "test"))
+
+
+def prepare_people(split: str) -> tuple[str, ...]:
+    return ("videogan", "prepare", f"path/to/people/{split}.csv", "--out", f"runs/data-people-64-{split}",
+            "--stride", "4", "--quality", "95")
+
+
+def assemble_people() -> None:
+    """PEOPLE_HERE as recipes/people/README.md asks a user to make it: both manifests beside links to this
+    machine's copies of the videos (vtest.avi among the sample videos, the others in ../people beside
+    them)."""
+    PEOPLE_HERE.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        shutil.copyfile(PEOPLE_RECIPE / f"{split}.csv", PEOPLE_HERE / f"{split}.csv")
+        with open(PEOPLE_RECIPE / f"{split}.csv", newline="") as f:
+            for row in csv.DictReader(f):
+                name = row["path"]
+                videos = sample_videos_dir()
+                video = videos if name == "vtest.avi" else videos.parent / "people"
+                link = PEOPLE_HERE / name
+                if not link.is_symlink() and not link.exists():
+                    link.symlink_to((video / name).resolve())
+
+
+PEOPLE_DATA = dict(data="runs/data-people-64-train", real="runs/data-people-64-test",
+                   prepare=prepare_people("train"), prepare_real=prepare_people("test"), inputs=PEOPLE_INPUTS,
+                   assemble=assemble_people, repeats=3)
+PEOPLE_DESCRIPTION = ("274 stabilised 32-frame 64x64 clips of static-camera videos of people "
+                      "(recipes/people: the first 56 s of a plaza seen from above, the first 5.4 s of a "
+                      "person walking across a lawn, cameras 1-3 of one and of two people moving in a lab); "
+                      "FVD against 97 held-out clips (the rest of the first two, camera 4 of the lab)")
 
 RECIPES = {
     "synthetic": Recipe(
@@ -133,6 +188,28 @@ RECIPES = {
         cannot="cut objects out cleanly: a layer may carry a patch of background along with its object, or "
                "leave a piece of the object behind; objects only translate (no rotation or scaling); one "
                "future per image (deterministic); images unlike the synthetic scenes"),
+    "people-64": Recipe(
+        run="runs/people-64", **PEOPLE_DATA, data_description=PEOPLE_DESCRIPTION,
+        description="two-stream video GAN at the paper's clip shape: noise -> 32 frames of 64x64 of "
+                    "static-camera scenes of people (a plaza, a lawn, a lab)",
+        can="draws the plaza's layout (lawn, walkway, the building's edge) with dark, walker-sized figures "
+            "on the walkway that move along it, and puts the walkway and most figures in the mask",
+        cannot="draw a gait, or a person in the lab and lawn scenes, which come out as blurred patches of "
+               "their colours around a dark blob; figures glide or flicker; checkerboard texture; early in "
+               "its training, its fvd96_32f is above a still video of real frames (4201 against 2872)"),
+    "people-animate": Recipe(
+        run="runs/people-animate", **PEOPLE_DATA, data_description=PEOPLE_DESCRIPTION + "; input = a clip's "
+                                                                                        "first frame",
+        description="image to video (synthetic-animate's layered warp, with a discriminator that also sees "
+                    "each frame minus the first): one 64x64 photo of a static-camera scene of people -> its "
+                    "32-frame future",
+        can="keeps the first frame equal to the input and the background still; in the lab scenes the "
+            "person's body and limbs shift a little from frame to frame, inside a mask that sits on them",
+        cannot="make the people walk: in photos of the plaza it moves a pair of blurred patches at the "
+               "same place near the middle of every frame, whatever is there, and leaves the walkers still; "
+               "in the lab the motion is a wobble with speckled edges; one future per image (deterministic); "
+               "early in its training, its fvd96_32f is above a still video of real frames (4320 against "
+               "2872)"),
 }
 
 
@@ -153,8 +230,8 @@ def train_command(cfg: Config, out: str, steps: int, preset_name: str) -> list[s
         cmd += ["--data", cfg.data.source]
     cmd += ["--out", out, "--steps", str(steps)]
     ours, theirs = cfg.to_dict(), base.to_dict()
-    # flags above; the device changes no maths
-    skip = {"train.steps", "data.source", "model.kind", "train.device"}
+    # flags above; the device and the thread count are the machine's, not the recipe's
+    skip = {"train.steps", "data.source", "model.kind", "train.device", "train.num_threads"}
     for section, fields in ours.items():
         for key, value in fields.items():
             if f"{section}.{key}" not in skip and theirs[section][key] != value:
@@ -162,10 +239,18 @@ def train_command(cfg: Config, out: str, steps: int, preset_name: str) -> list[s
     return cmd
 
 
+def prepare_data(recipe: Recipe) -> None:
+    """Make the recipe's training data and its held-out real clips where they are missing."""
+    for made, argv in ((recipe.data, recipe.prepare_argv), (recipe.fvd_real, recipe.prepare_real_argv)):
+        if argv and not Path(made).exists():
+            if recipe.assemble is not None:
+                recipe.assemble()
+            print("+", shlex.join(argv), flush=True)
+            subprocess.run([sys.executable, "-m", "videogan", *argv[1:]], check=True, cwd=REPO)
+
+
 def run_train(recipe: Recipe, cfg_command: list[str]) -> None:
-    if recipe.prepare and not Path(recipe.data).exists():
-        print("+", shlex.join(recipe.prepare_argv), flush=True)
-        subprocess.run([sys.executable, "-m", "videogan", *recipe.prepare_argv[1:]], check=True, cwd=REPO)
+    prepare_data(recipe)
     args = cfg_command[2:]
     if (REPO / recipe.run / "checkpoints").is_dir():  # continue (and extend) the run with its own config
         args = ["--out", recipe.run, "--resume", "--steps", args[args.index("--steps") + 1]]
@@ -181,13 +266,13 @@ def to_half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             for k, v in state.items()}
 
 
-def example_images(cfg: Config, num: int = 4, seed: int = 1234) -> torch.Tensor:
-    """First frames of `num` clips of the model's training data, drawn with a seed training never used first:
-    uint8 [num, 3, S, S]."""
+def example_images(cfg: Config, source: str, num: int = 4, seed: int = 1234) -> torch.Tensor:
+    """First frames of `num` clips of `source` (the recipe's held-out clips, where it has them), drawn with a
+    seed training never used first: uint8 [num, 3, S, S]."""
     from videogan.metrics.evaluate import data_clips
 
     protocol = Protocol(num=num, frames=cfg.model.frames, size=cfg.model.size, seed=seed)
-    clips = next(iter(data_clips(cfg.data.source, protocol, cfg.synthetic)))
+    clips = next(iter(data_clips(source, protocol, cfg.synthetic)))
     return clips[:num, :, 0].contiguous()
 
 
@@ -223,7 +308,7 @@ def export(name: str, recipe: Recipe) -> dict:
     folder.mkdir(exist_ok=True)
     images = None
     if isinstance(fp32, ImageToVideoGenerator):
-        images = example_images(ckpt.config)
+        images = example_images(ckpt.config, recipe.fvd_real)
         for i, image in enumerate(images):
             media.write_png(folder / pretrained.EXAMPLES_DIR / f"scene_{i}.png", image)  # [3, S, S]
     ref32, ref16 = reference_clips(fp32, images), reference_clips(roundtrip, images)
@@ -274,10 +359,12 @@ def measure_recorded(name: str, real: str, size: int, num: int, frames: int = 16
     return measure(spec, real, size, num, i3d, repeats=repeats), check, own
 
 
-def readme_gifs(name: str, upscale: int = 3) -> list[str]:
+def readme_gifs(name: str) -> list[str]:
     """docs/pretrained_NAME*.gif: 8 clips (seed 0) and their masks,
-    or each example image beside its future."""
+    or each example image beside its future; clips enlarged to about 96 pixels (32x32 models 3x, 64x64 as they
+    are: 32 frames of 64x64 enlarged 3x make GIFs of 4 MB)."""
     loaded = load_pretrained(name)
+    upscale = max(1, 96 // loaded.config.model.size)
     out = []
     if isinstance(loaded.generator, ImageToVideoGenerator):
         from videogan.generation.animate import animate, load_image
@@ -343,6 +430,8 @@ def main() -> None:
         "date": fields["date"], "weights": fields["weights"], "exported_from": fields["checkpoint"],
         "data": {"source": recipe.data, "description": recipe.data_description,
                  "prepare": shlex.join(recipe.prepare) or None,
+                 # the held-out clips FVD compares against, where another command makes them
+                 **({"prepare_real": shlex.join(recipe.prepare_real)} if recipe.prepare_real else {}),
                  # where a user gets each file the prepare command names
                  **({"inputs": {shown: src for shown, _, src in recipe.inputs}} if recipe.inputs else {})},
         "command": command, "export_command": f"python tools/export_pretrained.py {args.name}",
@@ -371,7 +460,7 @@ def remeasure(name: str, recipe: Recipe, num: int) -> None:
     "fvd_history"."""
     if recipe.prepare and not Path(recipe.fvd_real).exists():
         raise SystemExit(f"{recipe.fvd_real}: not found; make it first with: "
-                         f"{shlex.join(recipe.prepare_argv)}")
+                         f"{shlex.join(recipe.prepare_real_argv or recipe.prepare_argv)}")
     card = pretrained.card(name)
     fvd, check, own = measure_recorded(name, recipe.fvd_real, card["clip_shape"][-1], num,
                                        card["clip_shape"][1], recipe.repeats)

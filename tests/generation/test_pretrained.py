@@ -25,7 +25,8 @@ from videogan.models import ImageToVideoGenerator
 from videogan.training import loop
 
 REPO = Path(__file__).resolve().parents[2]  # model.json names real data relative to the repository
-SHIPPED = {"synthetic": "two-stream", "pedestrians": "two-stream", "synthetic-animate": "conditional"}
+SHIPPED = {"synthetic": "two-stream", "pedestrians": "two-stream", "synthetic-animate": "conditional",
+           "people-64": "two-stream", "people-animate": "conditional"}
 NAMES = pretrained.names()
 # float16 storage against the float32 weights' clips (model.json storage.reference), in 0-255 levels: measured
 # at export, at most 1 level anywhere and ~0.02 levels on average; a wrong cast or lost BatchNorm statistics
@@ -68,6 +69,18 @@ def test_card_states_what_the_issue_asks(name):
     for key in ("fvd", "fvd_check"):
         assert card[key]["fvd"] > 0 and card[key]["metric"] == f"fvd{card[key]['num']}_16f"
     assert card["fvd"]["num"] == 96  # the quality ladder's protocol (benchmarks/RESULTS.md)
+    frames = card["clip_shape"][1]
+    if frames > 16:  # also at its own frame count, named by the metric
+        own = card["fvd_own_frames"]
+        assert own["metric"] == f"fvd96_{frames}f" and own["frames"] == frames and own["fvd"] > 0
+        assert own["real"] == card["fvd"]["real"]
+    else:
+        assert "fvd_own_frames" not in card
+    for key in ("fvd", "fvd_own_frames"):  # drawn K > 1 times: the mean, each draw's value, the interval
+        if card.get(key, {}).get("repeats"):
+            low, high = card[key]["fvd_ci95"]
+            draws = card[key]["repeats"]
+            assert len(draws) > 1 and low <= card[key]["fvd"] <= high
     row = pretrained.summary(name)
     assert row["fvd"] == card["fvd"]["fvd"] and row["data"] == card["data"]["description"]
     tensors = load_file(folder / pretrained.WEIGHTS_FILE)
@@ -197,8 +210,9 @@ def test_cli_lists_generates_and_animates(tmp_path, capsys):
     assert main(["pretrained"]) == 0
     text = capsys.readouterr().out
     assert text.count("reproduce: videogan train") == len(NAMES)
-    # pedestrians' vtest.avi
-    assert text.count("prepare:  videogan prepare") == sum(bool(r["prepare"]) for r in rows) == 1
+    # pedestrians' vtest.avi, the people models' manifests; the latter's held-out clips too
+    assert text.count("prepare:  videogan prepare") == sum(bool(r["prepare"]) for r in rows) >= 1
+    assert text.count("held out: videogan prepare") == sum(bool(r["prepare_real"]) for r in rows)
     assert main(["generate", "--pretrained", "synthetic", "--num", "2", "--out", str(tmp_path / "g")]) == 0
     assert (tmp_path / "g" / "composite.gif").is_file() and (tmp_path / "g" / "mask.gif").is_file()
     capsys.readouterr()

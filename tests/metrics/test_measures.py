@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from videogan.metrics.measures import mask_statistics, motion, motion_spread, object_flow_spread
+from videogan.metrics.measures import mask_statistics, motion, motion_spread, object_flow_spread, still_share
 from videogan.models import GeneratorOutput
 
 
@@ -17,6 +17,23 @@ def test_motion_and_motion_spread_on_known_videos():
     assert motion_spread(futures).tolist() == pytest.approx([1 / 3, 1 / 3])
     same_motion = torch.stack([shifted, shifted + 1.0])
     assert motion_spread(same_motion).tolist() == pytest.approx([0, 0], abs=1e-6)
+
+
+def test_still_share_counts_the_pixels_that_stay_put():
+    two_levels = 2 / 127.5
+    still = torch.zeros(1, 3, 3, 16, 16)  # a flat background in [-1, 1]
+    assert still_share(still, two_levels).tolist() == [1.0]
+    moving = still.clone()
+    for t in range(3):  # a 4x4 square moving 4 pixels right per frame
+        moving[:, :, t, :4, 4 * t : 4 * t + 4] = 1.0
+    # columns 0-7 differ from frame 0 in frame 1, columns 0-3 and 8-11 in frame 2: 4 x 12 pixels move
+    assert still_share(moving, two_levels).tolist() == [(256 - 48) / 256]
+    flicker = moving.clone()
+    flicker[:, :, 1:] += 1 / 127.5  # 1 level everywhere: below the threshold, still counts as still
+    assert still_share(flicker, two_levels).tolist() == [(256 - 48) / 256]
+    drift = still.clone()
+    drift[:, :, 1:] += 3 / 127.5  # the whole frame moves by 3 levels
+    assert still_share(torch.cat([drift, still]), two_levels).tolist() == [0.0, 1.0]
 
 
 def test_object_flow_spread_is_zero_for_rigid_objects_and_measures_stretching():

@@ -1,8 +1,11 @@
+from dataclasses import replace
+
 import torch
 from torch import nn
 
-from videogan.config import paper, tiny
+from videogan.config import paper, people_animate, tiny
 from videogan.models import Discriminator
+from videogan.models.discriminator import with_frame_differences
 
 
 def test_paper_discriminator_matches_the_original_exactly():
@@ -30,3 +33,28 @@ def test_rejects_clips_of_the_wrong_shape():
         assert "D expects" in str(e)
     else:
         raise AssertionError("wrong clip shape was accepted")
+
+
+def test_frame_differences_add_each_frame_minus_the_first_as_input_channels():
+    video = torch.randn(2, 3, 8, 16, 16)
+    view = with_frame_differences(video)
+    assert view.shape == (2, 6, 8, 16, 16)
+    assert torch.equal(view[:, :3], video)
+    assert torch.equal(view[:, 3:, 5], video[:, :, 5] - video[:, :, 0])
+    still = video[:, :, :1].expand_as(video)
+    assert not with_frame_differences(still)[:, 3:].any()  # a still clip's motion channels are all 0
+
+
+def test_d_with_frame_differences_keeps_the_paper_layers_names_and_sees_motion():
+    cfg = people_animate().model
+    assert cfg.d_frame_differences
+    d, plain = Discriminator(cfg), Discriminator(replace(cfg, d_frame_differences=False))
+    names = {k for k in d.state_dict()}
+    assert names == set(plain.state_dict())  # the view has no parameters; the convs keep their names
+    assert d.features[0].__class__.__name__ == "FrameDifferences" and d.features[1].in_channels == 6
+    # a still clip with the same first frame as a moving one reaches the first conv as the same appearance
+    # and all-zero motion channels
+    moving = torch.rand(1, 3, cfg.frames, cfg.size, cfg.size) * 2 - 1
+    still = moving[:, :, :1].expand_as(moving)
+    assert torch.equal(d.features[0](still)[:, :3, 0], d.features[0](moving)[:, :3, 0])
+    assert d(moving).shape == (1, 2)

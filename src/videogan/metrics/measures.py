@@ -14,6 +14,19 @@ def motion(video: torch.Tensor) -> torch.Tensor:
     return (video[:, :, 1:] - video[:, :, :1]).abs().mean(dim=(1, 2, 3, 4))
 
 
+def still_share(video: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Per clip, the fraction of pixels that stay put: [B, 3, T, H, W] -> [B] in [0, 1].
+
+    A pixel is still when its mean |frame t - frame 0| over t >= 1 and the channels is below `threshold` (in
+    the video's own units: 2 / 127.5 is 2 levels of 0-255 for clips in [-1, 1]). Where motion says how much a
+    clip moves, this says where: real footage keeps most of its background still while something moves, and a
+    model that makes the whole frame drift (or shimmer) scores low; 1.0 for a frozen frame.
+    """
+    assert video.ndim == 5 and video.shape[2] >= 2, f"expected [B, C, T >= 2, H, W], got {list(video.shape)}"
+    change = (video[:, :, 1:] - video[:, :, :1]).abs().mean(dim=(1, 2))  # [B, H, W]
+    return (change < threshold).float().mean(dim=(1, 2))
+
+
 def motion_spread(videos: torch.Tensor) -> torch.Tensor:
     """How much the motion of one image's K futures differs: [K, B, 3, T, H, W] -> [B].
 

@@ -1,6 +1,7 @@
 """The paper's discriminator: a 3-D conv net judging appearance and motion together."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import torch
@@ -22,7 +23,8 @@ class Discriminator(nn.Module):
     """Clip [B, 3, T, H, W] in [-1, 1] -> two logits [B, 2] (index 1 = real), trained with cross-entropy.
 
     Paper: Conv3d 3->64 (no BatchNorm), 128, 256, 512 (BatchNorm eps 1e-3), LeakyReLU 0.2 throughout,
-    then Conv3d 512->2 with kernel (2, 4, 4) over the remaining 2 x 4 x 4 volume.
+    then Conv3d 512->2 with kernel (2, 4, 4) over the remaining 2 x 4 x 4 volume. With
+    model.d_frame_differences (not in the paper) the first conv also takes each frame minus the first frame.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -33,14 +35,18 @@ class Discriminator(nn.Module):
         strides = geo.time_strides[::-1]  # mirror of the generator: time halves first
         self.clip_shape = (cfg.channels, cfg.frames, cfg.size, cfg.size)
         layers: list[nn.Module] = []
-        cin = cfg.channels
+        cin = cfg.channels * (2 if cfg.d_frame_differences else 1)
         for i, width in enumerate(widths):
             layers.append(_down3d(cin, width, strides[i]))
             if i > 0:
                 layers.append(nn.BatchNorm3d(width, eps=cfg.d_bn_eps))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             cin = width
-        self.features = nn.Sequential(*layers)  # -> [B, width_last, core_frames, 4, 4]
+        named = OrderedDict((str(i), layer) for i, layer in enumerate(layers))
+        if cfg.d_frame_differences:  # first, in `features`, so that D's representation (representation/)
+            # sees what D saw; by name, so the convolutions keep their parameter names
+            named = OrderedDict([("frame_differences", FrameDifferences()), *named.items()])
+        self.features = nn.Sequential(named)  # -> [B, width_last, core_frames, 4, 4]
         self.classifier = nn.Conv3d(cin, 2, (geo.core_frames, 4, 4))
         init_weights(self)
 
@@ -48,3 +54,15 @@ class Discriminator(nn.Module):
         assert video.shape[1:] == self.clip_shape, \
             f"D expects [B, {self.clip_shape}], got {list(video.shape)}"
         return self.classifier(self.features(video)).flatten(1)  # [B, 2]
+
+
+def with_frame_differences(video: torch.Tensor) -> torch.Tensor:
+    """[B, C, T, H, W] -> [B, 2C, T, H, W]: the clip, then each frame minus its first (all 0 for a still)."""
+    return torch.cat([video, video - video[:, :, :1]], dim=1)
+
+
+class FrameDifferences(nn.Module):
+    """D's input view with model.d_frame_differences: with_frame_differences as a layer."""
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return with_frame_differences(video)

@@ -108,9 +108,19 @@ def summary(name: str) -> dict[str, Any]:
         "training_seconds": info["training_seconds"], "machine": info["machine"], "date": info["date"],
         "fvd": fvd["fvd"], "kvd": fvd["kvd"], "metric": fvd["metric"], "fvd_real": fvd["real"],
         "bytes": info["bytes"], "command": info["command"], "can": info["can"], "cannot": info["cannot"],
-        # the command that made the training data, where not built in
-        "prepare": info["data"].get("prepare", ""),
+        # the command that made the training data, where not built in, and the held-out real clips' where
+        # another command made them
+        "prepare": info["data"].get("prepare", ""), "prepare_real": info["data"].get("prepare_real", ""),
+        # FVD at the model's own frame count (more than 16), with its interval where drawn more than once
+        **own_frames_fvd(info),
     }
+
+
+def own_frames_fvd(info: dict[str, Any]) -> dict[str, Any]:
+    """A card's fvd_own_frames as summary fields (None where the card has none)."""
+    own = info.get("fvd_own_frames") or {}
+    return {"fvd_own_frames": own.get("fvd"), "metric_own_frames": own.get("metric"),
+            "fvd_own_frames_ci95": own.get("fvd_ci95")}
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -127,9 +137,13 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{r['date']}",
             f"  quality:  {r['metric']} {r['fvd']:.0f}, KVD {r['kvd']:.0f} against {r['fvd_real']}"
             if r["fvd"] is not None else "  quality:  not measured (the export stopped before FVD)",
+            *([f"            {r['metric_own_frames']} {r['fvd_own_frames']:.0f}"
+               + (f" (95% interval {r['fvd_own_frames_ci95'][0]:.0f}-{r['fvd_own_frames_ci95'][1]:.0f})"
+                  if r["fvd_own_frames_ci95"] else "")] if r["fvd_own_frames"] is not None else []),
             f"  can:      {r['can']}",
             f"  cannot:   {r['cannot']}",
             *([f"  prepare:  {r['prepare']}"] if r["prepare"] else []),
+            *([f"  held out: {r['prepare_real']}"] if r["prepare_real"] else []),
             f"  reproduce: {r['command']}",
         ]))
     return "\n\n".join(blocks)
