@@ -252,8 +252,9 @@ def test_recorded_fvd_is_reproduced_by_evaluate(name):
     check = pretrained.card(name)["fvd_check"]
     real = check["real"] if check["real"] == "synthetic" else str(REPO / check["real"])
     if real != "synthetic" and not Path(real).exists():
+        data = pretrained.card(name)["data"]
         pytest.skip(f"{check['real']}: the model's real data is not here "
-                    f"(made by: {pretrained.card(name)['data']['prepare']})")
+                    f"(made by: {data.get('prepare_real') or data['prepare']})")
     protocol = Protocol(num=check["num"], frames=check["frames"], size=pretrained.config(name).model.size,
                         seed=check["seed"])
     result = evaluate(real, pretrained.PREFIX + name, protocol, batch_size=8, progress=False)
