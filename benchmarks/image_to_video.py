@@ -12,7 +12,7 @@ architecture and seed. All numbers on the 0-255 pixel scale, means over the imag
   is printed for scale;
 - motion_spread (K futures per image from K noise vectors): mean over the K(K-1)/2 pairs of mean |d_i - d_j|,
   d_k = frame t - frame 0 of future k (metrics.measures.motion_spread); exactly 0 for the deterministic model;
-- still_share: the fraction of pixels whose mean |frame t - frame 0| over t >= 1 is below 2 levels
+- still_share: the fraction of pixels whose mean |frame t - frame 0| over t >= 1 is below 4 levels
   (metrics.measures.still_share), over all futures: whether the background stays put while something moves;
   the real clips' own share is printed for scale;
 - object_flow_spread (warping models only, in pixels, not levels): how far the input's objects
