@@ -130,12 +130,12 @@ def assemble_people() -> None:
     machine's copies of the videos (vtest.avi among the sample videos, the others in ../people beside
     them)."""
     PEOPLE_HERE.mkdir(parents=True, exist_ok=True)
+    videos = sample_videos_dir()
     for split in ("train", "test"):
         shutil.copyfile(PEOPLE_RECIPE / f"{split}.csv", PEOPLE_HERE / f"{split}.csv")
         with open(PEOPLE_RECIPE / f"{split}.csv", newline="") as f:
             for row in csv.DictReader(f):
                 name = row["path"]
-                videos = sample_videos_dir()
                 video = videos if name == "vtest.avi" else videos.parent / "people"
                 link = PEOPLE_HERE / name
                 if not link.is_symlink() and not link.exists():
@@ -241,12 +241,14 @@ def train_command(cfg: Config, out: str, steps: int, preset_name: str) -> list[s
 
 def prepare_data(recipe: Recipe) -> None:
     """Make the recipe's training data and its held-out real clips where they are missing."""
-    for made, argv in ((recipe.data, recipe.prepare_argv), (recipe.fvd_real, recipe.prepare_real_argv)):
-        if argv and not Path(made).exists():
-            if recipe.assemble is not None:
-                recipe.assemble()
-            print("+", shlex.join(argv), flush=True)
-            subprocess.run([sys.executable, "-m", "videogan", *argv[1:]], check=True, cwd=REPO)
+    missing = [argv for made, argv in ((recipe.data, recipe.prepare_argv),
+                                       (recipe.fvd_real, recipe.prepare_real_argv))
+               if argv and not Path(made).exists()]
+    if missing and recipe.assemble is not None:
+        recipe.assemble()
+    for argv in missing:
+        print("+", shlex.join(argv), flush=True)
+        subprocess.run([sys.executable, "-m", "videogan", *argv[1:]], check=True, cwd=REPO)
 
 
 def run_train(recipe: Recipe, cfg_command: list[str]) -> None:

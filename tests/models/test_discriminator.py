@@ -5,7 +5,7 @@ from torch import nn
 
 from videogan.config import paper, people_animate, tiny
 from videogan.models import Discriminator
-from videogan.models.discriminator import with_frame_differences
+from videogan.models.discriminator import FrameDifferences, with_frame_differences
 
 
 def test_paper_discriminator_matches_the_original_exactly():
@@ -51,7 +51,7 @@ def test_d_with_frame_differences_keeps_the_paper_layers_names_and_sees_motion()
     d, plain = Discriminator(cfg), Discriminator(replace(cfg, d_frame_differences=False))
     names = {k for k in d.state_dict()}
     assert names == set(plain.state_dict())  # the view has no parameters; the convs keep their names
-    assert d.features[0].__class__.__name__ == "FrameDifferences" and d.features[1].in_channels == 6
+    assert isinstance(d.features[0], FrameDifferences) and d.features[1].in_channels == 6
     # a still clip with the same first frame as a moving one reaches the first conv as the same appearance
     # and all-zero motion channels
     moving = torch.rand(1, 3, cfg.frames, cfg.size, cfg.size) * 2 - 1
