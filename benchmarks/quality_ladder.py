@@ -6,7 +6,7 @@
         --disjoint 'runs/data-vtest-32/clips-000001.tar' \\
         --demo runs/ladder-twostream-vtest --one-stream runs/ladder-onestream-vtest --num 96
     python benchmarks/quality_ladder.py runs/data-people-64-test --disjoint runs/data-people-64-train \\
-        --preset people-64 --num 96 --frames 32 --repeats 3
+        --demo runs/people-64 --one-stream runs/people-64-onestream --num 96 --frames 32 --repeats 3
 
 Rungs (each against REAL, N clips a side, the first FRAMES frames, protocol of videogan.metrics.evaluate):
 real vs disjoint real (the floor: another seed, or the --disjoint data); real with its frames shuffled in
