@@ -8,10 +8,15 @@ import torch
 from ..models import GeneratorOutput
 
 
+def changes_from_first(video: torch.Tensor) -> torch.Tensor:
+    """The frame-difference field frame t - frame 0 for t >= 1: [..., C, T, H, W] -> [..., C, T-1, H, W]."""
+    return video[..., 1:, :, :] - video[..., :1, :, :]
+
+
 def motion(video: torch.Tensor) -> torch.Tensor:
     """Per clip, mean |frame t - frame 0| over t >= 1 and all pixels: [B, 3, T, H, W] -> [B]; 0 for a frozen
     frame."""
-    return (video[:, :, 1:] - video[:, :, :1]).abs().mean(dim=(1, 2, 3, 4))
+    return changes_from_first(video).abs().mean(dim=(1, 2, 3, 4))
 
 
 def still_share(video: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -23,7 +28,7 @@ def still_share(video: torch.Tensor, threshold: float) -> torch.Tensor:
     model that makes the whole frame drift (or shimmer) scores low; 1.0 for a frozen frame.
     """
     assert video.ndim == 5 and video.shape[2] >= 2, f"expected [B, C, T >= 2, H, W], got {list(video.shape)}"
-    change = (video[:, :, 1:] - video[:, :, :1]).abs().mean(dim=(1, 2))  # [B, H, W]
+    change = changes_from_first(video).abs().mean(dim=(1, 2))  # [B, H, W]
     return (change < threshold).float().mean(dim=(1, 2))
 
 
@@ -36,7 +41,7 @@ def motion_spread(videos: torch.Tensor) -> torch.Tensor:
     """
     k = videos.shape[0]
     assert videos.ndim == 6 and k >= 2, f"expected [K >= 2, B, C, T, H, W], got {list(videos.shape)}"
-    fields = videos[:, :, :, 1:] - videos[:, :, :, :1]  # [K, B, C, T-1, H, W]
+    fields = changes_from_first(videos)  # [K, B, C, T-1, H, W]
     pairs = [(fields[i] - fields[j]).abs().mean(dim=(1, 2, 3, 4)) for i in range(k) for j in range(i + 1, k)]
     return torch.stack(pairs).mean(0)
 
