@@ -12,7 +12,11 @@ SIFT and ORB, on this machine.
    pairs per second (describe + pair, on `--threads` OpenCV threads: 1 = one multiprocessing worker), the
    fraction of pairs within a shot judged reliable, and the fraction of 32-frame clips (stride 16) within a
    shot that stabilise; plus the cuts found by CutDetector and its speed.
-3. The whole per-video pipeline (`prepare.video_clips`: decode, cuts, stabilise, crop) on the same videos in
+3. Still cameras: the warp accumulated over a 32-frame clip, whose truth is the identity (px at the working
+   resolution, largest frame-corner shift), on synthetic clips with a textured block creeping at 0.7 px/frame
+   (`creeping_clip`) and on real still-camera videos given with --still-camera (e.g. the lab cameras of
+   ../shared/data/people), clips every 16 frames.
+4. The whole per-video pipeline (`prepare.video_clips`: decode, cuts, stabilise, crop) on the same videos in
    the same run, stabilisation off and with each method: source frames per second per core, clips dropped, and
    the stabilised / unstabilised rate (issue 31's goal: at least 0.5).
 Prints one JSON object.
@@ -41,6 +45,8 @@ from videogan.data.stabilize import (
     StabilizeSettings,
     background_motion,
     corner_error,
+    corner_shift,
+    creeping_clip,
     shaken_clip,
     stabilize_clip,
 )
@@ -186,6 +192,26 @@ def real_video(path: Path, max_frames: int | None, short: int, clip_frames: int)
     return out
 
 
+def still_camera(videos: list[Path], seeds: int, short: int, clip_frames: int = 32) -> dict:
+    """Per method, the accumulated warp (px) at the last frame of clips of still-camera footage."""
+    sources = {f"creeping_seed{k}": [gray(f) for f in creeping_clip(clip_frames, seed=k)]
+               for k in range(seeds)}
+    for path in videos:
+        sources[path.name] = [gray(resize_short_side(f, short)) for f in iter_frames(path)]
+    out: dict = {}
+    for method, settings in METHODS:
+        drift: dict[str, list[float]] = {}
+        for name, grays in sources.items():
+            motions = shot_motions(MotionEstimator(settings), grays, [])
+            size = grays[0].shape
+            warps = [np.linalg.multi_dot([m.homography for m in motions[s:s + clip_frames - 1]])
+                     for s in range(0, len(grays) - clip_frames + 1, clip_frames // 2)]
+            drift[name] = [corner_shift(w, size) * float(np.hypot(*size)) for w in warps]
+        out[method] = {name: {"clips": len(d), "drift_px_mean": round(float(np.mean(d)), 2),
+                              "drift_px_max": round(float(np.max(d)), 2)} for name, d in drift.items()}
+    return out
+
+
 def pipeline(root: Path, max_frames: int | None) -> dict:
     """Source frames/s per core of `video_clips` over all VIDEOS, stabilisation off and with each method."""
     from videogan.data.prepare import PrepareConfig, VideoStats, video_clips
@@ -227,6 +253,8 @@ def main() -> None:
                    help="with --lk-keep: at these lk_max_corner_age values")
     p.add_argument("--lk-fresh", action="store_true",
                    help="also measure LK finding fresh corners in every frame")
+    p.add_argument("--still-camera", type=Path, nargs="*", default=[],
+                   help="still-camera videos on which to measure the accumulated warp (truth: none)")
     args = p.parse_args()
     with_lk_variants(args.lk_keep, args.lk_age, args.lk_fresh)
     cv2.setNumThreads(args.threads)  # measure the cost of one worker, the way the pipeline runs it
@@ -245,6 +273,7 @@ def main() -> None:
                                              zip(result["videos"].values(), per, strict=True)), 1),
             "reliable_pairs_within_shots_min": min(m["reliable_pairs_within_shots"] for m in per),
         }
+    result["still_camera"] = still_camera(args.still_camera, args.seeds, args.short_side)
     result["pipeline"] = pipeline(root, args.max_frames)
     result["load_average_at_end"] = os.getloadavg()[0]  # other work on the machine slows the timings
     print(json.dumps(result, indent=1))

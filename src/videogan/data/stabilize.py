@@ -11,14 +11,15 @@ overlapping clip:
     motions = [est.pair(a, b) for a, b in zip(feats, feats[1:])]                 # once per pair
     clip = stabilize_clip(frames[s:s + T], motions[s:s + T - 1])                 # per clip
 
-or, frame by frame through a shot (which lets LK re-use the corners it tracked, `lk_keep_corners`):
+or, frame by frame through a shot (which lets LK track an anchor frame's corners on, `lk_keep_corners`):
 
     feats = est.describe(gray_0)                 # a shot's first frame
     motion, feats = est.follow(feats, gray_t)    # each later frame: the pair (t-1, t) and t's features
 
-The default follows the background differently from the paper, faster and as accurately (issue 31): corners
-tracked into the next frame by pyramidal Lucas-Kanade, and on through the shot while enough survive;
-`StabilizeSettings(method="sift")` is the paper's.
+The default follows the background differently from the paper, faster and more accurately (issue 31): an
+anchor frame's corners tracked on through the shot by pyramidal Lucas-Kanade while enough of them stay on the
+background, each frame fitted to the anchor rather than to its neighbour, so that a slowly moving foreground
+does not drag a still camera; `StabilizeSettings(method="sift")` is the paper's.
 
 Units: pixel thresholds are at the "working resolution", the frame size given to `describe` (the settings'
 defaults are tuned for a short side of 256 px; scale them with the resolution). Fractions are 0-1.
@@ -26,7 +27,7 @@ defaults are tuned for a short side of 256 px; scale them with the resolution). 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import cv2
@@ -62,15 +63,23 @@ class StabilizeSettings:
     # default: it doubles the tracking cost, and RANSAC already rejects points tracked onto something else
     # (the sample videos dropped no clip and the known shake aligned no worse without it)
     lk_max_fb_error: float = float("inf")
-    # KLT-style corner re-use, for `follow`: a frame keeps the corners tracked into it from the previous frame
-    # (those RANSAC kept) while at least this fraction of max_features remain; below that, after an
-    # unreliable pair and after lk_max_corner_age frames, it finds fresh ones. None = fresh in every frame.
-    # It saves the corner search (~1 ms) on most frames and aligned the known shake better (0.80 vs 0.81).
-    # Kept corners gather on whatever RANSAC follows: on box.mp4 they drifted onto the hand-moved box, so
-    # longer re-use (fraction 0.5-0.7, or of the corners last found, or no age limit) dropped clips that
-    # fresh corners kept (benchmarks/RESULTS.md, "Stabilisation").
-    lk_keep_corners: float | None = 0.8
-    lk_max_corner_age: int = 8  # frames: corners found this many frames ago are replaced by fresh ones
+    # KLT-style corner re-use, for `follow`: the corners found in an anchor frame are tracked on through the
+    # shot, and a pair of frames is fitted only to those that still move with the anchor's background; its
+    # homography is the quotient of the two frames' fits to the anchor, which does not accumulate errors,
+    # while that agrees with the fit of the adjacent frames within lk_anchor_agreement px (mean corner
+    # distance; a hand-held camera's 3-D scene soon stops fitting one homography from the anchor). A frame
+    # becomes the next anchor when they disagree, when fewer than this fraction of the anchor's corners are
+    # left on the background, when the anchor is lk_max_corner_age frames old, and after an unreliable pair.
+    # None = a fresh search in every frame and fits of adjacent frames only (the paper's way). On the still
+    # lab cameras of recipes/people, whose walking people move less than RANSAC's threshold between frames,
+    # the warp accumulated over a 32-frame clip fell from 2-8 px to 0.05-0.3 px, with box.mp4 (hand-held)
+    # stabilised as well as before (benchmarks/RESULTS.md, "Stabilisation").
+    # 0.5: at 0.8 the corners on walking people renewed the anchor so often that a lab camera drifted 3x
+    # further; 0.3 changed nothing.
+    lk_keep_corners: float | None = 0.5
+    lk_anchor_agreement: float = 0.5  # px: at 0.25 creeping_clip drifted 3.4 px (0.02 at 0.5); with no limit
+    # box.mp4 lost 3 of its 27 clips to "accumulated warp"
+    lk_max_corner_age: int = 32  # frames: at 16 the lab cameras drifted ~1.2x further, at 8 ~2.5x
     max_corner_shift: float = 0.2  # fraction of the frame diagonal (our addition to the paper's checks): a
     # larger accumulated warp leaves too much of the output filled from earlier frames
 
@@ -87,6 +96,12 @@ class Features:
     # by level on pyramids built once per frame gave the same tracks ~20% slower (a call per level).
     image: np.ndarray | None = None
     age: int = 0  # LK: frames since these corners were found (> 0: tracked into this frame, see `follow`)
+    # LK with `follow`: these corners' positions in the frame where they were found (the anchor; same order
+    # as `points`), how many corners the anchor found, and this frame's homography into the anchor; None, 0
+    # and the identity in an anchor itself.
+    anchor_points: np.ndarray | None = None
+    anchor_corners: int = 0
+    to_anchor: np.ndarray = field(default_factory=lambda: np.eye(3))  # homography: this frame -> the anchor
 
 
 @dataclass(frozen=True, eq=False)
@@ -180,25 +195,31 @@ class MotionEstimator:
         points = np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2)
         return Features(points, np.ascontiguousarray(desc, dtype), gray.shape)
 
-    def _describe_lk(self, gray: np.ndarray, points: np.ndarray | None = None, age: int = 0) -> Features:
-        """LK features of `gray`: its own Shi-Tomasi corners, or `points` (corners tracked into it)."""
+    def _describe_lk(self, gray: np.ndarray) -> Features:
+        """LK features of `gray`: its own Shi-Tomasi corners (an anchor, for `follow`)."""
         s = self.settings
-        if points is None:
-            # At full resolution: corners found at half resolution cost a quarter as much but aligned the
-            # small known-shake clip worse than SIFT (benchmarks/RESULTS.md, "Stabilisation").
-            corners = cv2.goodFeaturesToTrack(gray, s.max_features, s.lk_quality, s.lk_min_distance,
-                                              blockSize=3)
-            points = (np.zeros((0, 2), np.float32) if corners is None
-                      else corners.reshape(-1, 2).astype(np.float32))
+        # At full resolution: corners found at half resolution cost a quarter as much but aligned the
+        # small known-shake clip worse than SIFT (benchmarks/RESULTS.md, "Stabilisation").
+        corners = cv2.goodFeaturesToTrack(gray, s.max_features, s.lk_quality, s.lk_min_distance, blockSize=3)
+        points = (np.zeros((0, 2), np.float32) if corners is None
+                  else corners.reshape(-1, 2).astype(np.float32))
         none = np.zeros((len(points), 0), np.float32)
-        return Features(points, none, gray.shape, np.ascontiguousarray(gray), age)
+        return Features(points, none, gray.shape, np.ascontiguousarray(gray))
 
     def follow(self, prev: Features, gray: np.ndarray) -> tuple[PairMotion, Features]:
         """The next frame of a shot: (motion from `prev` to it, its features); the same as describe + pair
-        unless `lk_keep_corners` is set. Then (LK only) the frame keeps the background corners tracked into
-        it instead of finding its own, saving the corner search on most frames (KLT): its features, and so
-        later pairs' motions, depend on the shot's earlier frames. Start every shot with `describe`, so a
-        pair's motion is a function of the frames from its shot's start."""
+        unless `lk_keep_corners` is set. Then (LK only) the corners found in an anchor frame are tracked on
+        through the shot (KLT), and the pair is fitted only to those that move with the anchor's background:
+        its features, and so later pairs' motions, depend on the shot's earlier frames. Start every shot with
+        `describe`, so a pair's motion is a function of the frames from its shot's start.
+
+        Why the anchor: between adjacent frames a slow foreground (a person walking, in 60 fps footage) moves
+        less than RANSAC's threshold and passes as background, so the pair's fit leans towards it and the
+        bias adds up over a clip (still lab cameras drifted 2-8 px in 31 frames). Against an anchor a few
+        frames back the foreground has moved far enough to be rejected. The pair's homography is the
+        quotient of the two frames' fits to the anchor, whose errors do not add up, while it agrees with the
+        adjacent frames' own fit (`lk_anchor_agreement`); otherwise it is that fit, and the frame becomes the
+        next anchor: a hand-held camera's 3-D scene soon stops fitting one homography from the anchor."""
         s = self.settings
         if s.method != "lk" or s.lk_keep_corners is None:
             nxt = self.describe(gray)
@@ -206,64 +227,96 @@ class MotionEstimator:
         if gray.ndim != 2 or gray.dtype != np.uint8:
             raise ValueError("follow expects a uint8 [H, W] grayscale frame, "
                              f"got {gray.dtype} {gray.shape}")
-        motion, kept = self._motion(prev, self._describe_lk(gray, np.zeros((0, 2), np.float32)))
+        if len(prev.points) < 2:
+            return _unreliable(f"too few keypoints ({len(prev.points)})"), self._describe_lk(gray)
+        anchor_points = prev.points if prev.anchor_points is None else prev.anchor_points
+        anchor_corners = prev.anchor_corners or len(prev.points)
+        points, tracked = self._lk(prev.image, gray, prev.points)
+        src, near, far = points[tracked], prev.points[tracked], anchor_points[tracked]
+        if len(src) < max(4, s.min_inliers):
+            motion = _unreliable(f"too few matches ({len(src)} < {max(4, s.min_inliers)})", len(src))
+            return motion, self._describe_lk(gray)
+        to_anchor, via_anchor, background = self._fit(src, far)
+        if not via_anchor.reliable or background.sum() < max(4, s.min_inliers):
+            background = np.ones(len(src), bool)  # no clear background: the adjacent frames decide alone
+        adjacent, motion, inliers = self._fit(src[background], near[background])
+        motion = replace(motion, matches=len(src))
+        quotient = np.linalg.solve(prev.to_anchor, to_anchor)  # (prev -> anchor)^-1 (this frame -> anchor)
+        quotient /= quotient[2, 2]
+        agree = via_anchor.reliable and corner_error(quotient, adjacent, gray.shape) <= s.lk_anchor_agreement
+        if agree:
+            motion = replace(motion, homography=quotient)
+        if motion.reliable and not corner_shift(motion.homography, gray.shape) < 0.5:  # a flip, or wild
+            motion = replace(motion, reason="degenerate homography")
         h, w = gray.shape
-        kept = kept[(kept[:, 0] >= 0) & (kept[:, 0] <= w - 1) & (kept[:, 1] >= 0) & (kept[:, 1] <= h - 1)]
-        if (not motion.reliable or len(kept) < s.lk_keep_corners * s.max_features
+        keep = np.flatnonzero(background)[inliers]
+        keep = keep[((src[keep] >= 0) & (src[keep] <= (w - 1, h - 1))).all(axis=1)]
+        if (not motion.reliable or not agree or len(keep) < s.lk_keep_corners * anchor_corners
                 or prev.age + 1 >= s.lk_max_corner_age):
             return motion, self._describe_lk(gray)
-        return motion, self._describe_lk(gray, np.ascontiguousarray(kept, np.float32), prev.age + 1)
+        nxt = Features(np.ascontiguousarray(src[keep]), np.zeros((len(keep), 0), np.float32), gray.shape,
+                       np.ascontiguousarray(gray), prev.age + 1, np.ascontiguousarray(far[keep]),
+                       anchor_corners, to_anchor)
+        return motion, nxt
+
+    def _lk(self, image: np.ndarray, nxt: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`points` of `image` tracked into `nxt`: (positions in nxt [N, 2], bool [N] where the track
+        succeeded and, if `lk_max_fb_error` is finite, came back within that many px when tracked back)."""
+        s = self.settings
+        lk = dict(winSize=(s.lk_window, s.lk_window), maxLevel=s.lk_levels,
+                  criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
+        p0 = points.reshape(-1, 1, 2)
+        p1, st1, _ = cv2.calcOpticalFlowPyrLK(image, nxt, p0, None, **lk)
+        ok = st1.ravel() == 1
+        if np.isfinite(s.lk_max_fb_error):
+            back, st2, _ = cv2.calcOpticalFlowPyrLK(nxt, image, p1, None, **lk)
+            fb = np.linalg.norm(back.reshape(-1, 2) - points, axis=1)
+            ok &= (st2.ravel() == 1) & (fb <= s.lk_max_fb_error)
+        return p1.reshape(-1, 2), ok
 
     def _track(self, prev: Features, nxt: Features) -> tuple[np.ndarray, np.ndarray]:
-        """LK: prev's corners tracked into nxt, kept where the track succeeds (and, if `lk_max_fb_error` is
-        finite, comes back within that many px when tracked backwards). Returns (points in nxt, in prev)."""
-        s = self.settings
+        """LK: prev's corners tracked into nxt, kept where the track succeeds (`_lk`). Returns (points in
+        nxt, in prev)."""
         if prev.image is None or nxt.image is None:
             raise ValueError("method 'lk' pairs features from describe() with method 'lk' "
                              "(these hold no image)")
-        lk = dict(winSize=(s.lk_window, s.lk_window), maxLevel=s.lk_levels,
-                  criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
-        p0 = prev.points.reshape(-1, 1, 2)
-        p1, st1, _ = cv2.calcOpticalFlowPyrLK(prev.image, nxt.image, p0, None, **lk)
-        ok = st1.ravel() == 1
-        if np.isfinite(s.lk_max_fb_error):
-            back, st2, _ = cv2.calcOpticalFlowPyrLK(nxt.image, prev.image, p1, None, **lk)
-            fb = np.linalg.norm(back.reshape(-1, 2) - prev.points, axis=1)
-            ok &= (st2.ravel() == 1) & (fb <= s.lk_max_fb_error)
-        return p1.reshape(-1, 2)[ok], prev.points[ok]
+        points, ok = self._lk(prev.image, nxt.image, prev.points)
+        return points[ok], prev.points[ok]
 
     def pair(self, prev: Features, nxt: Features) -> PairMotion:
         """Homography mapping frame t+1 (`nxt`) into frame t (`prev`), with the evidence for it.
         `matches`: descriptor matches that passed the ratio test, or for LK the corners tracked."""
-        return self._motion(prev, nxt)[0]
-
-    def _motion(self, prev: Features, nxt: Features) -> tuple[PairMotion, np.ndarray]:
-        """`pair`, and the RANSAC inliers' positions in `nxt` (float32 [N, 2]; empty if there was no fit)."""
         s = self.settings
-        none = np.zeros((0, 2), np.float32)
         if s.method == "lk":
             if len(prev.points) < 2:
-                return _unreliable(f"too few keypoints ({len(prev.points)})"), none
+                return _unreliable(f"too few keypoints ({len(prev.points)})")
             src, dst = self._track(prev, nxt)
-            if len(src) < max(4, s.min_inliers):
-                return _unreliable(f"too few matches ({len(src)} < {max(4, s.min_inliers)})", len(src)), none
         else:
             if len(prev.points) < 2 or len(nxt.points) < 2:
-                return _unreliable(f"too few keypoints ({min(len(prev.points), len(nxt.points))})"), none
+                return _unreliable(f"too few keypoints ({min(len(prev.points), len(nxt.points))})")
             _, matcher = self._tools()
             knn = matcher.knnMatch(nxt.descriptors, prev.descriptors, k=2)
             good = [m[0] for m in knn if len(m) == 2 and m[0].distance < s.ratio * m[1].distance]
-            if len(good) < max(4, s.min_inliers):
-                return (_unreliable(f"too few matches ({len(good)} < {max(4, s.min_inliers)})", len(good)),
-                        none)
-            src = nxt.points[[m.queryIdx for m in good]]
-            dst = prev.points[[m.trainIdx for m in good]]
+            src = nxt.points[[m.queryIdx for m in good]].reshape(-1, 2)
+            dst = prev.points[[m.trainIdx for m in good]].reshape(-1, 2)
+        if len(src) < max(4, s.min_inliers):
+            return _unreliable(f"too few matches ({len(src)} < {max(4, s.min_inliers)})", len(src))
+        hom, motion, _ = self._fit(src, dst)
+        if motion.reliable and not corner_shift(hom, nxt.size) < 0.5:  # a flip, near-singular or wild fit
+            return replace(motion, reason="degenerate homography")
+        return motion
+
+    def _fit(self, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, PairMotion, np.ndarray]:
+        """RANSAC homography taking points `src` [N >= 4, 2] to `dst`, the evidence for it (the motion's
+        homography is the fit; the caller checks its shape) and which points are its inliers (bool [N])."""
+        s = self.settings
         # cv2.RANSAC refines the winning model on its inliers (Levenberg-Marquardt);
         # deterministic (fixed RNG).
         hom, mask = cv2.findHomography(src, dst, cv2.RANSAC, s.ransac_threshold, maxIters=2000,
                                        confidence=0.995)
         if hom is None or mask is None:
-            return _unreliable("no homography found", len(src)), none
+            return np.eye(3), _unreliable("no homography found", len(src)), np.zeros(len(src), bool)
+        hom = np.asarray(hom, np.float64)
         inl = mask.ravel().astype(bool)
         n_in = int(inl.sum())
         err = np.linalg.norm(_apply(hom, src[inl].astype(np.float64)) - dst[inl], axis=1)
@@ -276,9 +329,7 @@ class MotionEstimator:
             reason = f"inlier ratio {ratio:.2f} < {s.min_inlier_ratio:.2f}"
         elif not residual <= s.max_residual:
             reason = f"residual {residual:.2f} px > {s.max_residual:g} px"
-        elif not corner_shift(hom, nxt.size) < 0.5:  # a flip, a near-singular or wild perspective fit
-            reason = "degenerate homography"
-        return PairMotion(np.asarray(hom, np.float64), len(src), n_in, residual, reason), src[inl]
+        return hom, PairMotion(hom, len(src), n_in, residual, reason), inl
 
 
 @dataclass
@@ -437,3 +488,23 @@ def shaken_clip(frames: int = 32, size: tuple[int, int] = (256, 341), shake: flo
     background[border:h - border, border:w - border] = True
     background &= ~(cv2.dilate(crossed.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0)
     return ShakenClip(out, homs, background)
+
+
+def creeping_clip(frames: int = 32, size: tuple[int, int] = (160, 214), speed: float = 0.7,
+                  seed: int = 0) -> np.ndarray:
+    """uint8 [T, H, W, 3]: a still camera (every true homography the identity) on a textured scene, with a
+    textured block of a sixth of the frame creeping right at `speed` px/frame: slower than RANSAC's
+    threshold, as a person walking in 60 fps footage, so fits between adjacent frames count its corners as
+    background."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    background = textured_background(h, w, rng)
+    block = textured_background(h // 2, w // 3, rng)
+    opaque = np.full(block.shape[:2], 255, np.uint8)
+    out = np.empty((frames, h, w, 3), np.uint8)
+    for t in range(frames):
+        place = np.float32([[1, 0, w // 8 + speed * t], [0, 1, h // 4]])  # sub-pixel steps, bilinear
+        moved = cv2.warpAffine(block, place, (w, h), flags=cv2.INTER_LINEAR)
+        alpha = cv2.warpAffine(opaque, place, (w, h), flags=cv2.INTER_LINEAR)[..., None] / 255.0
+        out[t] = np.round(alpha * moved + (1 - alpha) * background).astype(np.uint8)
+    return out
