@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from videogan.data.shards import decode_clip, image_and_meta, read_shard, resolve_shards
+from videogan.metrics.measures import changes_from_first
 
 STILL_LEVELS = 3.0
 TIMES = (1, 8, 16, 31)
@@ -43,7 +44,7 @@ def main() -> None:
     stab, plain = clips_by_key(args.stabilized), clips_by_key(args.unstabilized)
     per_video: dict[str, list[torch.Tensor]] = defaultdict(list)
     for key in sorted(stab.keys() & plain.keys()):
-        change = [(c[:, 1:] - c[:, :1]).abs().mean(0) for c in (stab[key], plain[key])]  # 2 x [T-1, H, W]
+        change = [changes_from_first(c).abs().mean(0) for c in (stab[key], plain[key])]  # 2 x [T-1, H, W]
         still = change[1].mean(0) < STILL_LEVELS
         per_video[key[0]].append(torch.stack([ch[:, still].mean(1) for ch in change]))  # [2, T-1]
     result = {}

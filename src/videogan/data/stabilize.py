@@ -122,6 +122,14 @@ def _unreliable(reason: str, matches: int = 0, inliers: int = 0,
     return PairMotion(np.eye(3), matches, inliers, residual, reason)
 
 
+def _checked_shape(motion: PairMotion, size: tuple[int, int]) -> PairMotion:
+    """`motion`, judged unreliable if its homography moves a frame corner by half the diagonal or more: a
+    flip, a near-singular or a wild perspective fit."""
+    if motion.reliable and not corner_shift(motion.homography, size) < 0.5:
+        return replace(motion, reason="degenerate homography")
+    return motion
+
+
 def _corners(h: int, w: int) -> np.ndarray:
     return np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
 
@@ -236,18 +244,17 @@ class MotionEstimator:
         if len(src) < max(4, s.min_inliers):
             motion = _unreliable(f"too few matches ({len(src)} < {max(4, s.min_inliers)})", len(src))
             return motion, self._describe_lk(gray)
-        to_anchor, via_anchor, background = self._fit(src, far)
+        via_anchor, background = self._fit(src, far)
         if not via_anchor.reliable or background.sum() < max(4, s.min_inliers):
             background = np.ones(len(src), bool)  # no clear background: the adjacent frames decide alone
-        adjacent, motion, inliers = self._fit(src[background], near[background])
+        motion, inliers = self._fit(src[background], near[background])
         motion = replace(motion, matches=len(src))
-        quotient = np.linalg.solve(prev.to_anchor, to_anchor)  # (prev -> anchor)^-1 (this frame -> anchor)
+        # (prev -> anchor)^-1 (this frame -> anchor)
+        quotient = np.linalg.solve(prev.to_anchor, via_anchor.homography)
         quotient /= quotient[2, 2]
-        agree = via_anchor.reliable and corner_error(quotient, adjacent, gray.shape) <= s.lk_anchor_agreement
-        if agree:
-            motion = replace(motion, homography=quotient)
-        if motion.reliable and not corner_shift(motion.homography, gray.shape) < 0.5:  # a flip, or wild
-            motion = replace(motion, reason="degenerate homography")
+        agree = (via_anchor.reliable
+                 and corner_error(quotient, motion.homography, gray.shape) <= s.lk_anchor_agreement)
+        motion = _checked_shape(replace(motion, homography=quotient) if agree else motion, gray.shape)
         h, w = gray.shape
         keep = np.flatnonzero(background)[inliers]
         keep = keep[((src[keep] >= 0) & (src[keep] <= (w - 1, h - 1))).all(axis=1)]
@@ -256,7 +263,7 @@ class MotionEstimator:
             return motion, self._describe_lk(gray)
         nxt = Features(np.ascontiguousarray(src[keep]), np.zeros((len(keep), 0), np.float32), gray.shape,
                        np.ascontiguousarray(gray), prev.age + 1, np.ascontiguousarray(far[keep]),
-                       anchor_corners, to_anchor)
+                       anchor_corners, via_anchor.homography)
         return motion, nxt
 
     def _lk(self, image: np.ndarray, nxt: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -301,21 +308,18 @@ class MotionEstimator:
             dst = prev.points[[m.trainIdx for m in good]].reshape(-1, 2)
         if len(src) < max(4, s.min_inliers):
             return _unreliable(f"too few matches ({len(src)} < {max(4, s.min_inliers)})", len(src))
-        hom, motion, _ = self._fit(src, dst)
-        if motion.reliable and not corner_shift(hom, nxt.size) < 0.5:  # a flip, near-singular or wild fit
-            return replace(motion, reason="degenerate homography")
-        return motion
+        return _checked_shape(self._fit(src, dst)[0], nxt.size)
 
-    def _fit(self, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, PairMotion, np.ndarray]:
-        """RANSAC homography taking points `src` [N >= 4, 2] to `dst`, the evidence for it (the motion's
-        homography is the fit; the caller checks its shape) and which points are its inliers (bool [N])."""
+    def _fit(self, src: np.ndarray, dst: np.ndarray) -> tuple[PairMotion, np.ndarray]:
+        """RANSAC homography taking points `src` [N >= 4, 2] to `dst` with the evidence for it (the caller
+        checks its shape), and which points are its inliers (bool [N])."""
         s = self.settings
         # cv2.RANSAC refines the winning model on its inliers (Levenberg-Marquardt);
         # deterministic (fixed RNG).
         hom, mask = cv2.findHomography(src, dst, cv2.RANSAC, s.ransac_threshold, maxIters=2000,
                                        confidence=0.995)
         if hom is None or mask is None:
-            return np.eye(3), _unreliable("no homography found", len(src)), np.zeros(len(src), bool)
+            return _unreliable("no homography found", len(src)), np.zeros(len(src), bool)
         hom = np.asarray(hom, np.float64)
         inl = mask.ravel().astype(bool)
         n_in = int(inl.sum())
@@ -329,7 +333,7 @@ class MotionEstimator:
             reason = f"inlier ratio {ratio:.2f} < {s.min_inlier_ratio:.2f}"
         elif not residual <= s.max_residual:
             reason = f"residual {residual:.2f} px > {s.max_residual:g} px"
-        return hom, PairMotion(hom, len(src), n_in, residual, reason), inl
+        return PairMotion(hom, len(src), n_in, residual, reason), inl
 
 
 @dataclass
