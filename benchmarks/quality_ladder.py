@@ -6,7 +6,7 @@
         --disjoint 'runs/data-vtest-32/clips-000001.tar' \\
         --demo runs/ladder-twostream-vtest --one-stream runs/ladder-onestream-vtest --num 96
     python benchmarks/quality_ladder.py runs/data-people-64-test --disjoint runs/data-people-64-train \\
-        --demo runs/people-64 --one-stream runs/people-64-onestream --num 96 --frames 32 --repeats 3
+        --demo pretrained:people-64 --one-stream runs/people-64-onestream --num 96 --frames 32 --repeats 3
 
 Rungs (each against REAL, N clips a side, the first FRAMES frames, protocol of videogan.metrics.evaluate):
 real vs disjoint real (the floor: another seed, or the --disjoint data); real with its frames shuffled in
@@ -34,13 +34,13 @@ from videogan.metrics.evaluate import (
     Protocol,
     clip_source,
     generator_clips,
+    generator_config,
     i3d_features,
     real_features,
     repeat_summary,
 )
 from videogan.metrics.i3d import load_i3d, weights_sha256
 from videogan.models import build_generator
-from videogan.training.checkpoint import checkpoint_config
 
 
 def shuffled_in_time(clips: Iterator[torch.Tensor], seed: int) -> Iterator[torch.Tensor]:
@@ -59,7 +59,7 @@ def main() -> None:
     ap.add_argument("real", help="real data (as `videogan evaluate --real`)")
     ap.add_argument("--disjoint",
                     help="disjoint real data for the floor (default: the same source, another seed)")
-    ap.add_argument("--demo", help="run directory of the two-stream model")
+    ap.add_argument("--demo", help="the two-stream model: a run directory or pretrained:NAME")
     ap.add_argument("--one-stream", help="run directory of the one-stream model")
     ap.add_argument("--preset", help="without --demo: the preset whose architecture the untrained rung uses")
     ap.add_argument("--num", type=int, default=256)
@@ -71,7 +71,7 @@ def main() -> None:
     if not (args.demo or args.preset):
         ap.error("give --demo RUN or --preset NAME (the untrained rung's architecture)")
     device = torch.device("cpu")
-    model_cfg = checkpoint_config(args.demo) if args.demo else preset(args.preset)
+    model_cfg = generator_config(args.demo) if args.demo else preset(args.preset)
     i3d, weights = load_i3d(device), weights_sha256()
     started = time.perf_counter()
     scenes = model_cfg.synthetic  # for "synthetic": the scenes the models were trained on
