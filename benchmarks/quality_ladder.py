@@ -12,7 +12,11 @@ Rungs (each against REAL, N clips a side, the first FRAMES frames, protocol of v
 real vs disjoint real (the floor: another seed, or the --disjoint data); real with its frames shuffled in
 time (is the metric sensitive to motion?); the first real frame repeated (a still video); an untrained
 generator of the demo's architecture (or --preset's); the demo (two-stream) model; a one-stream model trained
-with the same steps and seed (the model rungs only where their runs are given). With --repeats K, each rung is
+with the same steps and seed (the model rungs only where their runs are given). With --held-still, each model
+also gets a rung of its own first frames repeated: beside the still rung of real frames it splits a model's
+distance into its frames' appearance and its motion. Beside each distance, the clips' own motion (mean
+|frame t - frame 0|, 0-255 levels) and still share (pixels whose mean change is below 4 levels), as
+benchmarks/image_to_video.py measures them (metrics.measures). With --repeats K, each rung is
 drawn K times (repeat k: seed + 2k on both sides, as `videogan evaluate --repeats`) and reported as mean,
 standard deviation and 95% interval. Prints one JSON line per rung. Results go into benchmarks/RESULTS.md.
 """
@@ -40,6 +44,7 @@ from videogan.metrics.evaluate import (
     repeat_summary,
 )
 from videogan.metrics.i3d import load_i3d, weights_sha256
+from videogan.metrics.measures import motion, still_share
 from videogan.models import build_generator
 
 
@@ -54,6 +59,22 @@ def still(clips: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
         yield batch[:, :, :1].expand_as(batch).contiguous()
 
 
+STILL_LEVELS = 4.0  # as benchmarks/image_to_video.py: JPEG and stabilisation leave real pixels ~3.7 levels
+
+
+def measured(clips: Iterator[torch.Tensor], protocol: Protocol,
+             found: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """The clips as they pass to I3D; the first protocol.num clips' motion and still share over their first
+    protocol.frames frames, in 0-255 levels, appended to `found` as [b, 2]."""
+    seen = 0
+    for batch in clips:
+        levels = batch[: protocol.num - seen, :, : protocol.frames].float()  # uint8 [b, 3, T, S, S]
+        if len(levels):
+            found.append(torch.stack([motion(levels), still_share(levels, STILL_LEVELS)], dim=1))
+        seen += len(levels)
+        yield batch
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("real", help="real data (as `videogan evaluate --real`)")
@@ -62,6 +83,8 @@ def main() -> None:
     ap.add_argument("--demo", help="the two-stream model: a run directory or pretrained:NAME")
     ap.add_argument("--one-stream", help="run directory of the one-stream model")
     ap.add_argument("--preset", help="without --demo: the preset whose architecture the untrained rung uses")
+    ap.add_argument("--held-still", action="store_true",
+                    help="also each model's own first frames repeated (its appearance without its motion)")
     ap.add_argument("--num", type=int, default=256)
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=1)
@@ -96,6 +119,10 @@ def main() -> None:
         for name, run in models.items():
             if run:
                 found[name] = clip_source(run, protocol, args.batch_size, device)
+        for name, run in models.items():
+            if run and args.held_still:
+                frames = clip_source(run, protocol, args.batch_size, device)
+                found[f"{name}, first frame repeated"] = still(frames)
         return found
 
     draws: dict[str, list[dict]] = {}
@@ -103,11 +130,13 @@ def main() -> None:
         protocol = replace(base, seed=args.seed + REPEAT_SEED_STEP * k)
         real, _ = real_features(args.real, i3d, protocol, device, args.batch_size, weights, synthetic=scenes)
         for name, clips in rungs(protocol).items():
-            t = time.perf_counter()
-            fake = i3d_features(clips, i3d, protocol, device, args.batch_size, desc=name[:20])
+            t, clip_measures = time.perf_counter(), []
+            fake = i3d_features(measured(clips, protocol, clip_measures), i3d, protocol, device,
+                                args.batch_size, desc=name[:20])
+            motion_levels, still_fraction = torch.cat(clip_measures).mean(0).tolist()
             draw = {"seed": protocol.seed, "fvd": round(fvd_from_features(real, fake), 2),
-                    "kvd": round(kernel_distance(real, fake), 4),
-                    "seconds": round(time.perf_counter() - t, 1)}
+                    "kvd": round(kernel_distance(real, fake), 4), "motion": round(motion_levels, 2),
+                    "still_share": round(still_fraction, 3), "seconds": round(time.perf_counter() - t, 1)}
             draws.setdefault(name, []).append(draw)
             if args.repeats == 1:
                 print(json.dumps({"rung": name, **draw}), flush=True)
@@ -115,6 +144,8 @@ def main() -> None:
         for name, values in draws.items():
             summary = {k: round(v, 2) if isinstance(v, float) else [round(x, 2) for x in v]
                        for k, v in repeat_summary(values).items()}
+            summary |= {key: round(sum(v[key] for v in values) / len(values), 3)
+                        for key in ("motion", "still_share")}
             print(json.dumps({"rung": name, **summary, "repeats": values}), flush=True)
     print(json.dumps({"total_seconds": round(time.perf_counter() - started, 1)}))
 

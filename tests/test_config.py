@@ -136,7 +136,8 @@ def test_every_numeric_field_has_a_range():
     ("train.grad_accumulation", "0"), ("train.r1_weight", "-0.1"), ("train.r1_every", "0"),
     ("train.mask_l1_weight", "nan"), ("train.keep_checkpoints", "-1"), ("train.sample_every", "-5"),
     ("train.num_samples", "0"), ("train.eval_num", "1"), ("train.seed", str(2**53 + 1)), ("model.size", "48"),
-    ("model.channels", "1"), ("model.g_width", "6"), ("model.d_width", "0"), ("model.d_bn_eps", "0"),
+    ("model.channels", "1"), ("model.g_width", "6"), ("model.background_width", "-8"), ("model.d_width", "0"),
+    ("model.d_bn_eps", "0"),
     ("model.mask_bias_init", "-inf"), ("model.motion_layers", "-1"), ("data.shuffle_buffer", "-1"),
     ("synthetic.max_objects", "0"), ("synthetic.min_radius", "0"), ("synthetic.max_radius", "0.5"),
     ("synthetic.max_speed", "nan"), ("synthetic.background_shapes", "-1"),
@@ -162,6 +163,9 @@ def test_out_of_range_values_are_refused_naming_the_key_and_value(key, value):
     ({"model.kind": "conditional", "model.motion_layers": 2},
      "model.motion_layers=2 needs model.warp_foreground"),
     ({"train.augment": "color,blur"}, "train.augment: unknown blur"),
+    ({"model.kind": "one-stream", "model.background_width": 64},
+     "model.background_width=64 applies to the two-stream model only"),
+    ({"model.background_width": 10}, "model.background_width 10 must be divisible by 4"),
     ({"data.source": ""}, "data.source=''"),
 ])
 def test_fields_that_do_not_fit_together_are_refused(sets, message):

@@ -196,7 +196,8 @@ RECIPES = {
             "on the walkway that move along it, and puts the walkway and most figures in the mask",
         cannot="draw a gait, or a person in the lab and lawn scenes, which come out as blurred patches of "
                "their colours around a dark blob; figures glide or flicker; checkerboard texture; early in "
-               "its training, its fvd96_32f is above a still video of real frames (4214 against 2890)"),
+               "its training, its fvd96_32f (fvd_own_frames) is above that of a still video of real frames "
+               "(the quality ladder, benchmarks/RESULTS.md)"),
     "people-animate": Recipe(
         run="runs/people-animate", **PEOPLE_DATA, data_description=PEOPLE_DESCRIPTION + "; input = a clip's "
                                                                                         "first frame",
@@ -208,8 +209,8 @@ RECIPES = {
         cannot="make the people walk: in photos of the plaza it moves a pair of blurred patches at the "
                "same place near the middle of every frame, whatever is there, and leaves the walkers still; "
                "in the lab the motion is a wobble with speckled edges; one future per image (deterministic); "
-               "early in its training, its fvd96_32f is above a still video of real frames (4340 against "
-               "2890)"),
+               "early in its training, its fvd96_32f (fvd_own_frames) is above that of a still video of real "
+               "frames (the quality ladder, benchmarks/RESULTS.md)"),
 }
 
 

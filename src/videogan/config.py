@@ -36,6 +36,10 @@ class ModelConfig:
     # Channels of the generator's first (4x4) stage; each upsampling stage halves it.
     # Paper: 512 -> 256 -> 128 -> 64.
     g_width: int = 512
+    # Two-stream model only: channels of the background stream's first stage, halved per stage as the
+    # foreground's (0 = g_width, as in the paper). Its 2-D convolutions cost little beside the 3-D stream's,
+    # so a narrow model can afford a wider background (not in the paper).
+    background_width: int = 0
     # Channels of the discriminator's first stage; each downsampling stage doubles it.
     # Paper: 64 -> 128 -> 256 -> 512.
     d_width: int = 64
@@ -452,6 +456,7 @@ FIELD_RANGES: dict[str, Range] = {
     "model.channels": Range(3, 3),  # every data source and the metrics read RGB
     "model.z_dim": Range(1, 4096),
     "model.g_width": Range(1, 4096),
+    "model.background_width": Range(0, 4096),
     "model.d_width": Range(1, 4096),
     "model.d_bn_eps": POSITIVE,
     "model.mask_bias_init": ANY,
@@ -558,6 +563,8 @@ def _check_architecture(m: ModelConfig) -> None:
     try:
         geo = geometry(m.frames, m.size)
         check_width("model.g_width", m.g_width, geo, "halve")
+        if m.background_width:
+            check_width("model.background_width", m.background_width, geo, "halve")
         check_width("model.d_width", m.d_width, geo, "double")
     except ArchitectureError as e:
         raise ConfigError(str(e)) from None
@@ -567,6 +574,9 @@ def _check_model_options(m: ModelConfig) -> None:
     for name in CONDITIONAL_ONLY:
         if getattr(m, name) and m.kind != "conditional":
             raise ConfigError(f"model.{name}=true applies to the conditional model only, not to {m.kind}")
+    if m.background_width and m.kind != "two-stream":
+        raise ConfigError(f"model.background_width={m.background_width} applies to the two-stream model only "
+                          f"(the one with a background stream), not to {m.kind}")
     if m.motion_layers and not m.warp_foreground:
         raise ConfigError(f"model.motion_layers={m.motion_layers} needs model.warp_foreground=true "
                           "(the layers move the warped image)")

@@ -110,6 +110,20 @@ def test_mask_bias_init_sets_the_starting_share_of_foreground():
     assert abs(m - torch.sigmoid(torch.tensor(-3.0)).item()) < 0.02  # small init weights: m ~ sigmoid(bias)
 
 
+def test_background_width_widens_the_background_stream_alone():
+    narrow = TwoStreamGenerator(ModelConfig(frames=8, size=16, g_width=16))
+    wide = TwoStreamGenerator(ModelConfig(frames=8, size=16, g_width=16, background_width=64))
+    assert n_params(wide.foreground_stream) == n_params(narrow.foreground_stream)
+    assert n_params(wide.background_stream) > 4 * n_params(narrow.background_stream)
+    first = wide.background_stream.net[0]
+    assert (first.in_channels, first.out_channels) == (100, 64)  # z -> 64 x 4 x 4, then halved per stage
+    with torch.no_grad():
+        out = wide(torch.randn(2, 100))
+    assert out.background.shape == (2, 3, 16, 16) and out.video.shape == (2, 3, 8, 16, 16)
+    default = TwoStreamGenerator(ModelConfig(frames=8, size=16, g_width=16, background_width=0))
+    assert n_params(default) == n_params(narrow)  # 0: the paper's, as wide as the foreground stream
+
+
 def test_heads_as_one_convolution_equal_the_two_heads():
     """video_and_mask runs both heads as one 3 + 1 channel transposed convolution: same values, same
     gradients."""

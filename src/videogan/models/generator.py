@@ -129,7 +129,9 @@ class TwoStreamGenerator(_VideoGenerator):
         super().__init__(cfg)
         self.mask_head = nn.Sequential(upsampling_conv3d(self.widths[-1], 1, self.last_time_stride),
                                        nn.Sigmoid())
-        self.background_stream = BackgroundStream(cfg.z_dim, self.widths, cfg.channels)
+        background_widths = (geometry(cfg.frames, cfg.size).widths(cfg.background_width, "halve")
+                             if cfg.background_width else self.widths)
+        self.background_stream = BackgroundStream(cfg.z_dim, background_widths, cfg.channels)
         init_weights(self)
         nn.init.constant_(self.mask_head[0].bias, cfg.mask_bias_init)
 
