@@ -53,15 +53,12 @@ from videogan.generation.loading import load_generator
 from videogan.generation.pretrained import strip_prefix
 from videogan.media import from_uint8, upscale, write_png
 from videogan.metrics.evaluate import Protocol, data_clips, generator_config
-from videogan.metrics.measures import motion, object_flow_spread, still_share
+from videogan.metrics.measures import STILL_LEVELS, motion, object_flow_spread, still_share
 from videogan.models import GeneratorOutput, build_generator
 from videogan.training.checkpoint import list_checkpoints
 from videogan.training.loop import train
 
 HELD_OUT_SEED_OFFSET = 1000  # held-out scenes or clips are drawn with the training seed + this
-# still_share: a pixel is still below this mean |frame t - frame 0| (0-255 levels); on the held-out people
-# clips the median pixel changes by 3.7 levels (JPEG and what stabilisation leaves), so 2 calls little still
-STILL_LEVELS = 4.0
 TO_PIXELS = 127.5  # model units ([-1, 1]) -> 0-255 levels
 
 

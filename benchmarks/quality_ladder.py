@@ -44,7 +44,7 @@ from videogan.metrics.evaluate import (
     repeat_summary,
 )
 from videogan.metrics.i3d import load_i3d, weights_sha256
-from videogan.metrics.measures import motion, still_share
+from videogan.metrics.measures import STILL_LEVELS, motion, still_share
 from videogan.models import build_generator
 
 
@@ -57,9 +57,6 @@ def shuffled_in_time(clips: Iterator[torch.Tensor], seed: int) -> Iterator[torch
 def still(clips: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
     for batch in clips:
         yield batch[:, :, :1].expand_as(batch).contiguous()
-
-
-STILL_LEVELS = 4.0  # as benchmarks/image_to_video.py: JPEG and stabilisation leave real pixels ~3.7 levels
 
 
 def measured(clips: Iterator[torch.Tensor], protocol: Protocol,
@@ -119,10 +116,9 @@ def main() -> None:
         for name, run in models.items():
             if run:
                 found[name] = clip_source(run, protocol, args.batch_size, device)
-        for name, run in models.items():
-            if run and args.held_still:
-                frames = clip_source(run, protocol, args.batch_size, device)
-                found[f"{name}, first frame repeated"] = still(frames)
+                if args.held_still:
+                    found[f"{name}, first frame repeated"] = still(
+                        clip_source(run, protocol, args.batch_size, device))
         return found
 
     draws: dict[str, list[dict]] = {}

@@ -100,7 +100,7 @@ class _VideoGenerator(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        geo = geometry(cfg.frames, cfg.size)
+        geo = self.geometry = geometry(cfg.frames, cfg.size)
         check_width("model.g_width", cfg.g_width, geo, "halve")
         self.widths = geo.widths(cfg.g_width, "halve")
         self.last_time_stride = geo.time_strides[-1]
@@ -129,8 +129,8 @@ class TwoStreamGenerator(_VideoGenerator):
         super().__init__(cfg)
         self.mask_head = nn.Sequential(upsampling_conv3d(self.widths[-1], 1, self.last_time_stride),
                                        nn.Sigmoid())
-        background_widths = (geometry(cfg.frames, cfg.size).widths(cfg.background_width, "halve")
-                             if cfg.background_width else self.widths)
+        background_widths = (self.geometry.widths(cfg.background_width, "halve") if cfg.background_width
+                             else self.widths)
         self.background_stream = BackgroundStream(cfg.z_dim, background_widths, cfg.channels)
         init_weights(self)
         nn.init.constant_(self.mask_head[0].bias, cfg.mask_bias_init)
