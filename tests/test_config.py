@@ -48,7 +48,21 @@ def test_conditional_variants_of_the_presets():
     assert preset("synthetic-animate").model.kind == "conditional"
     with pytest.raises(ConfigError, match="preset 'pedestrians' has no image-to-video variant"):
         preset("pedestrians", "conditional")
-    assert preset("pedestrians", "one-stream") == preset("pedestrians")  # the kind is set on top, as for tiny
+
+
+
+def test_one_stream_variants_of_the_presets():
+    """`--model one-stream` keeps a two-stream recipe's widths and training, in one stream: a background width
+    of the recipe's own (people-64's) goes with the stream it sized, so the variant is a valid config."""
+    for name in ("pedestrians", "people-64"):
+        two, one = preset(name), preset(name, "one-stream")
+        assert one.model.kind == "one-stream" and one.model.background_width == 0
+        width = two.model.background_width
+        assert dataclasses.replace(one.model, kind="two-stream", background_width=width) == two.model
+        assert one.train == two.train and one.data == two.data
+        validate(one)
+    assert preset("people-64").model.background_width == 256
+    assert preset("people-animate").model.background_width == 0  # the input image is its background
 
 
 def test_the_shipped_models_recipes():

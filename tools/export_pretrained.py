@@ -192,12 +192,14 @@ RECIPES = {
         run="runs/people-64", **PEOPLE_DATA, data_description=PEOPLE_DESCRIPTION,
         description="two-stream video GAN at the paper's clip shape: noise -> 32 frames of 64x64 of "
                     "static-camera scenes of people (a plaza, a lawn, a lab)",
-        can="draws the plaza's layout (lawn, walkway, the building's edge) with dark, walker-sized figures "
-            "on the walkway that move along it, and puts the walkway and most figures in the mask",
-        cannot="draw a gait, or a person in the lab and lawn scenes, which come out as blurred patches of "
-               "their colours around a dark blob; figures glide or flicker; checkerboard texture; early in "
-               "its training, its fvd96_32f (fvd_own_frames) is above that of a still video of real frames "
-               "(the quality ladder, benchmarks/RESULTS.md)"),
+        can="draws the plaza (lawn, walkway, the building's edge) sharply, with small dark figures on the "
+            "walkway in a mask that stays on them (a few percent of the frame), and the lab's floor and "
+            "walls with a blurred person in them; the background stays still, as in the footage",
+        cannot="draw a gait: the lab's person is part of the still background image and does not move, the "
+               "plaza's figures jump from place to place or glide; the lawn scene and the lab's detail come "
+               "out as blocky, blurred patches; faint vertical stripes in the mask; early in its training, "
+               "its fvd96_32f (fvd_own_frames) is above that of a still video of real frames (the quality "
+               "ladder, benchmarks/RESULTS.md)"),
     "people-animate": Recipe(
         run="runs/people-animate", **PEOPLE_DATA, data_description=PEOPLE_DESCRIPTION + "; input = a clip's "
                                                                                         "first frame",
@@ -322,8 +324,10 @@ def export(name: str, recipe: Recipe) -> dict:
                   metadata={"what": "uint8 clips of the float32 weights"})
     levels = (ref32.int() - ref16.int()).abs()
     meta = ckpt.meta
+    # the steps the weights were trained for, where a run set to go further was stopped or is exported early
+    config = replace(ckpt.config, train=replace(ckpt.config.train, steps=ckpt.step))
     return {
-        "step": ckpt.step, "config": ckpt.config, "weights": weights,
+        "step": ckpt.step, "config": config, "weights": weights,
         "checkpoint": str(ckpt.path.relative_to(REPO)),
         "training_seconds": round(float(meta.get("elapsed_seconds", 0.0)), 1),
         "date": datetime.date.fromtimestamp((ckpt.path / "checkpoint.json").stat().st_mtime).isoformat(),
