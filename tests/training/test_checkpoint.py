@@ -74,6 +74,21 @@ def test_resume_keeps_this_runs_optimiser_kernel(tmp_path):
     assert float(state.opt_g.state_dict()["state"][0]["step"]) == 2
 
 
+def test_resume_takes_the_learning_rate_and_betas_of_this_runs_config(tmp_path):
+    """`--resume --set train.lr_d=...` changes the rate: the checkpoint gives Adam's moments, the config its
+    settings."""
+    _, net, opt = _save(tmp_path, 10)
+    assert opt.param_groups[0]["lr"] == 1e-3
+    g, d = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    state = TrainingState(g, d, opt_g=torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999)),
+                          opt_d=torch.optim.Adam(d.parameters(), lr=5e-5, betas=(0.0, 0.99)))
+    restore_training_state(tmp_path, preset("tiny"), state)
+    assert (state.opt_g.param_groups[0]["lr"], state.opt_g.param_groups[0]["betas"]) == (2e-4, (0.5, 0.999))
+    assert (state.opt_d.param_groups[0]["lr"], state.opt_d.param_groups[0]["betas"]) == (5e-5, (0.0, 0.99))
+    assert torch.equal(state.opt_g.state_dict()["state"][0]["exp_avg_sq"],
+                       opt.state_dict()["state"][0]["exp_avg_sq"])
+
+
 def test_latest_and_keep(tmp_path):
     for step in (5, 10, 15):
         _save(tmp_path, step, keep=2)

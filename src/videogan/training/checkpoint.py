@@ -428,12 +428,13 @@ def write_best(run_dir: str | os.PathLike, record: dict) -> None:
     write_json(Path(run_dir) / BEST_FILE, record, sort_keys=True)
 
 
-def _keep_kernel_choice(opt: torch.optim.Optimizer, saved: dict[str, Any]) -> dict[str, Any]:
-    """`saved` with this optimiser's kernel flags (fused, foreach): load_state_dict would otherwise bring back
-    those of the run that wrote it (runs from before the fused Adam would resume on the slower per-op
-    kernel)."""
+def _with_this_runs_settings(opt: torch.optim.Optimizer, saved: dict[str, Any]) -> dict[str, Any]:
+    """`saved` (the moments and step counts to resume) with this optimiser's settings: its learning rate and
+    betas, from the config it was built with, and its kernel flags (fused, foreach). load_state_dict would
+    otherwise bring back those of the run that wrote it, so `--resume --set train.lr_d=...` would change
+    nothing, and runs from before the fused Adam would resume on the slower per-op kernel."""
     for group, current in zip(saved["param_groups"], opt.param_groups, strict=False):
-        group.update({key: current[key] for key in ("fused", "foreach") if key in current})
+        group.update({key: value for key, value in current.items() if key != "params"})
     return saved
 
 
@@ -455,8 +456,8 @@ def restore_training_state(run_dir: str | os.PathLike, config: Config, state: Tr
     tensors, meta = ckpt.training_state, ckpt.meta
     try:
         for opt, name in ((state.opt_g, "generator"), (state.opt_d, "discriminator")):
-            opt.load_state_dict(_keep_kernel_choice(opt, unflatten_optimizer(f"optimizer.{name}", tensors,
-                                                                             meta["optimizers"][name])))
+            saved = unflatten_optimizer(f"optimizer.{name}", tensors, meta["optimizers"][name])
+            opt.load_state_dict(_with_this_runs_settings(opt, saved))
         torch.set_rng_state(tensors["rng.torch"])
     except (KeyError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{ckpt.path}: training state does not fit this run ({e})") from None
