@@ -50,7 +50,6 @@ def test_conditional_variants_of_the_presets():
         preset("pedestrians", "conditional")
 
 
-
 def test_one_stream_variants_of_the_presets():
     """`--model one-stream` keeps a two-stream recipe's widths and training, in one stream: a background width
     of the recipe's own (people-64's) goes with the stream it sized, so the variant is a valid config."""
