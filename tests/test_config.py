@@ -151,7 +151,8 @@ def test_every_numeric_field_has_a_range():
     ("train.num_samples", "0"), ("train.eval_num", "1"), ("train.seed", str(2**53 + 1)), ("model.size", "48"),
     ("model.channels", "1"), ("model.g_width", "6"), ("model.background_width", "-8"), ("model.d_width", "0"),
     ("model.d_bn_eps", "0"),
-    ("model.mask_bias_init", "-inf"), ("model.motion_layers", "-1"), ("data.shuffle_buffer", "-1"),
+    ("model.mask_bias_init", "-inf"), ("model.motion_layers", "-1"), ("model.max_flow", "0"),
+    ("model.max_flow", "1.5"), ("data.shuffle_buffer", "-1"),
     ("synthetic.max_objects", "0"), ("synthetic.min_radius", "0"), ("synthetic.max_radius", "0.5"),
     ("synthetic.max_speed", "nan"), ("synthetic.background_shapes", "-1"),
 ])
@@ -175,6 +176,8 @@ def test_out_of_range_values_are_refused_naming_the_key_and_value(key, value):
     ({"model.stochastic": True}, "model.stochastic=true applies to the conditional model only"),
     ({"model.kind": "conditional", "model.motion_layers": 2},
      "model.motion_layers=2 needs model.warp_foreground"),
+    ({"model.kind": "conditional", "model.max_flow": 0.25},
+     "model.max_flow=0.25 needs model.warp_foreground"),
     ({"train.augment": "color,blur"}, "train.augment: unknown blur"),
     ({"model.kind": "one-stream", "model.background_width": 64},
      "model.background_width=64 applies to the two-stream model only"),

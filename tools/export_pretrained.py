@@ -206,13 +206,14 @@ RECIPES = {
         description="image to video (synthetic-animate's layered warp, with a discriminator that also sees "
                     "each frame minus the first): one 64x64 photo of a static-camera scene of people -> its "
                     "32-frame future",
-        can="keeps the first frame equal to the input and the background still; in the lab scenes the "
-            "person's body and limbs shift a little from frame to frame, inside a mask that sits on them",
-        cannot="make the people walk: in photos of the plaza it moves a pair of blurred patches at the "
-               "same place near the middle of every frame, whatever is there, and leaves the walkers still; "
-               "in the lab the motion is a wobble with speckled edges; one future per image (deterministic); "
-               "early in its training, its fvd96_32f (fvd_own_frames) is above that of a still video of real "
-               "frames (the quality ladder, benchmarks/RESULTS.md)"),
+        can="keeps the first frame equal to the input and the background still; moves only nearby pixels (at "
+            "most 8 of 64, model.max_flow): the plaza's walkers and the lab's person shift by a pixel or two "
+            "over the clip, and its fvd96_32f (fvd_own_frames) is below that of a still video of real frames "
+            "(the quality ladder, benchmarks/RESULTS.md)",
+        cannot="make the people walk: the walkers drift or smear rather than step, and the mask (about a "
+               "quarter of the frame) is a soft blob over the walkway or the person, so the ground under it "
+               "smears with them; in the lab the person's outline blurs by the last frames; one future per "
+               "image (deterministic)"),
 }
 
 

@@ -67,6 +67,11 @@ class ModelConfig:
     # whole per frame, so what a layer carries moves rigidly instead of stretching (models/conditional.py,
     # layered_flow).
     motion_layers: int = 0
+    # With warp_foreground: the farthest a warped pixel may be drawn from, in frame widths (1 = anywhere; the
+    # synthetic scenes' objects cross the frame in a clip). Not in the paper. A smaller reach keeps G from
+    # pasting in patches from far across the frame, which is how the first people-animate moved its images
+    # (benchmarks/RESULTS.md).
+    max_flow: float = 1.0
     # D also sees each frame minus the clip's first frame, as 3 more input channels (not in the paper).
     # Motion in footage of people is small beside appearance: on people-64's clips, D alone learns real from
     # the first frame held still only barely in 80 steps, and with these channels in 20 (benchmarks/
@@ -295,9 +300,12 @@ def people_animate() -> Config:
     cfg.model.input_background = True
     cfg.model.warp_foreground = True
     cfg.model.motion_layers = 3
+    # 8 pixels: about as far as a walker in this footage moves in a clip; with the whole frame in reach, G
+    # pasted in far-away patches (benchmarks/RESULTS.md)
+    cfg.model.max_flow = 0.125
     cfg.model.d_frame_differences = True  # without it, D never told this G's stills from real clips
     cfg.train.mask_l1_weight = 0.0  # as main_conditional.lua
-    cfg.train.steps = 1_332  # where the shipped model stopped
+    cfg.train.steps = 1_000  # the shipped model's checkpoint: the best of 750-1500 by FVD (RESULTS)
     cfg.train.flow_tv_weight = 5.0
     cfg.train.layer_entropy_weight = 0.5
     return cfg
@@ -470,6 +478,7 @@ FIELD_RANGES: dict[str, Range] = {
     "model.d_bn_eps": POSITIVE,
     "model.mask_bias_init": ANY,
     "model.motion_layers": AT_LEAST_0,
+    "model.max_flow": Range(0, 1, low_open=True),
     "train.steps": AT_LEAST_1,
     "train.batch_size": AT_LEAST_1,
     "train.lr_g": POSITIVE,
@@ -589,6 +598,9 @@ def _check_model_options(m: ModelConfig) -> None:
     if m.motion_layers and not m.warp_foreground:
         raise ConfigError(f"model.motion_layers={m.motion_layers} needs model.warp_foreground=true "
                           "(the layers move the warped image)")
+    if m.max_flow != 1.0 and not m.warp_foreground:
+        raise ConfigError(f"model.max_flow={m.max_flow} needs model.warp_foreground=true "
+                          "(only a warping model has a flow)")
 
 
 def _check_combinations(cfg: Config) -> None:

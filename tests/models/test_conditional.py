@@ -18,7 +18,7 @@ from videogan.models import (
     OnFixedImages,
     build_generator,
 )
-from videogan.models.conditional import FLOW_RANGE, layered_flow, warp
+from videogan.models.conditional import GRID_UNITS_PER_WIDTH, layered_flow, warp
 from videogan.training.loop import train
 
 
@@ -172,9 +172,9 @@ def test_warp_moves_the_image_by_the_flow():
 
 
 def test_warp_foreground_draws_f_from_the_image_by_a_learned_flow():
-    """model.warp_foreground: the video head predicts 2 flow channels; f is the image warped by FLOW_RANGE *
-    tanh of them, starting within about a pixel of the image itself; gradients reach the flow head through the
-    warp."""
+    """model.warp_foreground: the video head predicts 2 flow channels; f is the image warped by 2 grid units
+    (model.max_flow = 1 frame width) times tanh of them, starting within about a pixel of the image itself;
+    gradients reach the flow head through the warp."""
     cfg = preset("tiny", "conditional").model
     cfg.frames, cfg.size, cfg.g_width, cfg.input_background, cfg.warp_foreground = 4, 16, 16, True, True
     g = build_generator(cfg)
@@ -188,10 +188,32 @@ def test_warp_foreground_draws_f_from_the_image_by_a_learned_flow():
     features = g.video_decoder(g.encoder(image))
     flow = g.video_head(features)
     assert flow.shape == (2, 2, 4, 16, 16) and flow.abs().max() <= 1
-    assert torch.allclose(out.foreground, warp(image, FLOW_RANGE * flow), atol=1e-6)
-    assert torch.allclose(out.flow, FLOW_RANGE * flow, atol=1e-6)
+    assert torch.allclose(out.foreground, warp(image, 2 * flow), atol=1e-6)
+    assert torch.allclose(out.flow, 2 * flow, atol=1e-6)
     (grad,) = torch.autograd.grad(out.video.sum(), g.video_head[0].weight)
     assert grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("motion_layers", [0, 3])
+def test_max_flow_bounds_how_far_a_pixel_is_drawn_from(motion_layers):
+    """model.max_flow: the flow, free or layered, never reaches further than max_flow frame widths, even with
+    its head driven to saturation, and the same weights reach four times as far with four times max_flow."""
+    cfg = preset("tiny", "conditional").model
+    cfg.frames, cfg.size, cfg.g_width = 4, 16, 16
+    cfg.input_background, cfg.warp_foreground, cfg.motion_layers = True, True, motion_layers
+    image = _images(2, 16)
+    flows = []
+    for max_flow in (0.125, 0.5):
+        cfg.max_flow = max_flow
+        torch.manual_seed(0)
+        g = build_generator(cfg)
+        with torch.no_grad():  # saturate the tanh that bounds the flow
+            head = g.video_head[0] if motion_layers == 0 else g.layer_translations.net
+            head.weight.mul_(1e3)
+            flows.append(g(image, None).flow)
+    reach = GRID_UNITS_PER_WIDTH * 0.125
+    assert reach / 2 < flows[0].abs().max() <= reach + 1e-6  # layered: a mix of saturated translations
+    assert torch.allclose(flows[1], 4 * flows[0], atol=1e-5)
 
 
 def test_layered_flow_moves_each_layer_as_a_whole():

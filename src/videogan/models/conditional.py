@@ -65,26 +65,26 @@ if TYPE_CHECKING:  # annotations only: config imports the models' geometry rules
 
 # main_conditional.lua: SpatialBatchNormalization(.., 1e-3) in the encoder; the decoders use 1e-5
 ENCODER_BN_EPS = 1e-3
-# model.warp_foreground: the flow head's tanh times this, in grid_sample's units (2 = the frame's width),
-# so a pixel can come from anywhere in the image; the synthetic scenes' objects cross up to about one
-# frame width in 16 frames.
-FLOW_RANGE = 2.0
+# grid_sample's units per frame width: model.max_flow (in frame widths) times this is the flow head's range
+# (its tanh's scale); 1 frame width lets a pixel come from anywhere in the image.
+GRID_UNITS_PER_WIDTH = 2.0
 FLOW_INIT_SCALE = 0.1  # the flow head's initial weights, scaled down: the flow starts within ~1 pixel of zero
 
 
 class LayerTranslations(nn.Module):
-    """code [B, C, 4, 4] -> translations [B, K, T, 2] (x, y in grid_sample's units, FLOW_RANGE * tanh), one
+    """code [B, C, 4, 4] -> translations [B, K, T, 2] (x, y in grid_sample's units, flow_range * tanh), one
     per moving layer and frame; frame 0's are exactly zero, so the first frame is the image
     (model.motion_layers)."""
 
-    def __init__(self, code_width: int, layers: int, frames: int):
+    def __init__(self, code_width: int, layers: int, frames: int, flow_range: float):
         super().__init__()
-        self.layers, self.frames = layers, frames
+        self.layers, self.frames, self.flow_range = layers, frames, flow_range
         self.net = nn.Linear(code_width * 4 * 4, layers * (frames - 1) * 2)
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
         B = len(code)
-        moves = FLOW_RANGE * torch.tanh(self.net(code.flatten(1))).view(B, self.layers, self.frames - 1, 2)
+        moves = self.flow_range * torch.tanh(self.net(code.flatten(1)))
+        moves = moves.view(B, self.layers, self.frames - 1, 2)
         return torch.cat([moves.new_zeros(B, self.layers, 1, 2), moves], dim=2)  # [B, K, T, 2]
 
 
@@ -209,6 +209,7 @@ class ImageToVideoGenerator(nn.Module):
         self.video_decoder = VideoDecoder(code_width, widths, geo, skips=cfg.image_skips)
         head_width = widths[-1] * (2 if cfg.image_skips else 1)
         self.warp_foreground = cfg.warp_foreground
+        self.flow_range = GRID_UNITS_PER_WIDTH * cfg.max_flow
         # f's colours; with warp_foreground the flow (x, y) that f samples the image at; with
         # motion_layers the K + 1 layer logits (the still layer first), whose softmax mixes the layers'
         # translations into the flow
@@ -220,8 +221,9 @@ class ImageToVideoGenerator(nn.Module):
             self.video_head = nn.Sequential(
                 upsampling_conv3d(head_width, 2 if cfg.warp_foreground else cfg.channels,
                                   geo.time_strides[-1]), nn.Tanh())
-        self.layer_translations = (LayerTranslations(code_width, cfg.motion_layers, cfg.frames)
-                                   if cfg.motion_layers else None)
+        self.layer_translations = (
+            LayerTranslations(code_width, cfg.motion_layers, cfg.frames, self.flow_range)
+            if cfg.motion_layers else None)
         self.mask_head = nn.Sequential(upsampling_conv3d(head_width, 1, geo.time_strides[-1]),
                                        nn.Sigmoid())
         init_weights(self)  # main_conditional.lua applies the same weights_init as main.lua
@@ -254,7 +256,7 @@ class ImageToVideoGenerator(nn.Module):
         flow = layers = None
         if self.warp_foreground:
             if self.layer_translations is None:
-                flow = FLOW_RANGE * foreground  # [B, 2, T, H, W]
+                flow = self.flow_range * foreground  # [B, 2, T, H, W]
             else:
                 layers = foreground.softmax(dim=1)  # [B, K + 1, T, H, W]
                 flow = layered_flow(layers, self.layer_translations(code))  # [B, 2, T, H, W]
