@@ -19,9 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Iterator
 
 import torch
+from quality_ladder import measured  # the ladder's motion and still share of clips as they pass to I3D
 from torch import nn
 
 from videogan.bench import cpu_name
@@ -29,18 +29,8 @@ from videogan.generation.loading import load_generator
 from videogan.metrics.distances import fvd_from_features, kernel_distance
 from videogan.metrics.evaluate import Protocol, animated_clips, i3d_features, real_features
 from videogan.metrics.i3d import load_i3d, weights_sha256
-from videogan.metrics.measures import STILL_LEVELS, motion, still_share
 from videogan.models.conditional import ImageToVideoGenerator, warp
 from videogan.models.generator import GeneratorOutput
-
-
-def set_flow_range(generator: ImageToVideoGenerator, flow_range: float) -> ImageToVideoGenerator:
-    """`generator` (changed in place) with the flow range `flow_range` in grid_sample's units: its layers'
-    translations, or its free flow, scaled as the range is; the first frame stays the input."""
-    generator.flow_range = flow_range
-    if generator.layer_translations is not None:
-        generator.layer_translations.flow_range = flow_range
-    return generator
 
 
 class RigidShift(nn.Module):
@@ -60,14 +50,6 @@ class RigidShift(nn.Module):
         video = warp(image, flow)
         return GeneratorOutput(video=video, foreground=video, mask=torch.ones_like(video[:, :1]),
                                background=image)
-
-
-def measured(clips: Iterator[torch.Tensor], protocol: Protocol, found: list[torch.Tensor]):
-    """The clips as they pass, their motion and still share (0-255 levels) appended to `found` as [b, 2]."""
-    for batch in clips:
-        levels = batch[:, :, : protocol.frames].float()
-        found.append(torch.stack([motion(levels), still_share(levels, STILL_LEVELS)], dim=1))
-        yield batch
 
 
 def floats(text: str) -> list[float]:
@@ -98,14 +80,19 @@ def main() -> None:
     started = time.perf_counter()
     real, _ = real_features(args.real, i3d, protocol, device, args.batch_size, weights, progress=False)
     reach = generator.flow_range
-    rungs = [(f"reach x {s:g}", lambda s=s: set_flow_range(generator, reach * s)) for s in args.scales]
+
+    def with_reach(scale: float) -> ImageToVideoGenerator:
+        generator.flow_range = reach * scale  # every translation (or the free flow) times scale
+        return generator
+
+    rungs = [(f"reach x {s:g}", lambda s=s: with_reach(s)) for s in args.scales]
     rungs += [(f"input moved {p:g} px", lambda p=p: RigidShift(generator, p)) for p in args.shifts]
     for name, make in rungs:
         t, found = time.perf_counter(), []
         clips = animated_clips(make(), args.real, protocol, args.batch_size)
         fake = i3d_features(measured(clips, protocol, found), i3d, protocol, device, args.batch_size,
                             progress=False)
-        motion_levels, still_fraction = torch.cat(found)[: args.num].mean(0).tolist()
+        motion_levels, still_fraction = torch.cat(found).mean(0).tolist()
         print(json.dumps({"rung": name, "fvd": round(fvd_from_features(real, fake), 2),
                           "kvd": round(kernel_distance(real, fake), 4), "motion": round(motion_levels, 2),
                           "still_share": round(still_fraction, 3),

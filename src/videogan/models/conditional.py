@@ -72,19 +72,18 @@ FLOW_INIT_SCALE = 0.1  # the flow head's initial weights, scaled down: the flow 
 
 
 class LayerTranslations(nn.Module):
-    """code [B, C, 4, 4] -> translations [B, K, T, 2] (x, y in grid_sample's units, flow_range * tanh), one
-    per moving layer and frame; frame 0's are exactly zero, so the first frame is the image
+    """code [B, C, 4, 4] -> translations [B, K, T, 2] (x, y in [-1, 1] (tanh), units of the generator's flow
+    range), one per moving layer and frame; frame 0's are exactly zero, so the first frame is the image
     (model.motion_layers)."""
 
-    def __init__(self, code_width: int, layers: int, frames: int, flow_range: float):
+    def __init__(self, code_width: int, layers: int, frames: int):
         super().__init__()
-        self.layers, self.frames, self.flow_range = layers, frames, flow_range
+        self.layers, self.frames = layers, frames
         self.net = nn.Linear(code_width * 4 * 4, layers * (frames - 1) * 2)
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
         B = len(code)
-        moves = self.flow_range * torch.tanh(self.net(code.flatten(1)))
-        moves = moves.view(B, self.layers, self.frames - 1, 2)
+        moves = torch.tanh(self.net(code.flatten(1))).view(B, self.layers, self.frames - 1, 2)
         return torch.cat([moves.new_zeros(B, self.layers, 1, 2), moves], dim=2)  # [B, K, T, 2]
 
 
@@ -209,6 +208,7 @@ class ImageToVideoGenerator(nn.Module):
         self.video_decoder = VideoDecoder(code_width, widths, geo, skips=cfg.image_skips)
         head_width = widths[-1] * (2 if cfg.image_skips else 1)
         self.warp_foreground = cfg.warp_foreground
+        # the flow's reach in grid_sample's units: both flow heads give [-1, 1], scaled by this in forward
         self.flow_range = GRID_UNITS_PER_WIDTH * cfg.max_flow
         # f's colours; with warp_foreground the flow (x, y) that f samples the image at; with
         # motion_layers the K + 1 layer logits (the still layer first), whose softmax mixes the layers'
@@ -221,9 +221,8 @@ class ImageToVideoGenerator(nn.Module):
             self.video_head = nn.Sequential(
                 upsampling_conv3d(head_width, 2 if cfg.warp_foreground else cfg.channels,
                                   geo.time_strides[-1]), nn.Tanh())
-        self.layer_translations = (
-            LayerTranslations(code_width, cfg.motion_layers, cfg.frames, self.flow_range)
-            if cfg.motion_layers else None)
+        self.layer_translations = (LayerTranslations(code_width, cfg.motion_layers, cfg.frames)
+                                   if cfg.motion_layers else None)
         self.mask_head = nn.Sequential(upsampling_conv3d(head_width, 1, geo.time_strides[-1]),
                                        nn.Sigmoid())
         init_weights(self)  # main_conditional.lua applies the same weights_init as main.lua
@@ -259,7 +258,7 @@ class ImageToVideoGenerator(nn.Module):
                 flow = self.flow_range * foreground  # [B, 2, T, H, W]
             else:
                 layers = foreground.softmax(dim=1)  # [B, K + 1, T, H, W]
-                flow = layered_flow(layers, self.layer_translations(code))  # [B, 2, T, H, W]
+                flow = self.flow_range * layered_flow(layers, self.layer_translations(code))
             foreground = warp(image, flow)  # [B, 3, T, H, W]
         video = compose(foreground, mask, background)
         assert video.shape[1:] == self.clip_shape, \
