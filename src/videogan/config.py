@@ -294,7 +294,8 @@ def people_64() -> Config:
     cfg.data.source = "runs/data-people-64-train"
     cfg.data.workers = 0
     cfg.data.shuffle_buffer = 300  # about the data set's size (274 clips)
-    cfg.data.hflip = True  # people walk both ways; doubles what D sees of 274 clips
+    # people walk both ways; doubling what D sees of 274 clips beats the mirrored scenes it adds (RESULTS.md)
+    cfg.data.hflip = True
     return cfg
 
 
@@ -314,7 +315,8 @@ def people_animate() -> Config:
     cfg.model.d_frame_differences = True  # without it, D never told this G's stills from real clips
     cfg.train.mask_l1_weight = 0.0  # as main_conditional.lua
     cfg.train.steps = 1_000  # the shipped model's checkpoint: the best of 750-1500 by FVD (RESULTS)
-    cfg.train.lr_decay_start = cfg.train.lr_decay_end = 0  # constant rates, as the shipped model was trained
+    # constant rates, as the shipped model was trained; decaying them over 500-1000 ended worse (RESULTS.md)
+    cfg.train.lr_decay_start = cfg.train.lr_decay_end = 0
     cfg.train.flow_tv_weight = 5.0
     cfg.train.layer_entropy_weight = 0.5
     return cfg
