@@ -44,6 +44,10 @@ class ModelConfig:
     # Paper: 64 -> 128 -> 256 -> 512.
     d_width: int = 64
     d_bn_eps: float = 1e-3  # the original's cudnn.VolumetricBatchNormalization(.., 1e-3)
+    # How D's hidden layers are normalised: "batch", the paper's BatchNorm; or "spectral" (not in the paper;
+    # Miyato et al. 2018, as in SNGAN and DVD-GAN), every conv's weight divided by its largest singular value
+    # and no BatchNorm, so D's judgement of a clip does not depend on the rest of its batch.
+    d_norm: Literal["batch", "spectral"] = "batch"
     # Initial bias of the mask head: 0 as in the paper (m starts at 0.5); negative starts the
     # composite as mostly background, so the foreground stream only has to claim what moves.
     mask_bias_init: float = 0.0

@@ -1,9 +1,11 @@
 from dataclasses import replace
 
+import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
-from videogan.config import paper, people_animate, tiny
+from videogan.config import ConfigError, override, paper, people_64, people_animate, tiny
 from videogan.models import Discriminator
 from videogan.models.discriminator import FrameDifferences, with_frame_differences
 
@@ -58,3 +60,37 @@ def test_d_with_frame_differences_keeps_the_paper_layers_names_and_sees_motion()
     still = moving[:, :, :1].expand_as(moving)
     assert torch.equal(d.features[0](still)[:, :3, 0], d.features[0](moving)[:, :3, 0])
     assert d(moving).shape == (1, 2)
+
+
+def test_spectral_d_has_unit_norm_convs_no_batchnorm_and_judges_each_clip_alone():
+    cfg = replace(tiny().model, d_norm="spectral")
+    torch.manual_seed(0)
+    d = Discriminator(cfg)
+    assert not [m for m in d.modules() if isinstance(m, nn.BatchNorm3d)]
+    clips = torch.rand(4, 3, cfg.frames, cfg.size, cfg.size) * 2 - 1
+    with torch.no_grad():
+        for _ in range(30):  # training-mode passes run the power iteration towards each weight's top vector
+            d(clips)
+        convs = [m for m in d.modules() if isinstance(m, nn.Conv3d)]  # the classifier among them
+        assert len(convs) == 4 and all(parametrize.is_parametrized(c, "weight") for c in convs)
+        for conv in convs:
+            top = torch.linalg.matrix_norm(conv.weight.reshape(conv.out_channels, -1), ord=2)
+            assert top == pytest.approx(1.0, abs=0.02)
+        # without BatchNorm a clip's logits in training do not depend on the clips beside it in the batch (up
+        # to the power iteration's step between the two passes); the paper's D's do
+        others = torch.cat([clips[:1], -clips[1:]])
+        assert torch.allclose(d(clips[:1]), d(others)[:1], atol=1e-3)
+        batch_norm = Discriminator(tiny().model)
+        assert not torch.allclose(batch_norm(clips[:2])[:1], batch_norm(others[:2])[:1], atol=1e-2)
+    same = Discriminator(cfg)  # a checkpoint's state, power-iteration vectors included, restores it exactly
+    same.load_state_dict(d.state_dict())
+    d.eval(), same.eval()
+    assert torch.equal(d(clips), same(clips))
+
+
+def test_d_norm_is_checked_where_the_config_is_built():
+    cfg = people_64()
+    override(cfg, "model.d_norm", "spectral")
+    assert cfg.model.d_norm == "spectral"
+    with pytest.raises(ConfigError, match="model.d_norm"):
+        override(cfg, "model.d_norm", "layer")

@@ -72,12 +72,15 @@ def test_the_learning_rates_follow_the_decay(tmp_path, small_config):
     assert rates(4) == pytest.approx([2e-4, 0.5e-4])
 
 
-@pytest.mark.parametrize("augment, lr_decay", [("", (0, 0)), ("color,translation,cutout", (0, 0)),
-                                               ("", (2, 6))])
-def test_resume_equals_the_uninterrupted_run(tmp_path, small_config, augment, lr_decay):
+@pytest.mark.parametrize("augment, lr_decay, d_norm", [("", (0, 0), "batch"),
+                                                       ("color,translation,cutout", (0, 0), "batch"),
+                                                       ("", (2, 6), "batch"), ("", (0, 0), "spectral")])
+def test_resume_equals_the_uninterrupted_run(tmp_path, small_config, augment, lr_decay, d_norm):
     small_config.train.augment = augment  # augmentation draws are a function of (seed, rank, step) too
     # so are the learning rates: resuming mid-decay takes the rates the uninterrupted run took
     small_config.train.lr_decay_start, small_config.train.lr_decay_end = lr_decay
+    # a spectrally normalised D carries its power iteration's vectors from step to step: the checkpoint too
+    small_config.model.d_norm = d_norm
     small_config.train.steps = 6
     train(small_config, tmp_path / "full", progress=False)
     small_config.train.steps = 3  # "interrupted" after step 3 (a checkpoint is always written at the end)

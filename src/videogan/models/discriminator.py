@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from .geometry import check_width, geometry
 from .init import init_weights
@@ -24,7 +25,8 @@ class Discriminator(nn.Module):
 
     Paper: Conv3d 3->64 (no BatchNorm), 128, 256, 512 (BatchNorm eps 1e-3), LeakyReLU 0.2 throughout,
     then Conv3d 512->2 with kernel (2, 4, 4) over the remaining 2 x 4 x 4 volume. With
-    model.d_frame_differences (not in the paper) the first conv also takes each frame minus the first frame.
+    model.d_frame_differences (not in the paper) the first conv also takes each frame minus the first frame;
+    with model.d_norm="spectral" (not in the paper) every conv is spectrally normalised, with no BatchNorm.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -38,7 +40,7 @@ class Discriminator(nn.Module):
         cin = cfg.channels * (2 if cfg.d_frame_differences else 1)
         for i, width in enumerate(widths):
             layers.append(_down3d(cin, width, strides[i]))
-            if i > 0:
+            if i > 0 and cfg.d_norm == "batch":
                 layers.append(nn.BatchNorm3d(width, eps=cfg.d_bn_eps))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             cin = width
@@ -49,6 +51,10 @@ class Discriminator(nn.Module):
         self.features = nn.Sequential(named)  # -> [B, width_last, core_frames, 4, 4]
         self.classifier = nn.Conv3d(cin, 2, (geo.core_frames, 4, 4))
         init_weights(self)
+        if cfg.d_norm == "spectral":  # after the init, whose scale the normalisation then removes
+            for conv in self.modules():
+                if isinstance(conv, nn.Conv3d):
+                    spectral_norm(conv)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         assert video.shape[1:] == self.clip_shape, \
