@@ -82,6 +82,13 @@ class ModelConfig:
     # RESULTS.md), so an image-to-video G, whose first frame must equal the input, is otherwise never pushed
     # to move.
     d_frame_differences: bool = False
+    # A second head of D that judges single frames (not in the paper; MoCoGAN's image discriminator and
+    # DVD-GAN's spatial one): a 2-D conv net of this first width, doubled per stage as D's, scores
+    # d_frame_samples frames drawn at random from each clip, and D's loss adds its cross-entropy to the clip
+    # head's. Where a model's frames look worse than its motion (people-64, benchmarks/RESULTS.md), it asks
+    # for sharper frames at a small cost. 0 = no frame head, as in the paper.
+    d_frame_width: int = 0
+    d_frame_samples: int = 8  # frames of each clip the frame head judges, fresh draws each call (DVD-GAN: 8)
 
 
 @dataclass
@@ -288,7 +295,7 @@ def people_64() -> Config:
         # background_width: the background image is ~3/4 of each frame and decides most of FVD; a 2-D stream
         # 4x the 3-D one's width (the paper's is as wide) draws it sharper; 8x (512), one run, showed no gain
         # and collapsed its lab scenes to one (benchmarks/RESULTS.md). A foreground of g_width 256 costs 1.3x
-        # the step and, one run, showed no gain either.
+        # the step and, one run, showed no gain either; nor did a frame head for D (d_frame_width 32).
         model=ModelConfig(frames=32, size=64, g_width=64, d_width=32, background_width=256,
                           mask_bias_init=-2.0),
         # steps: where the shipped model stopped, so that this recipe makes it. At a constant rate FVD stopped
@@ -492,6 +499,8 @@ FIELD_RANGES: dict[str, Range] = {
     "model.g_width": Range(1, 4096),
     "model.background_width": Range(0, 4096),
     "model.d_width": Range(1, 4096),
+    "model.d_frame_width": Range(0, 4096),
+    "model.d_frame_samples": Range(1, 1024),
     "model.d_bn_eps": POSITIVE,
     "model.mask_bias_init": ANY,
     "model.motion_layers": AT_LEAST_0,
@@ -603,6 +612,8 @@ def _check_architecture(m: ModelConfig) -> None:
         if m.background_width:
             check_width("model.background_width", m.background_width, geo, "halve")
         check_width("model.d_width", m.d_width, geo, "double")
+        if m.d_frame_width:
+            check_width("model.d_frame_width", m.d_frame_width, geo, "double")
     except ArchitectureError as e:
         raise ConfigError(str(e)) from None
 
@@ -617,6 +628,9 @@ def _check_model_options(m: ModelConfig) -> None:
     if m.motion_layers and not m.warp_foreground:
         raise ConfigError(f"model.motion_layers={m.motion_layers} needs model.warp_foreground=true "
                           "(the layers move the warped image)")
+    if m.d_frame_width and m.d_frame_samples > m.frames:
+        raise ConfigError(f"model.d_frame_samples={m.d_frame_samples} is more than the clip's "
+                          f"model.frames={m.frames}: the frame head judges distinct frames of each clip")
     if m.max_flow != 1.0 and not m.warp_foreground:
         raise ConfigError(f"model.max_flow={m.max_flow} needs model.warp_foreground=true "
                           "(only a warping model has a flow)")

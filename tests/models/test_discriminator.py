@@ -5,9 +5,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from videogan.config import ConfigError, override, paper, people_64, people_animate, tiny
+from videogan.config import ConfigError, override, paper, people_64, people_animate, tiny, validate
 from videogan.models import Discriminator
-from videogan.models.discriminator import FrameDifferences, with_frame_differences
+from videogan.models.discriminator import FrameDifferences, sample_frames, with_frame_differences
 
 
 def test_paper_discriminator_matches_the_original_exactly():
@@ -94,3 +94,63 @@ def test_d_norm_is_checked_where_the_config_is_built():
     assert cfg.model.d_norm == "spectral"
     with pytest.raises(ConfigError, match="model.d_norm"):
         override(cfg, "model.d_norm", "layer")
+
+
+def test_sample_frames_draws_distinct_frames_of_each_clip_and_fresh_ones_each_call():
+    T = 8
+    video = torch.arange(T, dtype=torch.float32).reshape(1, 1, T, 1, 1).expand(3, 2, T, 4, 4).clone()
+    video[1] += 100  # clip 1's frames are told apart from clip 0's
+    torch.manual_seed(0)
+    frames = sample_frames(video, 5)
+    assert frames.shape == (3, 5, 2, 4, 4)
+    picked = frames[:, :, 0, 0, 0]  # [B, k]: each frame is constant, its value its index (+100 for clip 1)
+    assert (picked[1] >= 100).all() and (picked[[0, 2]] < 100).all()  # every frame from its own clip
+    for row in (picked % 100).long():
+        assert len(set(row.tolist())) == 5  # distinct
+        assert torch.equal(frames[0, 0], video[0, :, int((picked[0, 0] % 100).item())])
+    again = torch.stack([sample_frames(video, 5)[:, :, 0, 0, 0] for _ in range(4)])
+    assert not all(torch.equal(a, picked) for a in again)  # fresh draws each call
+    assert sorted((sample_frames(video, T)[0, :, 0, 0, 0]).tolist()) == list(range(T))  # k = T: all of them
+
+
+def test_frame_head_adds_a_second_pair_of_logits_that_judges_single_frames():
+    cfg = replace(people_64().model, d_frame_width=32, d_frame_samples=4)
+    torch.manual_seed(0)
+    d, plain = Discriminator(cfg), Discriminator(replace(cfg, d_frame_width=0))
+    # the clip head keeps the paper's names, so D's representation and old checkpoints are unchanged
+    assert set(plain.state_dict()) < set(d.state_dict())
+    assert all(k.startswith("frame_head.") for k in set(d.state_dict()) - set(plain.state_dict()))
+    convs = [m for m in d.frame_head.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 64, 128, 256, 2]  # widths double as D's; 64 -> 4x4 -> 1
+    assert [n.num_features for n in d.frame_head.modules() if isinstance(n, nn.BatchNorm2d)] == [64, 128, 256]
+    clips = torch.rand(3, 3, cfg.frames, cfg.size, cfg.size) * 2 - 1
+    d.eval()
+    logits = d(clips)
+    assert logits.shape == (3, 2, 2)
+    assert torch.equal(logits[:, 0], d.classifier(d.features(clips)).flatten(1))  # head 0: the clip head
+    # the frame head judges frames, not their order: a clip reversed in time or held on one frame per draw
+    # scores as the frames it draws
+    torch.manual_seed(1)
+    a = d.frame_head(clips)
+    torch.manual_seed(1)
+    b = d.frame_head(clips.flip(2))
+    assert not torch.allclose(a, b)  # other frames drawn at the same positions
+    one = clips[:, :, 5:6].expand_as(clips)
+    frame = d.frame_head.net(clips[:, :, 5]).flatten(1)  # [B, 2]: that one frame's logits
+    assert torch.allclose(d.frame_head(one), frame, atol=1e-5)
+
+
+def test_frame_head_takes_spectral_normalisation_and_is_checked_where_the_config_is_built():
+    d = Discriminator(replace(tiny().model, d_frame_width=8, d_frame_samples=2, d_norm="spectral"))
+    convs = [m for m in d.frame_head.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(parametrize.is_parametrized(c, "weight") for c in convs)
+    assert not [m for m in d.modules() if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d))]
+    cfg = people_64()
+    override(cfg, "model.d_frame_width", "32")
+    assert validate(cfg).model.d_frame_width == 32
+    override(cfg, "model.d_frame_samples", "64")
+    with pytest.raises(ConfigError, match="model.d_frame_samples=64 .*model.frames=32"):
+        validate(cfg)
+    cfg.model.d_frame_samples, cfg.model.d_frame_width = 8, -1
+    with pytest.raises(ConfigError, match="model.d_frame_width"):
+        validate(cfg)

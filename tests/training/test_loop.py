@@ -72,15 +72,18 @@ def test_the_learning_rates_follow_the_decay(tmp_path, small_config):
     assert rates(4) == pytest.approx([2e-4, 0.5e-4])
 
 
-@pytest.mark.parametrize("augment, lr_decay, d_norm", [("", (0, 0), "batch"),
-                                                       ("color,translation,cutout", (0, 0), "batch"),
-                                                       ("", (2, 6), "batch"), ("", (0, 0), "spectral")])
-def test_resume_equals_the_uninterrupted_run(tmp_path, small_config, augment, lr_decay, d_norm):
+@pytest.mark.parametrize("augment, lr_decay, d_norm, d_frame_width", [
+    ("", (0, 0), "batch", 0), ("color,translation,cutout", (0, 0), "batch", 0), ("", (2, 6), "batch", 0),
+    ("", (0, 0), "spectral", 0), ("", (0, 0), "batch", 8)])
+def test_resume_equals_the_uninterrupted_run(tmp_path, small_config, augment, lr_decay, d_norm,
+                                             d_frame_width):
     small_config.train.augment = augment  # augmentation draws are a function of (seed, rank, step) too
     # so are the learning rates: resuming mid-decay takes the rates the uninterrupted run took
     small_config.train.lr_decay_start, small_config.train.lr_decay_end = lr_decay
     # a spectrally normalised D carries its power iteration's vectors from step to step: the checkpoint too
     small_config.model.d_norm = d_norm
+    # the frame head's draws of frames come from torch's generator, which the checkpoint restores
+    small_config.model.d_frame_width, small_config.model.d_frame_samples = d_frame_width, 2
     small_config.train.steps = 6
     train(small_config, tmp_path / "full", progress=False)
     small_config.train.steps = 3  # "interrupted" after step 3 (a checkpoint is always written at the end)
@@ -89,6 +92,7 @@ def test_resume_equals_the_uninterrupted_run(tmp_path, small_config, augment, lr
     train(small_config, tmp_path / "split", resume=True, progress=False)
 
     full, split = _metrics(tmp_path / "full"), _metrics(tmp_path / "split")
+    assert all(("d_real_frames" in r) == bool(d_frame_width) for r in full)  # each head's probabilities
     drop = ("time", "seconds_per_step", "clips_per_second")
     assert [{k: v for k, v in r.items() if k not in drop} for r in split] == \
            [{k: v for k, v in r.items() if k not in drop} for r in full]

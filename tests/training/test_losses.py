@@ -52,6 +52,19 @@ def test_real_probability():
     assert real_probability(torch.tensor([[0.0, 0.0]])).item() == pytest.approx(0.5)
 
 
+def test_with_two_heads_each_heads_loss_is_added_and_each_gets_its_probability():
+    clip = torch.tensor([[0.0, 2.0], [1.0, 0.0]])
+    frame = torch.tensor([[0.5, -1.0], [0.0, 3.0]])
+    both = torch.stack([clip, frame], dim=1)  # [B, 2 heads, 2]
+    each = discriminator_loss(clip, clip.flip(-1)) + discriminator_loss(frame, frame.flip(-1))
+    assert discriminator_loss(both, both.flip(-1)).item() == pytest.approx(each.item(), rel=1e-6)
+    assert generator_adversarial_loss(both).item() == pytest.approx(
+        (generator_adversarial_loss(clip) + generator_adversarial_loss(frame)).item(), rel=1e-6)
+    assert torch.equal(real_probability(both),
+                       torch.stack([real_probability(clip), real_probability(frame)], dim=1))
+    assert torch.equal(real_log_odds(both)[:, 1], real_log_odds(frame))
+
+
 def test_real_log_odds_is_what_the_softmax_turns_into_the_probability():
     logits = torch.tensor([[0.3, 1.5], [2.0, -1.0]])
     assert torch.allclose(torch.sigmoid(real_log_odds(logits)), real_probability(logits))

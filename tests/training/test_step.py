@@ -6,7 +6,14 @@ import torch
 from videogan.config import TrainConfig
 from videogan.models import Discriminator, build_generator
 from videogan.training.distributed import DistributedContext
-from videogan.training.step import StepSetup, frozen, generator_penalties, r1_due, train_step
+from videogan.training.step import (
+    StepSetup,
+    d_probabilities,
+    frozen,
+    generator_penalties,
+    r1_due,
+    train_step,
+)
 
 
 def _setup(small_config, **train) -> StepSetup:
@@ -64,3 +71,20 @@ def test_frozen_keeps_gradients_from_the_weights_but_not_from_the_input():
         net(x).sum().backward()
     assert net.weight.grad is None and x.grad is not None
     assert all(p.requires_grad for p in net.parameters())
+
+
+def test_with_a_frame_head_each_head_is_trained_and_logged(small_config):
+    small_config.model.d_frame_width, small_config.model.d_frame_samples = 8, 2
+    setup = _setup(small_config)
+    head = [p.detach().clone() for p in setup.discriminator.frame_head.parameters()]
+    out = train_step(setup, *_batch(small_config), r1=True)
+    assert {"d_real", "d_fake", "d_real_frames", "d_fake_frames", "r1"} <= set(out)
+    after = list(setup.discriminator.frame_head.parameters())
+    assert all(not torch.equal(a, b) for a, b in zip(head, after, strict=True))  # D's step reaches the head
+    # head 0 is the clip head: d_real and d_fake are its probabilities, as without a frame head
+    real = torch.tensor([[[0.0, 2.0], [1.0, 0.0]]])  # [B=1, 2 heads, 2]
+    probs = d_probabilities(real, real.flip(-1))
+    assert probs["d_real"].item() == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())
+    assert probs["d_real_frames"].item() == pytest.approx(torch.sigmoid(torch.tensor(-1.0)).item())
+    assert probs["d_fake_frames"].item() == pytest.approx(torch.sigmoid(torch.tensor(1.0)).item())
+    assert set(d_probabilities(real[:, 0], real[:, 0])) == {"d_real", "d_fake"}

@@ -1,7 +1,8 @@
 """GAN losses of the paper and the image-to-video model's priors, as small pure functions.
 
 The discriminator emits two logits per clip (index 0 = fake, 1 = real) and is trained
-with cross-entropy, as the original's nn.CrossEntropyCriterion on a 2-way output.
+with cross-entropy, as the original's nn.CrossEntropyCriterion on a 2-way output. With a frame head
+(model.d_frame_width) it emits two per clip and head, [B, heads, 2], and each head's loss is added.
 """
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ REAL, FAKE = 1, 0
 
 
 def _cross_entropy_to(logits: torch.Tensor, label: int) -> torch.Tensor:
-    """Mean cross-entropy of [B, 2] logits against one label for the whole batch."""
-    assert logits.ndim == 2 and logits.shape[1] == 2, f"expected [B, 2] logits, got {list(logits.shape)}"
-    target = torch.full((logits.shape[0],), label, dtype=torch.long, device=logits.device)
-    return F.cross_entropy(logits, target)
+    """Cross-entropy of [B, 2] logits against one label, the mean over the batch; of [B, heads, 2] logits,
+    the sum over the heads of each head's mean (as DVD-GAN adds its two discriminators' losses)."""
+    assert logits.ndim in (2, 3) and logits.shape[-1] == 2, \
+        f"expected [B, 2] or [B, heads, 2] logits, got {list(logits.shape)}"
+    flat = logits.reshape(-1, 2)
+    target = torch.full((flat.shape[0],), label, dtype=torch.long, device=logits.device)
+    heads = logits.shape[1] if logits.ndim == 3 else 1
+    return F.cross_entropy(flat, target) * heads
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -29,17 +34,17 @@ def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
 
 
 def real_log_odds(logits: torch.Tensor) -> torch.Tensor:
-    """log D / (1 - D) of each clip, [B]: the scalar the 2-way softmax turns into D's probability (sigmoid of
-    it)."""
-    return logits[:, REAL] - logits[:, FAKE]
+    """log D / (1 - D) of each clip, [B] (or of each clip and head, [B, heads]): the scalar the 2-way softmax
+    turns into D's probability (sigmoid of it)."""
+    return logits[..., REAL] - logits[..., FAKE]
 
 
 def r1_penalty(clips: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """R1 (Mescheder et al. 2018, "Which training methods for GANs do actually converge?"): the mean over the
-    batch of |d log-odds / d clip|^2 at the real clips that gave `logits`, kept differentiable (create_graph)
-    so that D's step can descend it. `clips` must require grad. (With BatchNorm in D, clip i's gradient of the
-    batch's summed log-odds also carries its effect on the batch statistics, as in every BatchNorm GAN that
-    uses R1.)"""
+    batch of |d log-odds / d clip|^2 (with several heads, of their summed log-odds) at the real clips that
+    gave `logits`, kept differentiable (create_graph) so that D's step can descend it. `clips` must require
+    grad. (With BatchNorm in D, clip i's gradient of the batch's summed log-odds also carries its effect on
+    the batch statistics, as in every BatchNorm GAN that uses R1.)"""
     (grad,) = torch.autograd.grad(real_log_odds(logits).sum(), clips, create_graph=True)
     return grad.float().square().flatten(1).sum(1).mean()
 
@@ -50,8 +55,8 @@ def mask_l1_penalty(mask: torch.Tensor) -> torch.Tensor:
 
 
 def real_probability(logits: torch.Tensor) -> torch.Tensor:
-    """D's probability that each clip is real, [B]."""
-    return logits.softmax(dim=1)[:, REAL]
+    """D's probability that each clip is real, [B] (with several heads, each head's, [B, heads])."""
+    return logits.softmax(dim=-1)[..., REAL]
 
 
 # ------------------------------------------------------------------------ the image-to-video model's priors

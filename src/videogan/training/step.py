@@ -92,8 +92,8 @@ def train_step(setup: StepSetup, real: torch.Tensor, z: torch.Tensor,
                 r1_value = r1_penalty(r, real_logits)
                 regularised = d_loss + tc.r1_weight * tc.r1_every / 2 * r1_value
             (regularised / K).backward()
-        record({"d_loss": d_loss, "d_real": real_probability(real_logits).mean(),
-                "d_fake": real_probability(fake_logits).mean(), **({"r1": r1_value} if r1 else {})})
+        record({"d_loss": d_loss, **d_probabilities(real_logits, fake_logits),
+                **({"r1": r1_value} if r1 else {})})
     setup.opt_d.step()
 
     # Generator step: the non-saturating loss on the just-updated D, plus the weighted penalties.
@@ -127,6 +127,16 @@ def generator_penalties(fake: GeneratorOutput, real: torch.Tensor, tc: TrainConf
     if fake.layers is not None and tc.layer_entropy_weight:
         penalties["layer_entropy"] = (tc.layer_entropy_weight, ownership_entropy(fake.layers))
     return penalties
+
+
+def d_probabilities(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """D's mean real probability on the real and on the fake clips (d_real, d_fake); with a frame head
+    (model.d_frame_width), those of the clip head, and the frame head's as d_real_frames, d_fake_frames."""
+    real, fake = real_probability(real_logits), real_probability(fake_logits)  # [B] or [B, 2 heads]
+    if real.ndim == 1:
+        return {"d_real": real.mean(), "d_fake": fake.mean()}
+    return {"d_real": real[:, 0].mean(), "d_fake": fake[:, 0].mean(),
+            "d_real_frames": real[:, 1].mean(), "d_fake_frames": fake[:, 1].mean()}
 
 
 def r1_due(tc: TrainConfig, step: int) -> bool:
