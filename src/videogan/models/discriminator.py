@@ -21,6 +21,18 @@ def _down3d(cin: int, cout: int, time_stride: int) -> nn.Conv3d:
     return nn.Conv3d(cin, cout, (kt, 4, 4), stride=(time_stride, 2, 2), padding=1)
 
 
+def _stages(convs: list[nn.Module], batch_norm: type[nn.Module], cfg: ModelConfig) -> list[nn.Module]:
+    """D's stage pattern around its downsampling convolutions: each conv, then `batch_norm` with D's eps
+    after all but the first (where model.d_norm is "batch"), then LeakyReLU 0.2."""
+    layers: list[nn.Module] = []
+    for i, conv in enumerate(convs):
+        layers.append(conv)
+        if i > 0 and cfg.d_norm == "batch":
+            layers.append(batch_norm(conv.out_channels, eps=cfg.d_bn_eps))
+        layers.append(nn.LeakyReLU(0.2, inplace=True))
+    return layers
+
+
 class Discriminator(nn.Module):
     """Clip [B, 3, T, H, W] in [-1, 1] -> two logits [B, 2] (index 1 = real), trained with cross-entropy; with
     a frame head (model.d_frame_width), [B, 2 heads, 2]: the clip head's logits, then the frame head's.
@@ -38,20 +50,15 @@ class Discriminator(nn.Module):
         widths = geo.widths(cfg.d_width, "double")
         strides = geo.time_strides[::-1]  # mirror of the generator: time halves first
         self.clip_shape = (cfg.channels, cfg.frames, cfg.size, cfg.size)
-        layers: list[nn.Module] = []
-        cin = cfg.channels * (2 if cfg.d_frame_differences else 1)
-        for i, width in enumerate(widths):
-            layers.append(_down3d(cin, width, strides[i]))
-            if i > 0 and cfg.d_norm == "batch":
-                layers.append(nn.BatchNorm3d(width, eps=cfg.d_bn_eps))
-            layers.append(nn.LeakyReLU(0.2, inplace=True))
-            cin = width
+        ins = [cfg.channels * (2 if cfg.d_frame_differences else 1), *widths[:-1]]
+        layers = _stages([_down3d(a, b, t) for a, b, t in zip(ins, widths, strides, strict=True)],
+                         nn.BatchNorm3d, cfg)
         named = OrderedDict((str(i), layer) for i, layer in enumerate(layers))
         if cfg.d_frame_differences:  # first, in `features`, so that D's representation (representation/)
             # sees what D saw; by name, so the convolutions keep their parameter names
             named = OrderedDict([("frame_differences", FrameDifferences()), *named.items()])
         self.features = nn.Sequential(named)  # -> [B, width_last, core_frames, 4, 4]
-        self.classifier = nn.Conv3d(cin, 2, (geo.core_frames, 4, 4))
+        self.classifier = nn.Conv3d(widths[-1], 2, (geo.core_frames, 4, 4))
         # Not in `features`, so that D's representation (representation/) stays the paper's clip features.
         self.frame_head = FrameDiscriminator(cfg) if cfg.d_frame_width else None
         init_weights(self)
@@ -83,16 +90,11 @@ class FrameDiscriminator(nn.Module):
         geo = geometry(cfg.frames, cfg.size)
         check_width("model.d_frame_width", cfg.d_frame_width, geo, "double")
         self.samples = cfg.d_frame_samples
-        layers: list[nn.Module] = []
-        cin = cfg.channels
-        for i, width in enumerate(geo.widths(cfg.d_frame_width, "double")):
-            layers.append(nn.Conv2d(cin, width, 4, stride=2, padding=1))
-            if i > 0 and cfg.d_norm == "batch":
-                layers.append(nn.BatchNorm2d(width, eps=cfg.d_bn_eps))
-            layers.append(nn.LeakyReLU(0.2, inplace=True))
-            cin = width
-        layers.append(nn.Conv2d(cin, 2, 4))  # the 4x4 core -> [N, 2, 1, 1]
-        self.net = nn.Sequential(*layers)
+        widths = geo.widths(cfg.d_frame_width, "double")
+        ins = [cfg.channels, *widths[:-1]]
+        convs = [nn.Conv2d(a, b, 4, stride=2, padding=1) for a, b in zip(ins, widths, strict=True)]
+        self.net = nn.Sequential(*_stages(convs, nn.BatchNorm2d, cfg),
+                                 nn.Conv2d(widths[-1], 2, 4))  # the 4x4 core -> [N, 2, 1, 1]
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         frames = sample_frames(video, self.samples)  # [B, k, C, H, W]
