@@ -151,7 +151,7 @@ def test_every_numeric_field_has_a_range():
     ("train.keep_checkpoints", "-1"), ("train.sample_every", "-5"),
     ("train.num_samples", "0"), ("train.eval_num", "1"), ("train.seed", str(2**53 + 1)), ("model.size", "48"),
     ("model.channels", "1"), ("model.g_width", "6"), ("model.background_width", "-8"), ("model.d_width", "0"),
-    ("model.d_bn_eps", "0"),
+    ("model.d_bn_eps", "0"), ("model.z_modes", "-1"),
     ("model.mask_bias_init", "-inf"), ("model.motion_layers", "-1"), ("model.max_flow", "0"),
     ("model.max_flow", "1.5"), ("data.shuffle_buffer", "-1"),
     ("synthetic.max_objects", "0"), ("synthetic.min_radius", "0"), ("synthetic.max_radius", "0.5"),
@@ -189,6 +189,10 @@ def test_out_of_range_values_are_refused_naming_the_key_and_value(key, value):
      "model.background_width=64 applies to the two-stream model only"),
     ({"model.background_width": 10}, "model.background_width 10 must be divisible by 4"),
     ({"data.source": ""}, "data.source=''"),
+    ({"model.z_modes": 1}, "model.z_modes=1 is a code with one value"),
+    ({"model.z_modes": 100}, "model.z_modes=100 must be less than model.z_dim=100"),
+    ({"model.kind": "conditional", "model.z_modes": 16},
+     "model.z_modes=16 applies to the unconditional models"),
 ])
 def test_fields_that_do_not_fit_together_are_refused(sets, message):
     cfg = preset("tiny")

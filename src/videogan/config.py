@@ -33,6 +33,10 @@ class ModelConfig:
     size: int = 64  # H = W of a clip
     channels: int = 3  # C of a clip (RGB)
     z_dim: int = 100
+    # Unconditional models: the first z_modes entries of z become a categorical code, the one-hot of their
+    # argmax (not in the paper; ClusterGAN's prior). Footage of a few scenes is a few separate modes, which a
+    # continuous z reaches only through blends of them; a discrete code lets G jump between scenes. 0 = off.
+    z_modes: int = 0
     # Channels of the generator's first (4x4) stage; each upsampling stage halves it.
     # Paper: 512 -> 256 -> 128 -> 64.
     g_width: int = 512
@@ -295,7 +299,8 @@ def people_64() -> Config:
         # background_width: the background image is ~3/4 of each frame and decides most of FVD; a 2-D stream
         # 4x the 3-D one's width (the paper's is as wide) draws it sharper; 8x (512), one run, showed no gain
         # and collapsed its lab scenes to one (benchmarks/RESULTS.md). A foreground of g_width 256 costs 1.3x
-        # the step and, one run, showed no gain either; nor did a frame head for D (d_frame_width 32).
+        # the step and, one run, showed no gain either; nor did a frame head for D (d_frame_width 32) or a
+        # discrete code in z (z_modes 16).
         model=ModelConfig(frames=32, size=64, g_width=64, d_width=32, background_width=256,
                           mask_bias_init=-2.0),
         # steps: where the shipped model stopped, so that this recipe makes it. At a constant rate FVD stopped
@@ -496,6 +501,7 @@ FIELD_RANGES: dict[str, Range] = {
     "model.size": Range(8, 1024),  # and a power of two: models/geometry.py
     "model.channels": Range(3, 3),  # every data source and the metrics read RGB
     "model.z_dim": Range(1, 4096),
+    "model.z_modes": AT_LEAST_0,
     "model.g_width": Range(1, 4096),
     "model.background_width": Range(0, 4096),
     "model.d_width": Range(1, 4096),
@@ -628,6 +634,14 @@ def _check_model_options(m: ModelConfig) -> None:
     if m.motion_layers and not m.warp_foreground:
         raise ConfigError(f"model.motion_layers={m.motion_layers} needs model.warp_foreground=true "
                           "(the layers move the warped image)")
+    if m.z_modes and m.kind == "conditional":
+        raise ConfigError(f"model.z_modes={m.z_modes} applies to the unconditional models only, not to "
+                          f"{m.kind}")
+    if m.z_modes == 1:
+        raise ConfigError("model.z_modes=1 is a code with one value: use 0 (off) or at least 2 modes")
+    if m.z_modes >= m.z_dim:
+        raise ConfigError(f"model.z_modes={m.z_modes} must be less than model.z_dim={m.z_dim}: the rest of z "
+                          "stays continuous")
     if m.d_frame_width and m.d_frame_samples > m.frames:
         raise ConfigError(f"model.d_frame_samples={m.d_frame_samples} is more than the clip's "
                           f"model.frames={m.frames}: the frame head judges distinct frames of each clip")

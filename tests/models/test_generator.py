@@ -10,6 +10,7 @@ from videogan.models import (
     build_generator,
     compose,
     geometry,
+    with_discrete_code,
 )
 
 
@@ -150,3 +151,33 @@ def test_generator_output_apply_maps_every_tensor_and_keeps_none():
     assert doubled.mask is None and doubled.layers is None
     assert torch.equal(doubled.video, video + 2) and torch.equal(doubled.flow,
                                                                  torch.full((1, 2, 2, 4, 4), 3.0))
+
+
+def test_discrete_code_is_the_scaled_one_hot_of_the_argmax_and_keeps_the_rest():
+    z = torch.randn(64, 20, generator=torch.Generator().manual_seed(0))
+    coded = with_discrete_code(z, 4)
+    assert torch.equal(coded[:, 4:], z[:, 4:])
+    assert torch.equal(coded[:, :4].argmax(dim=1), z[:, :4].argmax(dim=1))
+    assert torch.equal(coded[:, :4], torch.nn.functional.one_hot(z[:, :4].argmax(dim=1), 4) * 2.0)  # sqrt(4)
+    assert torch.equal(with_discrete_code(z, 0), z)
+
+
+def test_discrete_code_draws_every_mode_about_equally_often():
+    z = torch.randn(16_000, 100, generator=torch.Generator().manual_seed(1))
+    counts = with_discrete_code(z, 16)[:, :16].sum(dim=0) / 4  # one-hot scaled by sqrt(16)
+    assert counts.sum() == 16_000
+    assert counts.min() > 0.8 * 1000 and counts.max() < 1.2 * 1000
+
+
+@pytest.mark.parametrize("kind", ["two-stream", "one-stream"])
+def test_with_z_modes_only_the_argmax_of_the_code_entries_matters(kind):
+    torch.manual_seed(0)
+    g = build_generator(ModelConfig(kind=kind, frames=16, size=32, g_width=32, d_width=8, z_modes=8)).eval()
+    z = torch.randn(3, 100)
+    moved = z.clone()
+    moved[:, :8] *= 2.0  # the same argmax, other values
+    other_mode = z.clone()
+    other_mode[:, :8] = z[:, :8].roll(1, dims=1)  # the same values, another argmax
+    with torch.no_grad():
+        assert torch.equal(g(z).video, g(moved).video)
+        assert not torch.allclose(g(z).video, g(other_mode).video)

@@ -12,6 +12,7 @@ from .generator import (
     OneStreamGenerator,
     TwoStreamGenerator,
     compose,
+    with_discrete_code,
 )
 from .generator import build_generator as build_unconditional_generator
 from .geometry import ArchitectureError, geometry
@@ -27,6 +28,8 @@ def build_generator(cfg: ModelConfig) -> nn.Module:
     for field in ("stochastic", "input_background", "image_skips", "warp_foreground"):
         if getattr(cfg, field) and cfg.kind != "conditional":
             raise ArchitectureError(f"model.{field} applies to the conditional model only, not to {cfg.kind}")
+    if cfg.z_modes and cfg.kind == "conditional":
+        raise ArchitectureError(f"model.z_modes applies to the unconditional models only, not to {cfg.kind}")
     if cfg.motion_layers < 0:
         raise ArchitectureError(f"model.motion_layers {cfg.motion_layers} must be 0 (a free flow) or more")
     if cfg.motion_layers and not cfg.warp_foreground:
@@ -48,4 +51,5 @@ __all__ = [
     "fold_conv_bias_into_batchnorm",
     "geometry",
     "init_weights",
+    "with_discrete_code",
 ]

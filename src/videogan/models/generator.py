@@ -95,6 +95,17 @@ class BackgroundStream(nn.Module):
         return self.net(z[:, :, None, None])
 
 
+def with_discrete_code(z: torch.Tensor, modes: int) -> torch.Tensor:
+    """z [B, Z] ~ N(0, I) with its first `modes` entries replaced by the one-hot of their argmax, scaled by
+    sqrt(modes) to keep their expected squared norm: a categorical code, uniform over the modes (the argmax of
+    i.i.d. normals), beside Z - modes continuous ones (ClusterGAN's prior, Mukherjee et al. 2019; not in the
+    paper). 0 modes: z unchanged."""
+    if not modes:
+        return z
+    code = nn.functional.one_hot(z[:, :modes].argmax(dim=1), modes).to(z.dtype) * modes ** 0.5
+    return torch.cat([code, z[:, modes:]], dim=1)
+
+
 class _VideoGenerator(nn.Module):
     """What both generators share: the 3-D foreground stream and its video head f."""
 
@@ -105,14 +116,17 @@ class _VideoGenerator(nn.Module):
         self.widths = geo.widths(cfg.g_width, "halve")
         self.last_time_stride = geo.time_strides[-1]
         self.z_dim = cfg.z_dim
+        self.z_modes = cfg.z_modes
         self.clip_shape = (cfg.channels, cfg.frames, cfg.size, cfg.size)
         self.foreground_stream = ForegroundStream(cfg.z_dim, self.widths, geo)
         self.video_head = nn.Sequential(upsampling_conv3d(self.widths[-1], cfg.channels,
                                                           self.last_time_stride),
                                         nn.Tanh())
 
-    def _check_noise(self, z: torch.Tensor) -> None:
+    def _latent(self, z: torch.Tensor) -> torch.Tensor:
+        """The checked noise [B, Z] as both streams read it (with model.z_modes, its discrete code)."""
         assert z.ndim == 2 and z.shape[1] == self.z_dim, f"z must be [B, {self.z_dim}], got {list(z.shape)}"
+        return with_discrete_code(z, self.z_modes)
 
     def _check_video(self, video: torch.Tensor) -> None:
         assert video.shape[1:] == self.clip_shape, \
@@ -136,7 +150,7 @@ class TwoStreamGenerator(_VideoGenerator):
         nn.init.constant_(self.mask_head[0].bias, cfg.mask_bias_init)
 
     def forward(self, z: torch.Tensor) -> GeneratorOutput:
-        self._check_noise(z)
+        z = self._latent(z)
         features = self.foreground_stream(z)
         # [B, 3, T, H, W], [B, 1, T, H, W]
         foreground, mask = video_and_mask(self.video_head, self.mask_head, features)
@@ -154,7 +168,7 @@ class OneStreamGenerator(_VideoGenerator):
         init_weights(self)
 
     def forward(self, z: torch.Tensor) -> GeneratorOutput:
-        self._check_noise(z)
+        z = self._latent(z)
         video = self.video_head(self.foreground_stream(z))
         self._check_video(video)
         return GeneratorOutput(video=video, foreground=video, mask=None, background=None)
