@@ -30,6 +30,11 @@ def at_mode(z: torch.Tensor, modes: int, mode: int) -> torch.Tensor:
     return z
 
 
+def mean_abs_change(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean |a - b| of two uint8 batches of clips, in grey levels (0-255)."""
+    return (a.float() - b.float()).abs().mean().item()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", help="a run directory or checkpoint folder with model.z_modes > 0")
@@ -51,10 +56,10 @@ def main() -> None:
     for mode in range(modes):
         z = noise(args.num, z_dim, args.seed + 2 * mode)
         rest = noise(args.num, z_dim, args.seed + 2 * mode + 1)
-        at = clips(at_mode(z, modes, mode)).float()
-        code_moves.append((at - clips(at_mode(z, modes, (mode + 1) % modes)).float()).abs().mean().item())
-        rest_moves.append((at - clips(at_mode(rest, modes, mode)).float()).abs().mean().item())
-        shown.append(at[:4].to(torch.uint8))
+        at = clips(at_mode(z, modes, mode))
+        code_moves.append(mean_abs_change(at, clips(at_mode(z, modes, (mode + 1) % modes))))
+        rest_moves.append(mean_abs_change(at, clips(at_mode(rest, modes, mode))))
+        shown.append(at[:4])
     result = {"run": args.run, "step": loaded.step, "modes": modes, "num": args.num,
               "mean_abs_change_code": round(sum(code_moves) / modes, 2),
               "mean_abs_change_rest": round(sum(rest_moves) / modes, 2),
