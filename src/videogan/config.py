@@ -300,7 +300,7 @@ def people_64() -> Config:
         # 4x the 3-D one's width (the paper's is as wide) draws it sharper; 8x (512), one run, showed no gain
         # and collapsed its lab scenes to one (benchmarks/RESULTS.md). A foreground of g_width 256 costs 1.3x
         # the step and, one run, showed no gain either; nor did a frame head for D (d_frame_width 32) or a
-        # discrete code in z (z_modes 16).
+        # discrete code in z (z_modes 16); with spectral D, the three together ended worse (one run).
         model=ModelConfig(frames=32, size=64, g_width=64, d_width=32, background_width=256,
                           mask_bias_init=-2.0),
         # steps: where the shipped model stopped, so that this recipe makes it. At a constant rate FVD stopped
