@@ -1,14 +1,16 @@
-"""Issue 5's GPU measurement, prepared to run in one go on a lent GPU: the paper preset at batch 64, with and
-without bf16 and torch.compile.
+"""Issue 5's GPU measurement, prepared to run in one go on a GPU: the paper preset at batch 64, with and
+without bf16 and torch.compile, and TF32's and bf16's numerics checked against plain fp32.
 
     python benchmarks/gpu_speed.py --out DIR                      # on the GPU machine (cuda, paper, batch 64)
     python benchmarks/gpu_speed.py --device cpu --preset tiny --batch-size 4 --steps 1 --peak-size 512 \\
         --sets fp32,bf16 --out /tmp/g
 
-Each option set is one `videogan bench train` in its own process, so that a compile failure or an
-out-of-memory in one cannot spoil the others, and each has a time limit. Writes DIR/gpu_speed.jsonl (one line
-per set: the bench's JSON, or the error) and DIR/gpu_speed.md (the table for benchmarks/RESULTS.md), and
-prints the table.
+First `videogan bench precision` (one forward and backward pass of G and D in fp32, TF32 and bf16 from the
+same weights, batch and noise: each output's and gradient's relative error against fp32, flagged above
+--output-tolerance / --gradient-tolerance), then each option set as one `videogan bench train`, every one in
+its own process, so that a compile failure or an out-of-memory in one cannot spoil the others, and each with a
+time limit. Writes DIR/gpu_speed.jsonl (one line per run: the bench's JSON, or the error) and DIR/gpu_speed.md
+(the tables for benchmarks/RESULTS.md), and prints the tables.
 
 On a GPU machine that has torch but not PyAV, simplejpeg or webdataset, the command is
 (the wheels downloaded here beforehand into the ignored folder .whl/, see benchmarks/RESULTS.md):
@@ -39,6 +41,9 @@ OPTION_SETS = {  # the most wanted first: a set that runs out of time leaves the
 }
 
 
+OUTPUTS = ("video", "real_logits", "fake_logits")  # `bench precision`'s outputs; its other errors: gradients
+
+
 def bench_command(args: argparse.Namespace, overrides: list[str]) -> list[str]:
     cmd = [sys.executable, "-m", "videogan", "bench", "train", "--preset", args.preset,
            "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
@@ -46,6 +51,41 @@ def bench_command(args: argparse.Namespace, overrides: list[str]) -> list[str]:
     for item in overrides:
         cmd += ["--set", item]
     return cmd
+
+
+def precision_command(args: argparse.Namespace) -> list[str]:
+    return [sys.executable, "-m", "videogan", "bench", "precision", "--preset", args.preset,
+            "--batch-size", str(args.batch_size), "--device", args.device]
+
+
+def failed_checks(errors: dict[str, dict[str, float | None]], output_tolerance: float,
+                  gradient_tolerance: float) -> list[str]:
+    """The `mode/quantity` names whose relative error against fp32 is over its tolerance or not finite."""
+    failed = []
+    for mode, by_name in errors.items():
+        for name, error in by_name.items():
+            tolerance = output_tolerance if name in OUTPUTS else gradient_tolerance
+            if error is None or error > tolerance:
+                failed.append(f"{mode}/{name}")
+    return failed
+
+
+def precision_table(row: dict) -> str:
+    """Markdown: one row per mode, its relative errors against fp32, and what failed."""
+    if "error" in row:
+        return f"Precision check: {row['error']}"
+    errors = row["relative_error_vs_fp32"]
+    names = list(next(iter(errors.values())))
+    lines = ["| mode | " + " | ".join(f"{n} rel. error" for n in names) + " |",
+             "| --- | " + " | ".join("---" for _ in names) + " |"]
+    for mode, by_name in errors.items():
+        cells = ["not finite" if by_name[n] is None else f"{by_name[n]:.3g}" for n in names]
+        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    verdict = ("all within tolerance" if not row["failed"]
+               else "over tolerance: " + ", ".join(row["failed"]))
+    tolerances = row["tolerances"]
+    return "\n".join(lines) + (f"\n\nAgainst fp32 (tolerances: outputs {tolerances['outputs']:g}, gradients "
+                               f"{tolerances['gradients']:g}): {verdict}.")
 
 
 def run_set(name: str, cmd: list[str], timeout: float) -> dict:
@@ -94,6 +134,11 @@ def main() -> None:
                     help="N of the N x N matmuls timed for the peaks (8192: large enough for an H100/H200's "
                          "bf16 rate; use ~1024 on a CPU, whose bf16 matmul is slow)")
     ap.add_argument("--timeout", type=float, default=90, help="seconds per set (6 sets fit a 10-minute call)")
+    ap.add_argument("--output-tolerance", type=float, default=0.05,
+                    help="largest relative error of G's clips and D's logits against fp32 that passes")
+    ap.add_argument("--gradient-tolerance", type=float, default=0.3,
+                    help="largest relative error of G's and D's gradients against fp32 that passes (bf16's "
+                         "reach 0.11 for D and 0.17 for G with the paper's nets at batch 2 on a CPU)")
     args = ap.parse_args()
     names = args.sets.split(",")
     unknown = sorted(set(names) - set(OPTION_SETS))
@@ -102,6 +147,15 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONPATH", str(REPO / "src"))
+
+    check = run_set("precision check", precision_command(args), args.timeout)
+    if "error" not in check:
+        check["failed"] = failed_checks(check["relative_error_vs_fp32"], args.output_tolerance,
+                                        args.gradient_tolerance)
+        check["tolerances"] = {"outputs": args.output_tolerance, "gradients": args.gradient_tolerance}
+    print(json.dumps(check), flush=True)
+    with open(out / "gpu_speed.jsonl", "a") as f:
+        f.write(json.dumps(check) + "\n")
 
     rows = []
     for name in names:
@@ -115,7 +169,7 @@ def main() -> None:
     header = (f"`python benchmarks/gpu_speed.py --preset {args.preset} --batch-size {args.batch_size} "
               f"--steps {args.steps}` on {first.get('device', args.device)}, "
               f"torch {first.get('torch', '?')}, {first.get('date', '?')}")
-    text = header + "\n\n" + table(rows) + "\n"
+    text = header + "\n\n" + table(rows) + "\n\n" + precision_table(check) + "\n"
     (out / "gpu_speed.md").write_text(text)
     print(text)
 

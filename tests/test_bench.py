@@ -1,4 +1,6 @@
-"""`videogan bench train`: the JSON's fields are consistent, and the FLOPs are the ones the step does."""
+"""`videogan bench train`: the JSON's fields are consistent, and the FLOPs are the ones the step does;
+`videogan bench precision` and benchmarks/gpu_speed.py, which runs both."""
+import importlib.util
 import json
 import re
 import subprocess
@@ -9,10 +11,22 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from videogan.bench import data_throughput, matmul_peak_gflops, set_upsample_impl, train_step_speed
+from videogan.bench import (
+    data_throughput,
+    matmul_peak_gflops,
+    precision_check,
+    relative_error,
+    set_upsample_impl,
+    train_step_speed,
+)
 from videogan.cli import main
 from videogan.config import ConfigError
 from videogan.models import Discriminator, build_generator
+
+_GPU_SPEED = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_speed.py"
+_spec = importlib.util.spec_from_file_location("gpu_speed", _GPU_SPEED)
+gpu_speed = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gpu_speed)
 
 
 def _forward_flops(module: torch.nn.Module, x: torch.Tensor) -> int:
@@ -65,6 +79,40 @@ def test_with_lazy_r1_each_figure_is_the_average_over_an_interval(small_config):
     assert plain["flops_per_step"] < lazy["flops_per_step"] < 2 * plain["flops_per_step"]
 
 
+def test_relative_error_is_the_norm_of_the_difference_over_the_reference():
+    assert relative_error(torch.tensor([3.0, 4.0]), torch.tensor([3.0, 4.0])) == 0
+    assert relative_error(torch.tensor([3.0, 4.5]), torch.tensor([3.0, 4.0])) == pytest.approx(0.1)
+    assert relative_error(torch.tensor([float("nan"), 4.0]), torch.tensor([3.0, 4.0])) is None
+
+
+def test_precision_check_measures_bf16_against_fp32(small_config):
+    r = precision_check(small_config)
+    errors = r["relative_error_vs_fp32"]
+    names = {"video", "real_logits", "fake_logits", "d_grad", "g_grad"}
+    assert set(errors) == {"tf32", "bf16"} and set(errors["tf32"]) == set(errors["bf16"]) == names
+    assert all(e == 0 for e in errors["tf32"].values())  # TF32 is a CUDA setting: fp32 here
+    # bf16 rounds (8 significant bits) but computes the same thing: small errors, none zero
+    assert all(0 < errors["bf16"][n] < 0.05 for n in ("video", "real_logits", "fake_logits"))
+    assert all(0 < errors["bf16"][n] < 0.3 for n in ("d_grad", "g_grad"))
+    assert (r["batch_size"], r["device"]) == (small_config.train.batch_size, "cpu")
+    assert precision_check(small_config)["relative_error_vs_fp32"] == errors  # seeded: the same again
+
+
+def test_precision_check_refuses_the_image_to_video_model(small_config):
+    small_config.model.kind = "conditional"
+    with pytest.raises(ConfigError, match="unconditional models"):
+        precision_check(small_config)
+
+
+def test_failed_checks_names_what_is_over_its_tolerance_or_not_finite():
+    errors = {"tf32": {"video": 0.001, "d_grad": 0.01},
+              "bf16": {"video": 0.08, "d_grad": 0.2, "g_grad": None}}
+    assert gpu_speed.failed_checks(errors, output_tolerance=0.05, gradient_tolerance=0.3) == [
+        "bf16/video", "bf16/g_grad"]
+    assert gpu_speed.failed_checks(errors, output_tolerance=0.1, gradient_tolerance=0.1) == [
+        "bf16/d_grad", "bf16/g_grad"]
+
+
 def test_matmul_peak_is_measured():
     assert 0 < matmul_peak_gflops("cpu", n=64, repeats=1) < 1e5
     assert 0 < matmul_peak_gflops("cpu", n=64, repeats=1, dtype=torch.bfloat16) < 1e5
@@ -91,6 +139,16 @@ def test_cli_prints_the_json(capsys):
     assert (r["preset"] == "tiny" and r["overrides"] == sets and r["batch_size"] == 2
             and r["flops_per_step"] > 0)
     assert r["upsample"] == "auto"
+
+
+def test_cli_prints_the_precision_check(capsys):
+    sets = ["model.frames=4", "model.size=8", "model.g_width=8", "model.d_width=4", "model.z_dim=8"]
+    code = main(["bench", "precision", "--preset", "tiny", "--batch-size", "2", "--device", "cpu",
+                 *[a for s in sets for a in ("--set", s)]])
+    assert code == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["preset"] == "tiny" and r["batch_size"] == 2
+    assert set(r["relative_error_vs_fp32"]) == {"tf32", "bf16"}
 
 
 def test_upsample_kernel_changes_the_time_not_the_flops(small_config):
@@ -154,21 +212,23 @@ def test_set_upsample_impl_sets_every_transposed_convolution(small_config):
 
 def test_gpu_speed_script_writes_a_row_per_option_set(tmp_path):
     # benchmarks/gpu_speed.py, the prepared GPU measurement, dry-run on the CPU at the smallest sizes.
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_speed.py"
-    done = subprocess.run([sys.executable, str(script), "--device", "cpu", "--preset", "tiny",
+    done = subprocess.run([sys.executable, str(_GPU_SPEED), "--device", "cpu", "--preset", "tiny",
                            "--batch-size", "2", "--steps", "1", "--warmup", "0", "--peak-size", "64",
                            "--sets", "fp32,tf32", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    rows = [json.loads(line) for line in (tmp_path / "gpu_speed.jsonl").read_text().splitlines()]
+    check, *rows = [json.loads(line) for line in (tmp_path / "gpu_speed.jsonl").read_text().splitlines()]
+    assert check["set"] == "precision check" and check["failed"] == [] and check["batch_size"] == 2
+    assert check["relative_error_vs_fp32"]["bf16"]["video"] > 0
     assert [r["set"] for r in rows] == ["fp32", "tf32"] and [r["tf32"] for r in rows] == [False, True]
     assert rows[0]["flops_per_step"] == rows[1]["flops_per_step"] > 0 and rows[0]["batch_size"] == 2
     table = (tmp_path / "gpu_speed.md").read_text()
-    assert table.count("\n| fp32 | ") == 1 and table.count("\n| tf32 | ") == 1
+    assert table.count("\n| fp32 | ") == 1 and table.count("\n| tf32 | ") == 2  # a speed and a precision row
+    assert "\n| tf32 | 0 | 0 | 0 | 0 | 0 |" in table and table.count("\n| bf16 | ") == 1
+    assert "all within tolerance" in table
 
 
 def test_gpu_speed_script_refuses_an_unknown_set(tmp_path):
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_speed.py"
-    done = subprocess.run([sys.executable, str(script), "--sets", "fp32,fp8", "--out", str(tmp_path)],
+    done = subprocess.run([sys.executable, str(_GPU_SPEED), "--sets", "fp32,fp8", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "unknown fp8" in done.stderr

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import datetime
 import io
+import math
 import os
 import platform
 import statistics
 import time
+from contextlib import nullcontext
 from functools import partial
 
 import cv2
@@ -34,6 +36,7 @@ from .models import Discriminator, build_generator
 from .ops.upsample import FastConvTranspose3d
 from .training import distributed
 from .training.diffaugment import ClipAugment, augment_generator
+from .training.losses import discriminator_loss, generator_adversarial_loss
 from .training.runtime import adam, check_options, clip_layout, configure_backends, prepare_networks
 from .training.step import StepSetup, r1_due, train_step
 
@@ -264,6 +267,77 @@ def train_step_speed(cfg: Config, steps: int = 5, warmup: int = 1, peak_size: in
         "device": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else str(ctx.device),
         "threads": torch.get_num_threads(),
         "cpu": cpu_name(),
+        "torch": torch.__version__,
+        "date": str(datetime.date.today()),
+    }
+
+
+def relative_error(x: torch.Tensor, reference: torch.Tensor) -> float | None:
+    """||x - reference|| / ||reference||, in float64; None where it is not finite (JSON has no nan)."""
+    x, reference = x.double(), reference.double()
+    error = (torch.linalg.vector_norm(x - reference) / torch.linalg.vector_norm(reference)).item()
+    return _significant(error) if math.isfinite(error) else None
+
+
+def _flat(grads: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
+    """One fp32 vector of the gradients that exist (a parameter outside the graph has None)."""
+    return torch.cat([g.flatten().float() for g in grads if g is not None])
+
+
+def precision_check(cfg: Config) -> dict:
+    """How far TF32 and bf16 autocast move one forward and backward pass of the networks from plain fp32.
+
+    From the same seeded weights, real batch (`data.source`) and noise, each mode computes G's clips, D's
+    logits on the real and the generated clips, the gradient of D's loss for D's parameters and of G's
+    adversarial loss for G's, as a training step does; each is reported as its relative error against fp32's
+    (see relative_error). TF32 is a CUDA setting: elsewhere it runs as fp32 and its errors are 0. The networks
+    are in training mode (BatchNorm on each batch's own statistics, D's real and fake passes separate),
+    without DiffAugment or R1."""
+    validate(cfg)
+    if cfg.model.kind == "conditional":
+        raise ConfigError("the precision check runs the unconditional models (noise to clips) only")
+    tc = cfg.train
+    ctx = distributed.setup(tc.device)
+    if tc.num_threads > 0:
+        torch.set_num_threads(tc.num_threads)
+    torch.manual_seed(tc.seed)
+    G = build_generator(cfg.model).to(ctx.device).train()
+    D = Discriminator(cfg.model).to(ctx.device).train()
+    stream = make_source(cfg).batches(0, tc.batch_size, 0, 1, ctx.device)
+    real = to_model_range(next(stream), ctx.device, torch.contiguous_format)
+    stream.close()
+    z = torch.randn(tc.batch_size, G.z_dim, generator=torch.Generator().manual_seed(tc.seed)).to(ctx.device)
+    cuda = ctx.device.type == "cuda"
+    tf32_before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+
+    def one_pass(tf32: bool, bf16: bool) -> dict[str, torch.Tensor]:
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+        with torch.autocast(ctx.device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
+            video = G(z).video
+            # as in training: D's loss on the generated clips held fixed, G's through a second pass of D
+            real_logits, fake_logits = D(real), D(video.detach())
+            d_loss = discriminator_loss(real_logits, fake_logits)
+            g_loss = generator_adversarial_loss(D(video))
+        d_grads = torch.autograd.grad(d_loss, list(D.parameters()), allow_unused=True)
+        g_grads = torch.autograd.grad(g_loss, list(G.parameters()), allow_unused=True)
+        return {"video": video.detach().float(), "real_logits": real_logits.detach().float(),
+                "fake_logits": fake_logits.detach().float(),
+                "d_grad": _flat(d_grads), "g_grad": _flat(g_grads)}
+
+    try:
+        reference = one_pass(tf32=False, bf16=False)
+        errors = {mode: {name: relative_error(value, reference[name])
+                         for name, value in one_pass(tf32=True, bf16=mode == "bf16").items()}
+                  for mode in ("tf32", "bf16")}
+    finally:
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32_before
+        ctx.close()
+    return {
+        "relative_error_vs_fp32": errors,
+        "batch_size": tc.batch_size,
+        "device": torch.cuda.get_device_name(ctx.device) if cuda else str(ctx.device),
         "torch": torch.__version__,
         "date": str(datetime.date.today()),
     }

@@ -298,6 +298,15 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_precision(args: argparse.Namespace) -> int:
+    from .bench import precision_check
+
+    cfg = build_config(args.preset, args.set,
+                       **{"train.batch_size": args.batch_size, "train.device": args.device})
+    print(json.dumps({"preset": args.preset, "overrides": args.set, **precision_check(cfg)}))
+    return 0
+
+
 def cmd_bench_data(args: argparse.Namespace) -> int:
     from .bench import data_throughput
 
@@ -654,6 +663,14 @@ def make_parser() -> argparse.ArgumentParser:
     _add_quiet(b)
     _add_set(b)
     b.set_defaults(func=cmd_bench_train)
+    b = bench.add_parser("precision",
+                         help="relative error of TF32 and bf16 against fp32 in one forward and backward pass "
+                              "of G and D")
+    _add_preset(b, default="paper")
+    _add_batch_size(b, help="default: the preset's train.batch_size")
+    _add_device(b, default=None, help=CONFIG_DEVICE_HELP)
+    _add_set(b)
+    b.set_defaults(func=cmd_bench_precision)
 
     p = sub.add_parser("study",
                        help="the paper's realism study: 'which video is more realistic?' as a local web app")
