@@ -148,23 +148,20 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONPATH", str(REPO / "src"))
 
+    def record(row: dict) -> dict:
+        print(json.dumps(row), flush=True)
+        # appended per run: a set that hangs the machine keeps the others
+        with open(out / "gpu_speed.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        return row
+
     check = run_set("precision check", precision_command(args), args.timeout)
     if "error" not in check:
         check["failed"] = failed_checks(check["relative_error_vs_fp32"], args.output_tolerance,
                                         args.gradient_tolerance)
         check["tolerances"] = {"outputs": args.output_tolerance, "gradients": args.gradient_tolerance}
-    print(json.dumps(check), flush=True)
-    with open(out / "gpu_speed.jsonl", "a") as f:
-        f.write(json.dumps(check) + "\n")
-
-    rows = []
-    for name in names:
-        cmd = bench_command(args, OPTION_SETS[name])
-        rows.append(run_set(name, cmd, args.timeout))
-        print(json.dumps(rows[-1]), flush=True)
-        # appended per set: a set that hangs the machine keeps the others
-        with open(out / "gpu_speed.jsonl", "a") as f:
-            f.write(json.dumps(rows[-1]) + "\n")
+    record(check)
+    rows = [record(run_set(name, bench_command(args, OPTION_SETS[name]), args.timeout)) for name in names]
     first = next((r for r in rows if "error" not in r), {})
     header = (f"`python benchmarks/gpu_speed.py --preset {args.preset} --batch-size {args.batch_size} "
               f"--steps {args.steps}` on {first.get('device', args.device)}, "

@@ -171,6 +171,21 @@ class _TotalsOnly:
         return None
 
 
+def _seeded_networks_and_batch(cfg: Config, ctx: distributed.DistributedContext
+                               ) -> tuple[torch.nn.Module, torch.nn.Module, torch.Tensor]:
+    """G and D as seeded by train.seed, on ctx's device, and this rank's share of one real batch from
+    data.source in the model's range and layout ([B / world size, C, T, H, W]): what the benches run on."""
+    tc = cfg.train
+    torch.manual_seed(tc.seed)
+    generator = build_generator(cfg.model).to(ctx.device)
+    discriminator = Discriminator(cfg.model).to(ctx.device)
+    local_batch = tc.batch_size // ctx.world_size
+    stream = make_source(cfg).batches(0, local_batch, ctx.rank, ctx.world_size, ctx.device)
+    real = to_model_range(next(stream), ctx.device, clip_layout(tc))
+    stream.close()
+    return generator, discriminator, real
+
+
 def train_step_speed(cfg: Config, steps: int = 5, warmup: int = 1, peak_size: int = 4096,
                      upsample: str = "auto", progress: bool = True) -> dict:
     """Seconds per training step of `cfg` (its model, train.batch_size, device, threads and speed options),
@@ -198,16 +213,11 @@ def train_step_speed(cfg: Config, steps: int = 5, warmup: int = 1, peak_size: in
         torch.set_num_threads(tc.num_threads)
     check_options(tc, ctx)
     configure_backends(tc, ctx.device)
-    torch.manual_seed(tc.seed)
-    local_batch = tc.batch_size // ctx.world_size
-    generator = build_generator(cfg.model).to(ctx.device)
-    discriminator = Discriminator(cfg.model).to(ctx.device)
+    generator, discriminator, real = _seeded_networks_and_batch(cfg, ctx)
+    local_batch = real.shape[0]
     set_upsample_impl(generator, upsample)
     G, D = prepare_networks(generator, discriminator, tc, ctx)  # before the optimisers, as in train()
     opt_g, opt_d = adam(generator.parameters(), tc.lr_g, tc), adam(discriminator.parameters(), tc.lr_d, tc)
-    stream = make_source(cfg).batches(0, local_batch, ctx.rank, ctx.world_size, ctx.device)
-    real = to_model_range(next(stream), ctx.device, clip_layout(tc))
-    stream.close()
     setup = StepSetup(G, D, opt_g, opt_d, tc, ctx, conditional=cfg.model.kind == "conditional")
     augment = ClipAugment.parse(tc.augment)
 
@@ -300,13 +310,8 @@ def precision_check(cfg: Config) -> dict:
     ctx = distributed.setup(tc.device)
     if tc.num_threads > 0:
         torch.set_num_threads(tc.num_threads)
-    torch.manual_seed(tc.seed)
-    G = build_generator(cfg.model).to(ctx.device).train()
-    D = Discriminator(cfg.model).to(ctx.device).train()
-    stream = make_source(cfg).batches(0, tc.batch_size, 0, 1, ctx.device)
-    real = to_model_range(next(stream), ctx.device, torch.contiguous_format)
-    stream.close()
-    z = torch.randn(tc.batch_size, G.z_dim, generator=torch.Generator().manual_seed(tc.seed)).to(ctx.device)
+    G, D, real = _seeded_networks_and_batch(cfg, ctx)  # fresh modules: in training mode
+    z = torch.randn(real.shape[0], G.z_dim, generator=torch.Generator().manual_seed(tc.seed)).to(ctx.device)
     cuda = ctx.device.type == "cuda"
     tf32_before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
 
